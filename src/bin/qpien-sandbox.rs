@@ -1,0 +1,88 @@
+//! `qpien-sandbox`: runs the Qpien stand-in on its own (e.g. in docker-compose), so the
+//! facade can be developed against it without reaching Qpien.
+//!
+//! Settings: SANDBOX_HOST (default 127.0.0.1), SANDBOX_PORT (default 8081),
+//! SANDBOX_TOKEN_TTL_SECS, SANDBOX_RATE_LIMIT_PER_MINUTE, RUST_LOG (default "info").
+//! A bad setting exits with code 2 and a message on stderr.
+
+use std::net::TcpListener;
+use std::process::ExitCode;
+
+use qpien_rest::sandbox::{DEMO_CLIENT_ID, READ_ONLY_CLIENT_ID, Sandbox, SandboxConfig};
+use tracing_subscriber::EnvFilter;
+
+fn setting(name: &str, default: &str) -> Result<String, String> {
+    match std::env::var(name) {
+        Ok(v) => Ok(v),
+        Err(std::env::VarError::NotPresent) => Ok(default.to_owned()),
+        Err(std::env::VarError::NotUnicode(_)) => Err(format!("{name} is not valid UTF-8")),
+    }
+}
+
+fn listen_address() -> Result<(String, u16), String> {
+    let host = setting("SANDBOX_HOST", "127.0.0.1")?;
+    let port = setting("SANDBOX_PORT", "8081")?;
+    let port = port
+        .trim()
+        .parse::<u16>()
+        .map_err(|_| format!("SANDBOX_PORT must be a port number (0-65535), got {port:?}"))?;
+    Ok((host.trim().to_owned(), port))
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).init();
+
+    let settings = listen_address().and_then(|addr| Ok((addr, SandboxConfig::from_env()?)));
+    let ((host, port), config) = match settings {
+        Ok(s) => s,
+        Err(message) => {
+            eprintln!("qpien-sandbox: invalid setting: {message}");
+            return ExitCode::from(2);
+        }
+    };
+    let listener = match TcpListener::bind((host.as_str(), port)) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("qpien-sandbox: cannot listen on {host}:{port}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let sandbox = match Sandbox::start(listener, config) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("qpien-sandbox: cannot start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    println!("Qpien sandbox GraphQL endpoint: {}", sandbox.url());
+    println!("Demo client id: {DEMO_CLIENT_ID} (read-only: {READ_ONLY_CLIENT_ID})");
+
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    sandbox.stop().await;
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,99 @@
+//! The command line: `qpien-rest` serves; `qpien-rest openapi` prints the OpenAPI
+//! document; `qpien-rest healthcheck` asks a running instance for `/healthz` (for the
+//! container's HEALTHCHECK, which has no curl).
+
+use std::process::ExitCode;
+
+use crate::settings::Settings;
+use crate::startup::Application;
+use crate::{openapi, telemetry};
+
+const USAGE: &str = "usage: qpien-rest [serve | openapi | healthcheck | help]\n\
+  serve        run the service (default); configuration comes from the environment, see README\n\
+  openapi      print the OpenAPI 3.1 document to stdout\n\
+  healthcheck  exit 0 when the instance on 127.0.0.1:$PORT answers /healthz, else 1\n";
+
+pub async fn run(args: Vec<String>) -> ExitCode {
+    let settings = match Settings::from_env() {
+        Ok(settings) => settings,
+        Err(error) => {
+            eprint!("qpien-rest: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    match args.first().map(String::as_str) {
+        None | Some("serve") => serve(settings).await,
+        Some("openapi") => {
+            let document = openapi::document(&Settings {
+                public_base_url: None,
+                ..settings
+            });
+            println!(
+                "{}",
+                document.to_pretty_json().expect("the document serialises")
+            );
+            ExitCode::SUCCESS
+        }
+        Some("healthcheck") => healthcheck(settings.port).await,
+        Some("help" | "--help" | "-h") => {
+            print!("{USAGE}");
+            ExitCode::SUCCESS
+        }
+        Some(other) => {
+            eprint!("qpien-rest: unknown command {other:?}\n{USAGE}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn serve(settings: Settings) -> ExitCode {
+    telemetry::init(settings.log_format);
+    let application = match Application::build(settings.clone()).await {
+        Ok(application) => application,
+        Err(error) => {
+            tracing::error!(error = %error, "cannot start");
+            eprintln!("qpien-rest: cannot start: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let shown_host = if settings.host.is_unspecified() {
+        "127.0.0.1".to_owned()
+    } else {
+        settings.host.to_string()
+    };
+    let base = format!("http://{shown_host}:{}", application.port());
+    let mode = if application.is_service_mode() {
+        "service mode"
+    } else {
+        "pass-through mode"
+    };
+    let upstream = match &settings.upstream.api_url {
+        Some(url) => url.to_string(),
+        None => format!("embedded sandbox at {}", application.upstream_url()),
+    };
+    tracing::info!(upstream = %upstream, mode, "listening on {base}");
+    println!("qpien-rest listening on {base} ({mode}, upstream: {upstream})");
+    println!("  Swagger UI:   {base}/docs/");
+    println!("  OpenAPI 3.1:  {base}/openapi.json");
+    match application.run_until_stopped().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(error = %error, "server failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn healthcheck(port: u16) -> ExitCode {
+    let url = format!("http://127.0.0.1:{port}/healthz");
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(3))
+        .build();
+    match client {
+        Ok(client) => match client.get(&url).send().await {
+            Ok(response) if response.status().is_success() => ExitCode::SUCCESS,
+            _ => ExitCode::FAILURE,
+        },
+        Err(_) => ExitCode::FAILURE,
+    }
+}

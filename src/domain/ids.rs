@@ -1,0 +1,71 @@
+//! Typed identifiers. Qpien ids are MongoDB ObjectIds (the entity's `_id` says so): 24
+//! hexadecimal digits. Anything else is rejected at the edge, before any upstream call.
+
+use std::fmt;
+
+const LEN: usize = 24;
+
+fn parse_object_id(value: &str) -> Result<String, String> {
+    if value.len() == LEN && value.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Ok(value.to_ascii_lowercase())
+    } else {
+        Err("must be 24 hexadecimal digits, e.g. 6650a1000000000000000001".to_owned())
+    }
+}
+
+macro_rules! object_id {
+    ($(#[$meta:meta])* $name:ident) => {
+        $(#[$meta])*
+        #[derive(Clone, Debug, PartialEq, Eq, Hash)]
+        pub struct $name(String);
+
+        impl $name {
+            /// Accepts 24 hexadecimal digits in either case; keeps them lower-case.
+            pub fn parse(value: &str) -> Result<Self, String> {
+                parse_object_id(value).map(Self)
+            }
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+
+object_id!(
+    /// Id of a conversation.
+    ConversationId
+);
+object_id!(
+    /// Id of an agent (a person of the business).
+    PersonId
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn object_ids_accept_24_hex_digits_only() {
+        assert_eq!(
+            ConversationId::parse("6650A1000000000000000001")
+                .unwrap()
+                .as_str(),
+            "6650a1000000000000000001"
+        );
+        for bad in [
+            "",
+            "123",
+            "6650a100000000000000000g",
+            "6650a10000000000000000011",
+            "6650a1000000000000000 01",
+        ] {
+            assert!(ConversationId::parse(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
+}

@@ -1,0 +1,217 @@
+//! `PATCH /conversations/{id}`: a JSON Merge Patch (RFC 7396) of the updatable fields
+//! becomes a typed `ConversationPatch`, or the list of every offending member.
+
+use serde_json::{Map, Value};
+use validator::Validate;
+
+use super::{ConversationStatus, InvalidParam, PersonId, Priority};
+
+/// Most tags one conversation can carry through this API.
+pub const MAX_TAGS: usize = 20;
+const MAX_TAGS_BOUND: u64 = MAX_TAGS as u64;
+
+const UPDATABLE: [&str; 5] = ["status", "starred", "priority", "tags", "joinedPersonId"];
+const READ_ONLY: [&str; 9] = [
+    "id",
+    "customerId",
+    "joinedCustomerPersonId",
+    "type",
+    "groupOrChannel",
+    "channels",
+    "lastMessage",
+    "lastReceivedMessageChannelId",
+    "_id",
+];
+
+/// A valid, non-empty change. `None` leaves a field as it is; `joined_person_id:
+/// Some(None)` removes the joined agent (a `null` in the merge patch).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Validate)]
+pub struct ConversationPatch {
+    pub status: Option<ConversationStatus>,
+    pub starred: Option<bool>,
+    pub priority: Option<Priority>,
+    #[validate(length(max = MAX_TAGS_BOUND, message = "must hold at most 20 tag names"))]
+    pub tags: Option<Vec<String>>,
+    pub joined_person_id: Option<Option<PersonId>>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum PatchError {
+    /// Not JSON, or not a JSON object: 400.
+    Malformed(String),
+    /// Well-formed but unacceptable members: 422, each listed.
+    Invalid(Vec<InvalidParam>),
+}
+
+impl ConversationPatch {
+    pub fn parse(body: &[u8]) -> Result<Self, PatchError> {
+        let value: Value = serde_json::from_slice(body)
+            .map_err(|e| PatchError::Malformed(format!("the body is not valid JSON: {e}")))?;
+        let Value::Object(members) = value else {
+            return Err(PatchError::Malformed(
+                "a merge patch must be a JSON object, e.g. {\"status\": \"resolved\"}".to_owned(),
+            ));
+        };
+        Self::from_members(members)
+    }
+
+    fn from_members(members: Map<String, Value>) -> Result<Self, PatchError> {
+        let mut patch = ConversationPatch::default();
+        let mut errors = Vec::new();
+        if members.is_empty() {
+            errors.push(InvalidParam {
+                parameter: None,
+                pointer: Some("#".to_owned()),
+                detail: format!(
+                    "the patch changes nothing; give at least one of {}",
+                    UPDATABLE.join(", ")
+                ),
+            });
+        }
+        for (name, value) in &members {
+            let result = match name.as_str() {
+                "status" => {
+                    enum_member(value, ConversationStatus::parse).map(|v| patch.status = Some(v))
+                }
+                "priority" => enum_member(value, Priority::parse).map(|v| patch.priority = Some(v)),
+                "starred" => match value {
+                    Value::Bool(b) => Ok(patch.starred = Some(*b)),
+                    Value::Null => Err("cannot be null; use true or false".to_owned()),
+                    _ => Err(format!("must be true or false, got {}", kind(value))),
+                },
+                "tags" => tag_names(value).map(|v| patch.tags = Some(v)),
+                "joinedPersonId" => match value {
+                    Value::Null => Ok(patch.joined_person_id = Some(None)),
+                    Value::String(s) => {
+                        PersonId::parse(s).map(|id| patch.joined_person_id = Some(Some(id)))
+                    }
+                    _ => Err(format!(
+                        "must be an agent id string or null, got {}",
+                        kind(value)
+                    )),
+                },
+                other if READ_ONLY.contains(&other) => Err("is read-only".to_owned()),
+                _ => Err(format!(
+                    "is not an updatable field; updatable: {}",
+                    UPDATABLE.join(", ")
+                )),
+            };
+            if let Err(detail) = result {
+                errors.push(InvalidParam::pointer(name, detail));
+            }
+        }
+        if let Err(invalid) = patch.validate() {
+            for (field, field_errors) in invalid.field_errors() {
+                for e in field_errors {
+                    errors.push(InvalidParam::pointer(
+                        field.as_ref(),
+                        e.message.as_deref().unwrap_or("is invalid"),
+                    ));
+                }
+            }
+        }
+        if errors.is_empty() {
+            Ok(patch)
+        } else {
+            Err(PatchError::Invalid(errors))
+        }
+    }
+}
+
+fn enum_member<T>(value: &Value, parse: fn(&str) -> Result<T, String>) -> Result<T, String> {
+    match value {
+        Value::String(s) => parse(s),
+        Value::Null => Err("cannot be null".to_owned()),
+        _ => Err(format!("must be a string, got {}", kind(value))),
+    }
+}
+
+/// `tags` replaces the whole set, as merge patch does with arrays; `null` clears it.
+fn tag_names(value: &Value) -> Result<Vec<String>, String> {
+    let items = match value {
+        Value::Null => return Ok(Vec::new()),
+        Value::Array(items) => items,
+        _ => {
+            return Err(format!(
+                "must be an array of tag names, got {}",
+                kind(value)
+            ));
+        }
+    };
+    let mut names = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        match item {
+            Value::String(s) if !s.trim().is_empty() && s.chars().count() <= 64 => {
+                if !names.contains(s) {
+                    names.push(s.clone());
+                }
+            }
+            Value::String(_) => {
+                return Err(format!("item {i} must be a tag name of 1 to 64 characters"));
+            }
+            _ => return Err(format!("item {i} must be a string, got {}", kind(item))),
+        }
+    }
+    Ok(names)
+}
+
+fn kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn invalid_pointers(body: &str) -> Vec<String> {
+        match ConversationPatch::parse(body.as_bytes()) {
+            Err(PatchError::Invalid(errors)) => {
+                errors.into_iter().map(|e| e.pointer.unwrap()).collect()
+            }
+            other => panic!("expected invalid members, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_null_joined_person_removes_the_agent() {
+        let patch = ConversationPatch::parse(br#"{"joinedPersonId": null}"#).unwrap();
+        assert_eq!(patch.joined_person_id, Some(None));
+    }
+
+    #[test]
+    fn every_offending_member_is_listed() {
+        let mut pointers =
+            invalid_pointers(r#"{"status":"done","starred":"yes","colour":1,"id":"x"}"#);
+        pointers.sort();
+        assert_eq!(pointers, ["#/colour", "#/id", "#/starred", "#/status"]);
+    }
+
+    #[test]
+    fn too_many_tags_are_rejected() {
+        let tags: Vec<String> = (0..=MAX_TAGS).map(|i| format!("\"t{i}\"")).collect();
+        assert_eq!(
+            invalid_pointers(&format!("{{\"tags\":[{}]}}", tags.join(","))),
+            ["#/tags"]
+        );
+    }
+
+    #[test]
+    fn an_empty_patch_is_rejected_and_a_non_object_is_malformed() {
+        assert_eq!(invalid_pointers("{}"), ["#"]);
+        assert!(matches!(
+            ConversationPatch::parse(b"[1]"),
+            Err(PatchError::Malformed(_))
+        ));
+        assert!(matches!(
+            ConversationPatch::parse(b"{"),
+            Err(PatchError::Malformed(_))
+        ));
+    }
+}

@@ -1,0 +1,369 @@
+//! One error type for the HTTP edge, one table from outcome to status, one body shape:
+//! RFC 9457 `application/problem+json`. Callers get a clean message; the log gets the
+//! cause chain, once, here.
+
+use std::time::Duration;
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::{HttpResponse, ResponseError};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::domain::InvalidParam;
+use crate::upstream::UpstreamError;
+
+tokio::task_local! {
+    /// The request being served, so problem bodies can name it wherever they are built.
+    pub static REQUEST: RequestContext;
+}
+
+#[derive(Clone, Debug)]
+pub struct RequestContext {
+    pub id: String,
+    pub path: String,
+}
+
+pub const PROBLEM_JSON: &str = "application/problem+json";
+/// Media types `PATCH` accepts, as announced in `Accept-Patch`.
+pub const ACCEPT_PATCH: &str = "application/merge-patch+json, application/json";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("invalid request parameters")]
+    InvalidParameters(Vec<InvalidParam>),
+    #[error("malformed request body: {0}")]
+    MalformedBody(String),
+    #[error("invalid request body")]
+    InvalidBody(Vec<InvalidParam>),
+    #[error("unsupported media type {0:?}")]
+    UnsupportedMediaType(Option<String>),
+    #[error("request body larger than {0} bytes")]
+    PayloadTooLarge(usize),
+    #[error("no bearer token in pass-through mode")]
+    MissingCredentials,
+    #[error("no such route")]
+    RouteNotFound,
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    #[error("not ready: {0}")]
+    NotReady(String),
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+}
+
+/// An RFC 9457 problem detail.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(example = json!({
+    "type": "/problems/invalid-parameters",
+    "title": "Invalid request parameters",
+    "status": 400,
+    "detail": "1 query or path parameter is invalid; see errors.",
+    "instance": "/conversations",
+    "requestId": "3f1c2a8e-8a52-4a57-9d54-5b1a0f6f3a11",
+    "errors": [{"parameter": "pageSize", "detail": "must be a whole number from 1 to 100"}]
+}))]
+pub struct Problem {
+    /// URI reference naming the kind of problem; `GET` it for a description.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Short summary of the kind of problem; the same for every occurrence.
+    pub title: String,
+    /// The HTTP status code.
+    pub status: u16,
+    /// What went wrong this time, for a person to read.
+    pub detail: String,
+    /// The path of the request.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
+    /// Qpien's error code, where the problem comes from Qpien (e.g. `TOKEN_EXPIRED`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = "INSUFFICIENT_SCOPES")]
+    pub code: Option<String>,
+    /// The scope the token lacks, with 403.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = "write_conversations")]
+    pub required_scope: Option<String>,
+    /// The request id, also in the `X-Request-Id` header: quote it when reporting a problem.
+    pub request_id: String,
+    /// Every offending input, with 400 and 422.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<InvalidParam>,
+}
+
+/// The kinds of problem: slug (the last part of `type`), status, title, explanation.
+/// `GET /problems/{slug}` serves the explanation.
+pub const PROBLEM_KINDS: &[(&str, u16, &str, &str)] = &[
+    (
+        "invalid-parameters",
+        400,
+        "Invalid request parameters",
+        "A query or path parameter is missing, unknown, repeated, or has a value outside what the route accepts. Each offending parameter is listed in `errors`. Nothing was sent to Qpien.",
+    ),
+    (
+        "malformed-body",
+        400,
+        "Malformed request body",
+        "The body is not JSON, or not a JSON object. Nothing was sent to Qpien.",
+    ),
+    (
+        "missing-credentials",
+        401,
+        "Missing bearer token",
+        "In pass-through mode every request must carry `Authorization: Bearer <Qpien access token>`. Nothing was sent to Qpien.",
+    ),
+    (
+        "upstream-unauthorized",
+        401,
+        "Qpien refused the access token",
+        "Qpien answered UNAUTHORIZED (unknown token) or TOKEN_EXPIRED (older than one hour). Get a new token with generateOAuthToken and retry.",
+    ),
+    (
+        "insufficient-scope",
+        403,
+        "The token lacks a scope",
+        "Qpien answered INSUFFICIENT_SCOPES; `requiredScope` names the scope the API key needs. Scope changes apply to new tokens only.",
+    ),
+    (
+        "not-found",
+        404,
+        "Not found",
+        "Qpien has no conversation with this id, or the route does not exist.",
+    ),
+    (
+        "method-not-allowed",
+        405,
+        "Method not allowed",
+        "The route exists but not with this method.",
+    ),
+    (
+        "payload-too-large",
+        413,
+        "Request body too large",
+        "The request body is over the limit. Nothing was sent to Qpien.",
+    ),
+    (
+        "unsupported-media-type",
+        415,
+        "Unsupported media type",
+        "PATCH takes `application/merge-patch+json` (RFC 7396) or `application/json`. Nothing was sent to Qpien.",
+    ),
+    (
+        "invalid-body",
+        422,
+        "Invalid request body",
+        "The body is well-formed JSON but some members are unknown, read-only, of the wrong type or out of range, or it changes nothing. Each is listed in `errors`. Nothing was sent to Qpien.",
+    ),
+    (
+        "upstream-rejected-input",
+        422,
+        "Qpien rejected the input",
+        "Qpien refused the values (BAD_USER_INPUT), e.g. a tag name that does not exist for the customer.",
+    ),
+    (
+        "rate-limited",
+        429,
+        "Rate limit exhausted",
+        "Qpien's limit of requests per minute for this API key is used up. Wait `Retry-After` seconds.",
+    ),
+    (
+        "upstream-error",
+        502,
+        "Qpien failed",
+        "Qpien could not be reached, answered with a server error or with something that is not the expected GraphQL response, or refused the service's configured credentials (INVALID_CLIENT).",
+    ),
+    (
+        "not-ready",
+        503,
+        "Not ready",
+        "The service cannot serve requests yet: Qpien is unreachable or, in service mode, no access token could be obtained.",
+    ),
+    (
+        "upstream-timeout",
+        504,
+        "Qpien did not answer in time",
+        "Qpien did not answer within the configured timeout.",
+    ),
+];
+
+impl ApiError {
+    fn slug(&self) -> &'static str {
+        match self {
+            Self::InvalidParameters(_) => "invalid-parameters",
+            Self::MalformedBody(_) => "malformed-body",
+            Self::InvalidBody(_) => "invalid-body",
+            Self::UnsupportedMediaType(_) => "unsupported-media-type",
+            Self::PayloadTooLarge(_) => "payload-too-large",
+            Self::MissingCredentials => "missing-credentials",
+            Self::RouteNotFound => "not-found",
+            Self::MethodNotAllowed => "method-not-allowed",
+            Self::NotReady(_) => "not-ready",
+            Self::Upstream(e) => match e {
+                UpstreamError::Unauthorized { .. } => "upstream-unauthorized",
+                UpstreamError::InsufficientScope { .. } => "insufficient-scope",
+                UpstreamError::NotFound { .. } => "not-found",
+                UpstreamError::BadInput { .. } => "upstream-rejected-input",
+                UpstreamError::RateLimited { .. } => "rate-limited",
+                UpstreamError::Timeout => "upstream-timeout",
+                UpstreamError::InvalidClient
+                | UpstreamError::Unreachable(_)
+                | UpstreamError::BadStatus { .. }
+                | UpstreamError::InvalidResponse(_)
+                | UpstreamError::Unexpected { .. } => "upstream-error",
+            },
+        }
+    }
+
+    fn kind(&self) -> (&'static str, u16, &'static str) {
+        let slug = self.slug();
+        let (_, status, title, _) = PROBLEM_KINDS
+            .iter()
+            .find(|k| k.0 == slug)
+            .expect("every slug is in PROBLEM_KINDS");
+        (slug, *status, title)
+    }
+
+    /// What the caller reads. Upstream causes are summarised, never copied verbatim where
+    /// they could carry internals.
+    fn detail(&self) -> String {
+        match self {
+            Self::InvalidParameters(errors) => format!("{} query or path parameter(s) invalid; see errors.", errors.len()),
+            Self::InvalidBody(errors) => format!("{} member(s) of the merge patch invalid; see errors.", errors.len()),
+            Self::MalformedBody(why) => why.clone(),
+            Self::UnsupportedMediaType(found) => format!(
+                "Content-Type {} is not accepted; send {ACCEPT_PATCH}.",
+                found.as_deref().map_or("(none)".to_owned(), |f| format!("{f:?}"))
+            ),
+            Self::PayloadTooLarge(limit) => format!("The request body is over {limit} bytes."),
+            Self::MissingCredentials => {
+                "Send your Qpien access token as `Authorization: Bearer <token>`.".to_owned()
+            }
+            Self::RouteNotFound => "No route matches this path.".to_owned(),
+            Self::MethodNotAllowed => "This route does not support this method.".to_owned(),
+            Self::NotReady(why) => why.clone(),
+            Self::Upstream(e) => match e {
+                UpstreamError::Unauthorized { code: "TOKEN_EXPIRED", .. } => {
+                    "Qpien says the access token has expired; generate a new one.".to_owned()
+                }
+                UpstreamError::Unauthorized { .. } => "Qpien does not accept the access token.".to_owned(),
+                UpstreamError::InsufficientScope { required_scope, .. } => match required_scope {
+                    Some(scope) => format!("The access token lacks the scope {scope}."),
+                    None => "The access token lacks a scope this operation needs.".to_owned(),
+                },
+                UpstreamError::NotFound { .. } => "Qpien has no conversation with this id.".to_owned(),
+                UpstreamError::BadInput { message } => format!("Qpien rejected the input: {message}"),
+                UpstreamError::RateLimited { retry_after } => {
+                    format!("Qpien's rate limit is exhausted; retry in {} s.", retry_after.as_secs())
+                }
+                UpstreamError::Timeout => "Qpien did not answer in time.".to_owned(),
+                UpstreamError::InvalidClient => {
+                    "Qpien rejected this service's configured API credentials; an operator must fix them.".to_owned()
+                }
+                UpstreamError::Unreachable(_) => "Qpien cannot be reached.".to_owned(),
+                UpstreamError::BadStatus { status } => format!("Qpien answered HTTP {status}."),
+                UpstreamError::InvalidResponse(_) | UpstreamError::Unexpected { .. } => {
+                    "Qpien's answer was not what this service expects.".to_owned()
+                }
+            },
+        }
+    }
+
+    fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::Upstream(UpstreamError::RateLimited { retry_after }) => Some(*retry_after),
+            _ => None,
+        }
+    }
+
+    pub fn problem(&self) -> Problem {
+        let (slug, status, title) = self.kind();
+        let context = REQUEST.try_with(Clone::clone).ok();
+        Problem {
+            kind: format!("/problems/{slug}"),
+            title: title.to_owned(),
+            status,
+            detail: self.detail(),
+            instance: context.as_ref().map(|c| c.path.clone()),
+            code: match self {
+                Self::Upstream(e) => e.code().map(str::to_owned),
+                _ => None,
+            },
+            required_scope: match self {
+                Self::Upstream(UpstreamError::InsufficientScope { required_scope, .. }) => {
+                    required_scope.clone()
+                }
+                _ => None,
+            },
+            request_id: context.map(|c| c.id).unwrap_or_default(),
+            errors: match self {
+                Self::InvalidParameters(errors) | Self::InvalidBody(errors) => errors.clone(),
+                _ => Vec::new(),
+            },
+        }
+    }
+
+    fn log(&self) {
+        let status = self.status_code();
+        let chain = error_chain(self);
+        if status.is_server_error() {
+            tracing::error!(http.status_code = status.as_u16(), error.cause_chain = %chain, "request failed");
+        } else if matches!(self, Self::Upstream(_)) {
+            tracing::warn!(http.status_code = status.as_u16(), error.cause_chain = %chain, "upstream refused the request");
+        } else {
+            tracing::info!(http.status_code = status.as_u16(), error.cause_chain = %chain, "request rejected");
+        }
+    }
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        StatusCode::from_u16(self.kind().1).expect("valid status")
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        self.log();
+        let problem = self.problem();
+        let mut response = HttpResponse::build(self.status_code());
+        response.insert_header((header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON)));
+        if let Some(after) = self.retry_after() {
+            response.insert_header((header::RETRY_AFTER, after.as_secs().to_string()));
+        }
+        match self {
+            Self::MissingCredentials => {
+                response.insert_header((header::WWW_AUTHENTICATE, "Bearer realm=\"qpien\""));
+            }
+            Self::Upstream(UpstreamError::Unauthorized { .. }) => {
+                response.insert_header((
+                    header::WWW_AUTHENTICATE,
+                    "Bearer realm=\"qpien\", error=\"invalid_token\"",
+                ));
+            }
+            Self::Upstream(UpstreamError::InsufficientScope { required_scope, .. }) => {
+                let scope = required_scope.as_deref().unwrap_or("");
+                let value = format!(
+                    "Bearer realm=\"qpien\", error=\"insufficient_scope\", scope=\"{scope}\""
+                );
+                if let Ok(value) = HeaderValue::from_str(&value) {
+                    response.insert_header((header::WWW_AUTHENTICATE, value));
+                }
+            }
+            Self::UnsupportedMediaType(_) => {
+                response.insert_header(("Accept-Patch", ACCEPT_PATCH));
+            }
+            _ => {}
+        }
+        response.body(serde_json::to_string(&problem).expect("a problem always serialises"))
+    }
+}

@@ -1,0 +1,305 @@
+//! Settings, read once from the environment at start-up and checked there: a bad value
+//! is a message written for the operator and a non-zero exit, never a panic later.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use url::Url;
+
+use crate::sandbox::SandboxConfig;
+
+/// Everything the service can be told. Each field says its environment variable and default.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// `HOST`: address to listen on. Default `127.0.0.1`; `0.0.0.0` in a container.
+    pub host: IpAddr,
+    /// `PORT`: port to listen on. Default `8080`; `0` picks a free port (tests).
+    pub port: u16,
+    /// `PUBLIC_BASE_URL`: the URL callers reach the service at, e.g.
+    /// `https://qpien-rest.example.com`. Used for paging links and the OpenAPI `servers`.
+    /// Default: unset, links are built from the request's `Host`.
+    pub public_base_url: Option<Url>,
+    /// Where and how to reach Qpien.
+    pub upstream: UpstreamSettings,
+    /// `LOG_FORMAT`: `text` (default) or `json` (one JSON object per line).
+    pub log_format: LogFormat,
+    /// `SANDBOX_TOKEN_TTL_SECS` / `SANDBOX_RATE_LIMIT_PER_MINUTE`: the embedded sandbox's
+    /// token lifetime (default 3600) and rate limit (default 100); used only when
+    /// `QPIEN_API_URL` is unset.
+    pub sandbox: SandboxConfig,
+}
+
+#[derive(Clone, Debug)]
+pub struct UpstreamSettings {
+    /// `QPIEN_API_URL`: Qpien's GraphQL endpoint, e.g. `https://api.qpien.com/api/v1`.
+    /// Default: unset, the facade starts the embedded sandbox and talks to it.
+    pub api_url: Option<Url>,
+    /// `QPIEN_CLIENT_ID` and `QPIEN_CLIENT_SECRET`: service mode, the facade gets and renews
+    /// its own token. Default: unset, pass-through mode (the caller's bearer is forwarded);
+    /// with the embedded sandbox, its demo credentials.
+    pub credentials: Option<ClientCredentials>,
+    /// `QPIEN_CONNECT_TIMEOUT_MS`: TCP/TLS connect timeout. Default 2000.
+    pub connect_timeout: Duration,
+    /// `QPIEN_TIMEOUT_MS`: timeout of one whole upstream call. Default 10000.
+    pub request_timeout: Duration,
+}
+
+#[derive(Clone, Debug)]
+pub struct ClientCredentials {
+    pub client_id: String,
+    pub client_secret: Secret,
+}
+
+/// A string that never shows in `Debug` or `Display` output, so a settings dump or an
+/// error chain cannot leak it into a log.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret([redacted])")
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Every problem found in the environment, so an operator fixes them all in one go.
+#[derive(Debug)]
+pub struct SettingsError(pub Vec<String>);
+
+impl fmt::Display for SettingsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "invalid configuration:")?;
+        for problem in &self.0 {
+            writeln!(f, "  - {problem}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for SettingsError {}
+
+impl Default for UpstreamSettings {
+    fn default() -> Self {
+        Self {
+            api_url: None,
+            credentials: None,
+            connect_timeout: Duration::from_millis(2_000),
+            request_timeout: Duration::from_millis(10_000),
+        }
+    }
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            host: IpAddr::from([127, 0, 0, 1]),
+            port: 8080,
+            public_base_url: None,
+            upstream: UpstreamSettings::default(),
+            log_format: LogFormat::Text,
+            sandbox: SandboxConfig::default(),
+        }
+    }
+}
+
+impl Settings {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, SettingsError> {
+        Self::from_lookup(|key| std::env::var(key).ok())
+    }
+
+    /// Reads settings through `lookup`, so tests can pass a map instead of the environment.
+    /// Empty values count as unset.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, SettingsError> {
+        let get = |key: &str| {
+            lookup(key)
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
+        let mut problems = Vec::new();
+        let mut settings = Settings::default();
+
+        if let Some(v) = get("HOST") {
+            match v.parse() {
+                Ok(ip) => settings.host = ip,
+                Err(_) => problems.push(format!(
+                    "HOST must be an IP address such as 127.0.0.1 or 0.0.0.0, got {v:?}"
+                )),
+            }
+        }
+        if let Some(v) = get("PORT") {
+            match v.parse() {
+                Ok(port) => settings.port = port,
+                Err(_) => {
+                    problems.push(format!("PORT must be a number from 0 to 65535, got {v:?}"))
+                }
+            }
+        }
+        if let Some(v) = get("PUBLIC_BASE_URL") {
+            match parse_http_url(&v) {
+                Ok(url) => settings.public_base_url = Some(url),
+                Err(why) => problems.push(format!("PUBLIC_BASE_URL {why}, got {v:?}")),
+            }
+        }
+        if let Some(v) = get("QPIEN_API_URL") {
+            match parse_http_url(&v) {
+                Ok(url) => settings.upstream.api_url = Some(url),
+                Err(why) => problems.push(format!("QPIEN_API_URL {why}, got {v:?}")),
+            }
+        }
+        match (get("QPIEN_CLIENT_ID"), get("QPIEN_CLIENT_SECRET")) {
+            (Some(client_id), Some(secret)) => {
+                settings.upstream.credentials = Some(ClientCredentials {
+                    client_id,
+                    client_secret: Secret::new(secret),
+                })
+            }
+            (None, None) => {}
+            (Some(_), None) => problems.push(
+                "QPIEN_CLIENT_ID is set but QPIEN_CLIENT_SECRET is not: set both (service mode) or neither (pass-through mode)".into(),
+            ),
+            (None, Some(_)) => problems.push(
+                "QPIEN_CLIENT_SECRET is set but QPIEN_CLIENT_ID is not: set both (service mode) or neither (pass-through mode)".into(),
+            ),
+        }
+        if let Some(ms) = millis(&get, "QPIEN_CONNECT_TIMEOUT_MS", &mut problems) {
+            settings.upstream.connect_timeout = ms;
+        }
+        if let Some(ms) = millis(&get, "QPIEN_TIMEOUT_MS", &mut problems) {
+            settings.upstream.request_timeout = ms;
+        }
+        if let Some(v) = get("LOG_FORMAT") {
+            match v.to_ascii_lowercase().as_str() {
+                "text" => settings.log_format = LogFormat::Text,
+                "json" => settings.log_format = LogFormat::Json,
+                _ => problems.push(format!("LOG_FORMAT must be text or json, got {v:?}")),
+            }
+        }
+        if let Some(secs) = positive(&get, "SANDBOX_TOKEN_TTL_SECS", &mut problems) {
+            settings.sandbox.token_ttl = Duration::from_secs(secs.into());
+        }
+        if let Some(limit) = positive(&get, "SANDBOX_RATE_LIMIT_PER_MINUTE", &mut problems) {
+            settings.sandbox.rate_limit_per_minute = limit;
+        }
+
+        if problems.is_empty() {
+            Ok(settings)
+        } else {
+            Err(SettingsError(problems))
+        }
+    }
+}
+
+fn parse_http_url(value: &str) -> Result<Url, &'static str> {
+    let url = Url::parse(value).map_err(|_| "must be an absolute URL")?;
+    match url.scheme() {
+        "http" | "https" if url.host().is_some() => Ok(url),
+        _ => Err("must be an http:// or https:// URL with a host"),
+    }
+}
+
+fn millis(
+    get: &impl Fn(&str) -> Option<String>,
+    key: &str,
+    problems: &mut Vec<String>,
+) -> Option<Duration> {
+    let value = get(key)?;
+    match value.parse::<u64>() {
+        Ok(ms @ 1..=600_000) => Some(Duration::from_millis(ms)),
+        _ => {
+            problems.push(format!(
+                "{key} must be a whole number of milliseconds from 1 to 600000, got {value:?}"
+            ));
+            None
+        }
+    }
+}
+
+fn positive(
+    get: &impl Fn(&str) -> Option<String>,
+    key: &str,
+    problems: &mut Vec<String>,
+) -> Option<u32> {
+    let value = get(key)?;
+    match value.parse::<u32>() {
+        Ok(n) if n >= 1 => Some(n),
+        _ => {
+            problems.push(format!(
+                "{key} must be a whole number of at least 1, got {value:?}"
+            ));
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn settings(pairs: &[(&str, &str)]) -> Result<Settings, SettingsError> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Settings::from_lookup(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn no_environment_gives_the_documented_defaults() {
+        let s = settings(&[]).expect("defaults are valid");
+        assert_eq!(s.port, 8080);
+        assert_eq!(s.host.to_string(), "127.0.0.1");
+        assert!(s.upstream.api_url.is_none());
+        assert!(s.upstream.credentials.is_none());
+        assert_eq!(s.upstream.connect_timeout, Duration::from_secs(2));
+        assert_eq!(s.upstream.request_timeout, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn every_bad_value_is_reported_at_once() {
+        let err = settings(&[
+            ("PORT", "eighty"),
+            ("QPIEN_API_URL", "api.qpien.com"),
+            ("QPIEN_CLIENT_ID", "abc"),
+            ("QPIEN_TIMEOUT_MS", "0"),
+            ("LOG_FORMAT", "xml"),
+        ])
+        .unwrap_err();
+        let text = err.to_string();
+        for key in [
+            "PORT",
+            "QPIEN_API_URL",
+            "QPIEN_CLIENT_SECRET",
+            "QPIEN_TIMEOUT_MS",
+            "LOG_FORMAT",
+        ] {
+            assert!(text.contains(key), "{key} missing from: {text}");
+        }
+    }
+
+    #[test]
+    fn the_client_secret_never_shows_in_debug_output() {
+        let s = settings(&[
+            ("QPIEN_CLIENT_ID", "id-1"),
+            ("QPIEN_CLIENT_SECRET", "s3cr3t-value"),
+        ])
+        .unwrap();
+        assert!(!format!("{s:?}").contains("s3cr3t-value"));
+    }
+}

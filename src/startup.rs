@@ -1,0 +1,169 @@
+//! Builds and runs the application: binds the listener (port 0 in tests), starts the
+//! embedded sandbox when no upstream is configured, wires the routes, the docs and the
+//! middleware.
+
+use std::net::TcpListener;
+
+use actix_web::dev::Server;
+use actix_web::http::header;
+use actix_web::middleware::from_fn;
+use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+use tracing_actix_web::TracingLogger;
+use url::Url;
+use utoipa_actix_web::AppExt;
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::error::ApiError;
+use crate::sandbox::{DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, Sandbox};
+use crate::settings::{ClientCredentials, Secret, Settings};
+use crate::telemetry::{RequestSpan, request_context};
+use crate::upstream::QpienClient;
+use crate::{openapi, routes};
+
+/// `PUBLIC_BASE_URL`, shared with the handlers that build absolute links.
+pub struct PublicBaseUrl(pub Option<Url>);
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("cannot listen on {address}: {source}")]
+    Bind {
+        address: String,
+        source: std::io::Error,
+    },
+    #[error("cannot start the embedded sandbox: {0}")]
+    Sandbox(std::io::Error),
+    #[error("cannot build the HTTP client: {0}")]
+    Client(#[from] reqwest::Error),
+}
+
+pub struct Application {
+    port: u16,
+    server: Server,
+    upstream_url: Url,
+    service_mode: bool,
+    /// Kept so the embedded sandbox lives as long as the application.
+    _sandbox: Option<Sandbox>,
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> Result<Self, StartupError> {
+        let (upstream_url, credentials, sandbox) = match &settings.upstream.api_url {
+            Some(url) => (url.clone(), settings.upstream.credentials.clone(), None),
+            None => {
+                let address = "127.0.0.1:0";
+                let listener = TcpListener::bind(address).map_err(StartupError::Sandbox)?;
+                let sandbox = Sandbox::start(listener, settings.sandbox.clone())
+                    .map_err(StartupError::Sandbox)?;
+                let url = Url::parse(&sandbox.url()).expect("the sandbox URL is valid");
+                // The embedded default wires the sandbox's demo key itself (service mode).
+                let credentials =
+                    settings
+                        .upstream
+                        .credentials
+                        .clone()
+                        .or(Some(ClientCredentials {
+                            client_id: DEMO_CLIENT_ID.to_owned(),
+                            client_secret: Secret::new(DEMO_CLIENT_SECRET),
+                        }));
+                (url, credentials, Some(sandbox))
+            }
+        };
+        let service_mode = credentials.is_some();
+        let client = web::Data::new(QpienClient::new(
+            upstream_url.clone(),
+            &settings.upstream,
+            credentials,
+        )?);
+        let base = web::Data::new(PublicBaseUrl(settings.public_base_url.clone()));
+        let document = openapi::document(&settings);
+
+        let address = format!("{}:{}", settings.host, settings.port);
+        let listener = TcpListener::bind((settings.host, settings.port))
+            .map_err(|source| StartupError::Bind { address, source })?;
+        let port = listener
+            .local_addr()
+            .expect("a bound listener has an address")
+            .port();
+
+        let server = HttpServer::new(move || {
+            App::new()
+                .wrap(TracingLogger::<RequestSpan>::new())
+                .wrap(from_fn(request_context))
+                .app_data(client.clone())
+                .app_data(base.clone())
+                .into_utoipa_app()
+                .configure(routes::configure)
+                .into_app()
+                .service(SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", document.clone()))
+                .route("/docs", web::get().to(|| async { redirect("/docs/") }))
+                .route("/", web::get().to(|| async { redirect("/docs/") }))
+                .default_service(web::to(unmatched))
+        })
+        .listen(listener)
+        .map_err(|source| StartupError::Bind {
+            address: format!("port {port}"),
+            source,
+        })?
+        .run();
+
+        Ok(Self {
+            port,
+            server,
+            upstream_url,
+            service_mode,
+            _sandbox: sandbox,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn upstream_url(&self) -> &Url {
+        &self.upstream_url
+    }
+
+    pub fn is_service_mode(&self) -> bool {
+        self.service_mode
+    }
+
+    /// Serves until SIGINT or SIGTERM, then drains in-flight requests.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let Self {
+            server, _sandbox, ..
+        } = self;
+        let result = server.await;
+        if let Some(sandbox) = _sandbox {
+            sandbox.stop().await;
+        }
+        result
+    }
+}
+
+fn redirect(to: &'static str) -> HttpResponse {
+    HttpResponse::Found()
+        .insert_header((header::LOCATION, to))
+        .finish()
+}
+
+/// Paths that exist with other methods get 405 and `Allow`; the rest 404.
+async fn unmatched(req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let segments: Vec<&str> = req.path().trim_matches('/').split('/').collect();
+    let allow = match segments.as_slice() {
+        ["conversations"] => Some("GET"),
+        ["conversations", _] => Some("GET, PATCH"),
+        ["healthz"] | ["readyz"] | ["openapi.json"] => Some("GET"),
+        _ => None,
+    };
+    match allow {
+        Some(allow) => {
+            let mut response =
+                actix_web::ResponseError::error_response(&ApiError::MethodNotAllowed);
+            response
+                .headers_mut()
+                .insert(header::ALLOW, header::HeaderValue::from_static(allow));
+            Ok(response)
+        }
+        None => Err(ApiError::RouteNotFound),
+    }
+}
