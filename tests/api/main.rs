@@ -1,1 +1,12 @@
+//! Black-box tests: the application is started on port 0 exactly as in production and
+//! driven over HTTP, against the sandbox for behaviour and against wiremock for upstream
+//! answers the sandbox never gives. One binary, so it links once.
 
+mod helpers;
+
+mod auth;
+mod get_conversation;
+mod list_conversations;
+mod operations;
+mod update_conversation;
+mod upstream_failures;

@@ -1,0 +1,235 @@
+//! `spawn_app` and one helper per endpoint.
+
+use std::net::TcpListener;
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use qpien_rest::sandbox::{
+    DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, Sandbox, SandboxConfig, SandboxStats,
+};
+use qpien_rest::settings::{ClientCredentials, LogFormat, Secret, Settings};
+use qpien_rest::startup::Application;
+use reqwest::Response;
+use serde_json::{Value, json};
+use url::Url;
+
+/// Logs go to stderr when TEST_LOG is set: `TEST_LOG=1 cargo test some_test`.
+static TRACING: LazyLock<()> = LazyLock::new(|| {
+    if std::env::var_os("TEST_LOG").is_some() {
+        qpien_rest::telemetry::init(LogFormat::Text);
+    }
+});
+
+pub const UNKNOWN_ID: &str = "6650a1ffffffffffffffffff";
+
+pub struct TestApp {
+    pub address: String,
+    pub http: reqwest::Client,
+    /// The upstream this app talks to, owned by the test so it can count calls.
+    pub sandbox: Option<Sandbox>,
+}
+
+/// How the test wants the app and its upstream.
+pub struct Setup {
+    pub sandbox: SandboxConfig,
+    /// `None`: pass-through mode.
+    pub credentials: Option<(&'static str, &'static str)>,
+    /// An upstream other than a sandbox (wiremock, a closed port); no sandbox is started.
+    pub upstream_url: Option<String>,
+    pub settings: Box<dyn FnOnce(&mut Settings)>,
+}
+
+impl Default for Setup {
+    fn default() -> Self {
+        Self {
+            sandbox: SandboxConfig::default(),
+            credentials: Some((DEMO_CLIENT_ID, DEMO_CLIENT_SECRET)),
+            upstream_url: None,
+            settings: Box::new(|_| {}),
+        }
+    }
+}
+
+/// Service mode against a fresh sandbox with the demo key.
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(Setup::default()).await
+}
+
+pub async fn spawn_app_with(setup: Setup) -> TestApp {
+    LazyLock::force(&TRACING);
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let (sandbox, upstream_url) = match setup.upstream_url {
+        Some(url) => (None, url),
+        None => {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            let sandbox = Sandbox::start(listener, setup.sandbox).expect("the sandbox starts");
+            let url = sandbox.url();
+            (Some(sandbox), url)
+        }
+    };
+    let mut settings = Settings {
+        port: 0,
+        ..Settings::default()
+    };
+    settings.upstream.api_url = Some(Url::parse(&upstream_url).unwrap());
+    settings.upstream.credentials = setup.credentials.map(|(id, secret)| ClientCredentials {
+        client_id: id.to_owned(),
+        client_secret: Secret::new(secret),
+    });
+    (setup.settings)(&mut settings);
+    let application = Application::build(settings)
+        .await
+        .expect("the application builds");
+    let address = format!("http://127.0.0.1:{}", application.port());
+    tokio::spawn(application.run_until_stopped());
+    TestApp {
+        address,
+        http: reqwest::Client::new(),
+        sandbox,
+    }
+}
+
+impl TestApp {
+    pub async fn get(&self, path_and_query: &str) -> Response {
+        self.http
+            .get(format!("{}{path_and_query}", self.address))
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    pub async fn list_conversations(&self, query: &str) -> Response {
+        self.get(&format!("/conversations{query}")).await
+    }
+
+    pub async fn get_conversation(&self, id: &str) -> Response {
+        self.get(&format!("/conversations/{id}")).await
+    }
+
+    pub async fn patch_conversation(
+        &self,
+        id: &str,
+        body: &str,
+        content_type: Option<&str>,
+    ) -> Response {
+        let mut request = self
+            .http
+            .patch(format!("{}/conversations/{id}", self.address))
+            .body(body.to_owned());
+        if let Some(content_type) = content_type {
+            request = request.header("Content-Type", content_type);
+        }
+        request.send().await.expect("request sent")
+    }
+
+    pub async fn merge_patch(&self, id: &str, body: Value) -> Response {
+        self.patch_conversation(id, &body.to_string(), Some("application/merge-patch+json"))
+            .await
+    }
+
+    /// The id of the first conversation of the default list.
+    pub async fn some_conversation_id(&self) -> String {
+        let body: Value = self
+            .list_conversations("?pageSize=1")
+            .await
+            .json()
+            .await
+            .unwrap();
+        body["items"][0]["id"]
+            .as_str()
+            .expect("the seed has conversations")
+            .to_owned()
+    }
+
+    pub fn upstream_stats(&self) -> SandboxStats {
+        self.sandbox
+            .as_ref()
+            .expect("this app runs against a sandbox")
+            .stats()
+    }
+
+    pub fn upstream_requests(&self) -> u64 {
+        self.upstream_stats().requests
+    }
+
+    pub fn upstream_calls_of(&self, operation: &str) -> u64 {
+        self.upstream_stats()
+            .operations
+            .get(operation)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// A token straight from the sandbox, as a pass-through caller would hold one.
+    pub async fn sandbox_token(&self, client_id: &str, secret: &str) -> String {
+        let url = self.sandbox.as_ref().unwrap().url();
+        let body: Value = self
+            .http
+            .post(url)
+            .json(&json!({
+                "query": "mutation($id: String!, $secret: String!) { generateOAuthToken(clientId: $id, clientSecret: $secret) { accessToken } }",
+                "variables": {"id": client_id, "secret": secret}
+            }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        body["data"]["generateOAuthToken"]["accessToken"]
+            .as_str()
+            .expect("a token")
+            .to_owned()
+    }
+}
+
+/// Asserts an RFC 9457 problem with this status and returns its body.
+pub async fn assert_problem(response: Response, status: u16) -> Value {
+    assert_eq!(response.status().as_u16(), status, "unexpected status");
+    let content_type = response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(content_type, "application/problem+json");
+    let header_id = response.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["status"], status);
+    assert!(
+        body["type"].as_str().unwrap().starts_with("/problems/"),
+        "{body}"
+    );
+    assert!(!body["title"].as_str().unwrap().is_empty());
+    assert!(!body["detail"].as_str().unwrap().is_empty());
+    assert_eq!(
+        body["requestId"],
+        header_id.as_str(),
+        "the body names the request id of the header"
+    );
+    body
+}
+
+/// The names (query/path parameters) or pointers (body members) a problem lists.
+pub fn offending(problem: &Value) -> Vec<String> {
+    let mut names: Vec<String> = problem["errors"]
+        .as_array()
+        .map(|errors| {
+            errors
+                .iter()
+                .map(|e| {
+                    e["parameter"]
+                        .as_str()
+                        .or(e["pointer"].as_str())
+                        .unwrap()
+                        .to_owned()
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+pub const SHORT: Duration = Duration::from_millis(300);

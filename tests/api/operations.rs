@@ -1,0 +1,178 @@
+//! Around the routes: health, readiness, request ids, the OpenAPI document and Swagger UI.
+
+use std::net::TcpListener;
+
+use qpien_rest::settings::Settings;
+use qpien_rest::startup::Application;
+use serde_json::Value;
+
+use crate::helpers::{Setup, assert_problem, spawn_app, spawn_app_with};
+
+#[tokio::test]
+async fn healthz_answers_200() {
+    let app = spawn_app().await;
+
+    let response = app.get("/healthz").await;
+
+    assert_eq!(response.status().as_u16(), 200);
+}
+
+#[tokio::test]
+async fn readyz_is_ready_once_a_token_is_held() {
+    let app = spawn_app().await;
+
+    let response = app.get("/readyz").await;
+
+    assert_eq!(response.status().as_u16(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["mode"], "service");
+    assert_eq!(app.upstream_calls_of("generateOAuthToken"), 1);
+}
+
+#[tokio::test]
+async fn readyz_is_503_when_the_upstream_is_unreachable() {
+    let closed_port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let app = spawn_app_with(Setup {
+        upstream_url: Some(format!("http://127.0.0.1:{closed_port}/api/v1")),
+        ..Default::default()
+    })
+    .await;
+
+    assert_problem(app.get("/readyz").await, 503).await;
+}
+
+#[tokio::test]
+async fn a_callers_request_id_is_returned_and_sent_upstream() {
+    let app = spawn_app().await;
+
+    let response = app
+        .http
+        .get(format!("{}/conversations", app.address))
+        .header("X-Request-Id", "abc-123")
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(response.headers()["x-request-id"], "abc-123");
+    assert_eq!(
+        app.upstream_stats().last_request_id.as_deref(),
+        Some("abc-123")
+    );
+}
+
+#[tokio::test]
+async fn a_request_id_is_generated_when_missing_or_unsafe() {
+    let app = spawn_app().await;
+
+    let missing = app.get("/healthz").await;
+    let unsafe_id = app
+        .http
+        .get(format!("{}/healthz", app.address))
+        .header("X-Request-Id", "a b\"<script>")
+        .send()
+        .await
+        .unwrap();
+
+    for response in [missing, unsafe_id] {
+        let id = response.headers()["x-request-id"].to_str().unwrap();
+        assert_eq!(id.len(), 36, "a UUID, got {id}");
+    }
+}
+
+#[tokio::test]
+async fn an_unknown_route_is_a_404_problem_and_a_wrong_method_a_405() {
+    let app = spawn_app().await;
+
+    assert_problem(app.get("/nope").await, 404).await;
+    let response = app
+        .http
+        .delete(format!(
+            "{}/conversations/6650a1000000000000000001",
+            app.address
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["allow"], "GET, PATCH");
+    assert_problem(response, 405).await;
+}
+
+#[tokio::test]
+async fn every_problem_type_is_described_at_its_uri() {
+    let app = spawn_app().await;
+    let problem = assert_problem(app.list_conversations("?page=0").await, 400).await;
+
+    let response = app.get(problem["type"].as_str().unwrap()).await;
+
+    assert_eq!(response.status().as_u16(), 200);
+    assert!(
+        response
+            .text()
+            .await
+            .unwrap()
+            .contains("Invalid request parameters")
+    );
+}
+
+#[tokio::test]
+async fn the_committed_openapi_document_is_what_the_service_serves() {
+    let app = spawn_app().await;
+
+    let served: Value = app.get("/openapi.json").await.json().await.unwrap();
+
+    let committed: Value =
+        serde_json::from_str(include_str!("../../openapi/openapi.json")).unwrap();
+    assert!(
+        served == committed,
+        "openapi/openapi.json is stale; regenerate it with: cargo run --quiet -- openapi > openapi/openapi.json"
+    );
+    assert_eq!(served["openapi"], "3.1.0");
+}
+
+#[tokio::test]
+async fn swagger_ui_is_served_at_docs() {
+    let app = spawn_app().await;
+
+    let response = app.get("/docs/").await;
+
+    assert_eq!(response.status().as_u16(), 200);
+    assert!(response.text().await.unwrap().contains("swagger-ui"));
+    let config = app
+        .get("/docs/swagger-initializer.js")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        config.contains("/openapi.json"),
+        "Swagger UI loads our document"
+    );
+}
+
+/// What `cargo run` does with no configuration: an embedded sandbox and its demo key.
+#[tokio::test]
+async fn with_no_configuration_the_app_serves_from_the_embedded_sandbox() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let application = Application::build(Settings {
+        port: 0,
+        ..Settings::default()
+    })
+    .await
+    .unwrap();
+    let address = format!("http://127.0.0.1:{}", application.port());
+    assert!(application.is_service_mode());
+    tokio::spawn(application.run_until_stopped());
+
+    let body: Value = reqwest::get(format!("{address}/conversations"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+
+    assert!(body["totalItems"].as_u64().unwrap() >= 60);
+}
