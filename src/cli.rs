@@ -11,7 +11,7 @@ use crate::{openapi, telemetry};
 const USAGE: &str = "usage: qpien-rest [serve | openapi | healthcheck | help]\n\
   serve        run the service (default); configuration comes from the environment, see README\n\
   openapi      print the OpenAPI 3.1 document to stdout\n\
-  healthcheck  exit 0 when the instance on 127.0.0.1:$PORT answers /healthz, else 1\n";
+  healthcheck [URL]  exit 0 when URL (default http://127.0.0.1:$PORT/healthz) answers 2xx, else 1\n";
 
 pub async fn run(args: Vec<String>) -> ExitCode {
     let settings = match Settings::from_env() {
@@ -34,7 +34,10 @@ pub async fn run(args: Vec<String>) -> ExitCode {
             );
             ExitCode::SUCCESS
         }
-        Some("healthcheck") => healthcheck(settings.port).await,
+        Some("healthcheck") => {
+            let url = args.get(1).cloned().unwrap_or_else(|| format!("http://127.0.0.1:{}/healthz", settings.port));
+            healthcheck(&url).await
+        }
         Some("help" | "--help" | "-h") => {
             print!("{USAGE}");
             ExitCode::SUCCESS
@@ -84,13 +87,12 @@ async fn serve(settings: Settings) -> ExitCode {
     }
 }
 
-async fn healthcheck(port: u16) -> ExitCode {
-    let url = format!("http://127.0.0.1:{port}/healthz");
+async fn healthcheck(url: &str) -> ExitCode {
     let client = reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(3))
         .build();
     match client {
-        Ok(client) => match client.get(&url).send().await {
+        Ok(client) => match client.get(url).send().await {
             Ok(response) if response.status().is_success() => ExitCode::SUCCESS,
             _ => ExitCode::FAILURE,
         },

@@ -121,7 +121,7 @@ fn seed_conversation(i: usize, catalogue: &[Tag], base: DateTime<Utc>) -> Extern
         customer: Some(ID(CUSTOMER_ID.to_owned())),
         joined_person: (i % 6 != 5).then(|| ID(object_id("6650a3", i % 3 + 1))),
         joined_c_person: Some(ID(object_id("6650a6", i + 1))),
-        is_starred: Some(i % 5 == 0 || i % 7 == 3),
+        is_starred: Some(i.is_multiple_of(5) || i % 7 == 3),
         status: Some(STATUSES[i % STATUSES.len()]),
         is_group_or_channel: Some(kind != ConversationTypeEnum::Direct),
         last_message: Some(LastMessageType {

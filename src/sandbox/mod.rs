@@ -179,7 +179,7 @@ impl Drop for Sandbox {
         if self.task.is_some() {
             // Not stopped explicitly: still release the port and worker threads. The
             // command is sent at once; the returned future only waits for completion.
-            let _ = self.handle.stop(false);
+            drop(self.handle.stop(false));
         }
     }
 }

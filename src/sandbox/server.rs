@@ -89,6 +89,8 @@ fn inspect(request: &async_graphql::Request) -> (Vec<String>, Option<String>) {
     let operation = match (&doc.operations, request.operation_name.as_deref()) {
         (DocumentOperations::Single(op), _) => Some(op),
         (DocumentOperations::Multiple(ops), Some(name)) => ops.get(name),
+        // Named operations are always "Multiple", even when there is only one.
+        (DocumentOperations::Multiple(ops), None) if ops.len() == 1 => ops.values().next(),
         (DocumentOperations::Multiple(_), None) => None,
     };
     let Some(operation) = operation else {
