@@ -35,7 +35,10 @@ pub async fn run(args: Vec<String>) -> ExitCode {
             ExitCode::SUCCESS
         }
         Some("healthcheck") => {
-            let url = args.get(1).cloned().unwrap_or_else(|| format!("http://127.0.0.1:{}/healthz", settings.port));
+            let url = args
+                .get(1)
+                .cloned()
+                .unwrap_or_else(|| format!("http://127.0.0.1:{}/healthz", settings.port));
             healthcheck(&url).await
         }
         Some("help" | "--help" | "-h") => {

@@ -75,13 +75,19 @@ impl ConversationPatch {
                 }
                 "priority" => enum_member(value, Priority::parse).map(|v| patch.priority = Some(v)),
                 "starred" => match value {
-                    Value::Bool(b) => Ok(patch.starred = Some(*b)),
+                    Value::Bool(b) => {
+                        patch.starred = Some(*b);
+                        Ok(())
+                    }
                     Value::Null => Err("cannot be null; use true or false".to_owned()),
                     _ => Err(format!("must be true or false, got {}", kind(value))),
                 },
                 "tags" => tag_names(value).map(|v| patch.tags = Some(v)),
                 "joinedPersonId" => match value {
-                    Value::Null => Ok(patch.joined_person_id = Some(None)),
+                    Value::Null => {
+                        patch.joined_person_id = Some(None);
+                        Ok(())
+                    }
                     Value::String(s) => {
                         PersonId::parse(s).map(|id| patch.joined_person_id = Some(Some(id)))
                     }

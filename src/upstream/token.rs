@@ -45,10 +45,10 @@ impl TokenCache {
         generate: impl AsyncFnOnce(&ClientCredentials) -> Result<(Secret, Duration), UpstreamError>,
     ) -> Result<Secret, UpstreamError> {
         let mut current = self.current.lock().await;
-        if let Some(cached) = current.as_ref() {
-            if Instant::now() < cached.renew_at {
-                return Ok(cached.token.clone());
-            }
+        if let Some(cached) = current.as_ref()
+            && Instant::now() < cached.renew_at
+        {
+            return Ok(cached.token.clone());
         }
         let (token, lifetime) = generate(&self.credentials).await?;
         let now = Instant::now();

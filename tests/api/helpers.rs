@@ -2,7 +2,6 @@
 
 use std::net::TcpListener;
 use std::sync::LazyLock;
-use std::time::Duration;
 
 use qpien_rest::sandbox::{
     DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, Sandbox, SandboxConfig, SandboxStats,
@@ -231,5 +230,3 @@ pub fn offending(problem: &Value) -> Vec<String> {
     names.sort();
     names
 }
-
-pub const SHORT: Duration = Duration::from_millis(300);
