@@ -117,7 +117,7 @@ pub const PROBLEM_KINDS: &[(&str, u16, &str, &str)] = &[
         "upstream-unauthorized",
         401,
         "Qpien refused the access token",
-        "Qpien answered UNAUTHORIZED (unknown token) or TOKEN_EXPIRED (older than one hour). Get a new token with generateOAuthToken and retry.",
+        "Qpien answered UNAUTHORIZED (unknown token) or TOKEN_EXPIRED (older than one hour). Get a new Qpien access token and retry.",
     ),
     (
         "insufficient-scope",

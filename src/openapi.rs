@@ -5,7 +5,9 @@ use utoipa::openapi::path::Operation;
 use utoipa::openapi::response::ResponseBuilder;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::openapi::server::Server;
-use utoipa::openapi::{ContentBuilder, OpenApi as Document, Ref};
+use utoipa::openapi::{
+    ContentBuilder, HeaderBuilder, ObjectBuilder, OpenApi as Document, Ref, RefOr, Type,
+};
 use utoipa::{Modify, OpenApi};
 use utoipa_actix_web::AppExt;
 
@@ -41,10 +43,23 @@ pub fn document(settings: &Settings) -> Document {
         .configure(routes::configure)
         .split_for_parts();
     ProblemResponses.modify(&mut doc);
+    let table = problem_table();
+    if let Some(description) = doc.info.description.as_mut() {
+        description.push_str(&table);
+    }
     if let Some(url) = &settings.public_base_url {
         doc.servers = Some(vec![Server::new(url.as_str().trim_end_matches('/'))]);
     }
     doc
+}
+
+/// The error table of the README, from the same source as the responses.
+fn problem_table() -> String {
+    let mut table = String::from("\n\n**Errors.**\n\n| status | type | title |\n|---|---|---|\n");
+    for (slug, status, title, _) in PROBLEM_KINDS {
+        table.push_str(&format!("| {status} | `/problems/{slug}` | {title} |\n"));
+    }
+    table
 }
 
 struct ProblemResponses;
@@ -61,6 +76,7 @@ impl Modify for ProblemResponses {
             ];
             for operation in operations.into_iter().flatten() {
                 add_problems(operation);
+                add_request_id_header(operation);
             }
         }
     }
@@ -106,6 +122,22 @@ fn add_problems(operation: &mut Operation) {
     }
 }
 
+fn add_request_id_header(operation: &mut Operation) {
+    for response in operation.responses.responses.values_mut() {
+        if let RefOr::T(response) = response {
+            let header = HeaderBuilder::new()
+                .schema(Some(ObjectBuilder::new().schema_type(Type::String)))
+                .description(Some(
+                    "The request id: the caller's X-Request-Id or a generated UUID.",
+                ))
+                .build();
+            response
+                .headers
+                .insert("X-Request-Id".to_owned(), RefOr::T(header));
+        }
+    }
+}
+
 struct Security;
 
 impl Modify for Security {
@@ -113,7 +145,7 @@ impl Modify for Security {
         let components = doc.components.get_or_insert_with(Default::default);
         let mut http = Http::new(HttpAuthScheme::Bearer);
         http.description = Some(
-            "Pass-through mode: your Qpien access token (from generateOAuthToken), forwarded to Qpien as it is. \
+            "Pass-through mode: your Qpien access token (obtained with your API key's client id and secret), forwarded to Qpien as it is. \
 Not needed in service mode."
                 .into(),
         );

@@ -190,11 +190,9 @@ impl Settings {
                 _ => problems.push(format!("LOG_FORMAT must be text or json, got {v:?}")),
             }
         }
-        if let Some(secs) = positive(&get, "SANDBOX_TOKEN_TTL_SECS", &mut problems) {
-            settings.sandbox.token_ttl = Duration::from_secs(secs.into());
-        }
-        if let Some(limit) = positive(&get, "SANDBOX_RATE_LIMIT_PER_MINUTE", &mut problems) {
-            settings.sandbox.rate_limit_per_minute = limit;
+        match SandboxConfig::from_lookup(get) {
+            Ok(config) => settings.sandbox = config,
+            Err(why) => problems.push(why),
         }
 
         if problems.is_empty() {
@@ -224,23 +222,6 @@ fn millis(
         _ => {
             problems.push(format!(
                 "{key} must be a whole number of milliseconds from 1 to 600000, got {value:?}"
-            ));
-            None
-        }
-    }
-}
-
-fn positive(
-    get: &impl Fn(&str) -> Option<String>,
-    key: &str,
-    problems: &mut Vec<String>,
-) -> Option<u32> {
-    let value = get(key)?;
-    match value.parse::<u32>() {
-        Ok(n) if n >= 1 => Some(n),
-        _ => {
-            problems.push(format!(
-                "{key} must be a whole number of at least 1, got {value:?}"
             ));
             None
         }

@@ -11,7 +11,7 @@ pub const MAX_TAGS: usize = 20;
 const MAX_TAGS_BOUND: u64 = MAX_TAGS as u64;
 
 const UPDATABLE: [&str; 5] = ["status", "starred", "priority", "tags", "joinedPersonId"];
-const READ_ONLY: [&str; 9] = [
+const READ_ONLY: [&str; 8] = [
     "id",
     "customerId",
     "joinedCustomerPersonId",
@@ -20,7 +20,6 @@ const READ_ONLY: [&str; 9] = [
     "channels",
     "lastMessage",
     "lastReceivedMessageChannelId",
-    "_id",
 ];
 
 /// A valid, non-empty change. `None` leaves a field as it is; `joined_person_id:

@@ -64,7 +64,7 @@ impl SandboxConfig {
 
     /// [`Self::from_env`] over any source of settings, so it can be tested without
     /// touching the process environment.
-    fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, String> {
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, String> {
         fn positive<T: std::str::FromStr + PartialOrd + From<u8>>(
             name: &str,
             value: Option<String>,
