@@ -204,7 +204,10 @@ impl ApiError {
                 UpstreamError::InsufficientScope { .. } => "insufficient-scope",
                 UpstreamError::NotFound { .. } => "not-found",
                 UpstreamError::BadInput { .. } => "upstream-rejected-input",
-                UpstreamError::RateLimited { .. } => "rate-limited",
+                UpstreamError::RateLimited { .. } | UpstreamError::BudgetExhausted { .. } => {
+                    "rate-limited"
+                }
+                UpstreamError::CircuitOpen { .. } => "unavailable",
                 UpstreamError::Timeout => "upstream-timeout",
                 UpstreamError::InvalidClient
                 | UpstreamError::Unreachable(_)
@@ -253,6 +256,14 @@ impl ApiError {
                 },
                 UpstreamError::NotFound { .. } => "Qpien has no conversation with this id.".to_owned(),
                 UpstreamError::BadInput { message } => format!("Qpien rejected the input: {message}"),
+                UpstreamError::BudgetExhausted { retry_after } => format!(
+                    "The budget of requests per minute toward Qpien for this credential is used up; retry in {} s.",
+                    retry_after.as_secs()
+                ),
+                UpstreamError::CircuitOpen { retry_after } => format!(
+                    "Qpien failed repeatedly; calls are paused to let it recover. Retry in {} s.",
+                    retry_after.as_secs()
+                ),
                 UpstreamError::RateLimited { retry_after } => {
                     format!("Qpien's rate limit is exhausted; retry in {} s.", retry_after.as_secs())
                 }
@@ -271,7 +282,11 @@ impl ApiError {
 
     fn retry_after(&self) -> Option<Duration> {
         match self {
-            Self::Upstream(UpstreamError::RateLimited { retry_after }) => Some(*retry_after),
+            Self::Upstream(
+                UpstreamError::RateLimited { retry_after }
+                | UpstreamError::BudgetExhausted { retry_after }
+                | UpstreamError::CircuitOpen { retry_after },
+            ) => Some(*retry_after),
             _ => None,
         }
     }

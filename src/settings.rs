@@ -24,6 +24,9 @@ pub struct Settings {
     pub upstream: UpstreamSettings,
     /// `LOG_FORMAT`: `text` (default) or `json` (one JSON object per line).
     pub log_format: LogFormat,
+    /// `SHUTDOWN_DRAIN_SECS`: on SIGTERM or SIGINT, how long in-flight requests may take
+    /// to finish. Default 30.
+    pub shutdown_drain: Duration,
     /// `SANDBOX_TOKEN_TTL_SECS` / `SANDBOX_RATE_LIMIT_PER_MINUTE`: the embedded sandbox's
     /// token lifetime (default 3600) and rate limit (default 100); used only when
     /// `QPIEN_API_URL` is unset.
@@ -41,8 +44,24 @@ pub struct UpstreamSettings {
     pub credentials: Option<ClientCredentials>,
     /// `QPIEN_CONNECT_TIMEOUT_MS`: TCP/TLS connect timeout. Default 2000.
     pub connect_timeout: Duration,
-    /// `QPIEN_TIMEOUT_MS`: timeout of one whole upstream call. Default 10000.
+    /// `QPIEN_TIMEOUT_MS`: the most one request may spend on Qpien, token renewal,
+    /// budget waits and retries included. Default 10000.
     pub request_timeout: Duration,
+    /// `QPIEN_MAX_RETRIES`: retries of a read after a connection failure or 502/503/504,
+    /// 0 to 2. Default 2.
+    pub max_retries: u32,
+    /// `QPIEN_RATE_LIMIT_PER_MINUTE`: requests per minute the facade sends for one
+    /// credential. Default 100, Qpien's limit.
+    pub rate_limit_per_minute: u32,
+    /// `QPIEN_RATE_LIMIT_MAX_WAIT_MS`: how long a request may wait for budget before it is
+    /// refused with 429. Default 1000.
+    pub rate_limit_max_wait: Duration,
+    /// `QPIEN_BREAKER_FAILURES`: consecutive upstream failures that open the circuit
+    /// breaker. Default 5.
+    pub breaker_failures: u32,
+    /// `QPIEN_BREAKER_COOLDOWN_MS`: how long the breaker stays open before one probe.
+    /// Default 30000.
+    pub breaker_cool_down: Duration,
 }
 
 #[derive(Clone, Debug)]
@@ -100,6 +119,11 @@ impl Default for UpstreamSettings {
             credentials: None,
             connect_timeout: Duration::from_millis(2_000),
             request_timeout: Duration::from_millis(10_000),
+            max_retries: 2,
+            rate_limit_per_minute: 100,
+            rate_limit_max_wait: Duration::from_millis(1_000),
+            breaker_failures: 5,
+            breaker_cool_down: Duration::from_millis(30_000),
         }
     }
 }
@@ -112,6 +136,7 @@ impl Default for Settings {
             public_base_url: None,
             upstream: UpstreamSettings::default(),
             log_format: LogFormat::Text,
+            shutdown_drain: Duration::from_secs(30),
             sandbox: SandboxConfig::default(),
         }
     }
@@ -177,11 +202,44 @@ impl Settings {
                 "QPIEN_CLIENT_SECRET is set but QPIEN_CLIENT_ID is not: set both (service mode) or neither (pass-through mode)".into(),
             ),
         }
-        if let Some(ms) = millis(&get, "QPIEN_CONNECT_TIMEOUT_MS", &mut problems) {
-            settings.upstream.connect_timeout = ms;
+        let mut number = |key: &str, range: std::ops::RangeInclusive<u64>| {
+            let value = get(key)?;
+            match value.parse::<u64>() {
+                Ok(n) if range.contains(&n) => Some(n),
+                _ => {
+                    problems.push(format!(
+                        "{key} must be a whole number from {} to {}, got {value:?}",
+                        range.start(),
+                        range.end()
+                    ));
+                    None
+                }
+            }
+        };
+        let upstream = &mut settings.upstream;
+        if let Some(ms) = number("QPIEN_CONNECT_TIMEOUT_MS", 1..=600_000) {
+            upstream.connect_timeout = Duration::from_millis(ms);
         }
-        if let Some(ms) = millis(&get, "QPIEN_TIMEOUT_MS", &mut problems) {
-            settings.upstream.request_timeout = ms;
+        if let Some(ms) = number("QPIEN_TIMEOUT_MS", 1..=600_000) {
+            upstream.request_timeout = Duration::from_millis(ms);
+        }
+        if let Some(n) = number("QPIEN_MAX_RETRIES", 0..=2) {
+            upstream.max_retries = n as u32;
+        }
+        if let Some(n) = number("QPIEN_RATE_LIMIT_PER_MINUTE", 1..=1_000_000) {
+            upstream.rate_limit_per_minute = n as u32;
+        }
+        if let Some(ms) = number("QPIEN_RATE_LIMIT_MAX_WAIT_MS", 0..=600_000) {
+            upstream.rate_limit_max_wait = Duration::from_millis(ms);
+        }
+        if let Some(n) = number("QPIEN_BREAKER_FAILURES", 1..=1_000) {
+            upstream.breaker_failures = n as u32;
+        }
+        if let Some(ms) = number("QPIEN_BREAKER_COOLDOWN_MS", 1..=3_600_000) {
+            upstream.breaker_cool_down = Duration::from_millis(ms);
+        }
+        if let Some(secs) = number("SHUTDOWN_DRAIN_SECS", 0..=3_600) {
+            settings.shutdown_drain = Duration::from_secs(secs);
         }
         if let Some(v) = get("LOG_FORMAT") {
             match v.to_ascii_lowercase().as_str() {
@@ -208,23 +266,6 @@ fn parse_http_url(value: &str) -> Result<Url, &'static str> {
     match url.scheme() {
         "http" | "https" if url.host().is_some() => Ok(url),
         _ => Err("must be an http:// or https:// URL with a host"),
-    }
-}
-
-fn millis(
-    get: &impl Fn(&str) -> Option<String>,
-    key: &str,
-    problems: &mut Vec<String>,
-) -> Option<Duration> {
-    let value = get(key)?;
-    match value.parse::<u64>() {
-        Ok(ms @ 1..=600_000) => Some(Duration::from_millis(ms)),
-        _ => {
-            problems.push(format!(
-                "{key} must be a whole number of milliseconds from 1 to 600000, got {value:?}"
-            ));
-            None
-        }
     }
 }
 

@@ -14,6 +14,7 @@ use utoipa_actix_web::AppExt;
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::error::ApiError;
+use crate::metrics::{self, Metrics};
 use crate::sandbox::{DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, Sandbox};
 use crate::settings::{ClientCredentials, Secret, Settings};
 use crate::telemetry::{RequestSpan, request_context};
@@ -69,10 +70,12 @@ impl Application {
             }
         };
         let service_mode = credentials.is_some();
+        let metrics = web::Data::new(Metrics::default());
         let client = web::Data::new(QpienClient::new(
             upstream_url.clone(),
             &settings.upstream,
             credentials,
+            metrics.clone().into_inner(),
         )?);
         let base = web::Data::new(PublicBaseUrl(settings.public_base_url.clone()));
         let document = openapi::document(&settings);
@@ -88,8 +91,10 @@ impl Application {
         let server = HttpServer::new(move || {
             App::new()
                 .wrap(TracingLogger::<RequestSpan>::new())
+                .wrap(from_fn(metrics::record))
                 .wrap(from_fn(request_context))
                 .app_data(client.clone())
+                .app_data(metrics.clone())
                 .app_data(base.clone())
                 .into_utoipa_app()
                 .configure(routes::configure)
@@ -99,6 +104,7 @@ impl Application {
                 .route("/", web::get().to(|| async { redirect("/docs/") }))
                 .default_service(web::to(unmatched))
         })
+        .shutdown_timeout(settings.shutdown_drain.as_secs())
         .listen(listener)
         .map_err(|source| StartupError::Bind {
             address: format!("port {port}"),

@@ -1,7 +1,8 @@
 //! The conversation routes: list, read, update.
 
 use actix_web::http::header;
-use actix_web::{HttpMessage, HttpRequest, HttpResponse, get, patch, web};
+use actix_web::{HttpMessage, HttpRequest, HttpResponse, HttpResponseBuilder, get, patch, web};
+use futures_util::StreamExt;
 use serde::Serialize;
 use url::Url;
 use utoipa::{IntoParams, ToSchema};
@@ -14,7 +15,10 @@ use crate::domain::{
 use crate::error::ApiError;
 use crate::startup::PublicBaseUrl;
 use crate::telemetry::RequestId;
-use crate::upstream::QpienClient;
+use crate::upstream::{BudgetReport, QpienClient};
+
+/// Largest PATCH body accepted; a merge patch of this resource is a few hundred bytes.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 pub const LIST_PROBLEMS: &[u16] = &[400, 401, 403, 429, 502, 504];
 pub const GET_PROBLEMS: &[u16] = &[400, 401, 403, 404, 429, 502, 504];
@@ -139,16 +143,18 @@ pub async fn list_conversations(
         prev: (current > 1).then(|| page_url((current - 1).min(total_pages.max(1)))),
     };
     let link_header = link_header(&links);
-    Ok(HttpResponse::Ok()
-        .insert_header((header::LINK, link_header))
-        .json(ConversationList {
-            items: page.items,
-            page: query.page,
-            page_size: query.page_size,
-            total_items: page.total_items,
-            total_pages,
-            links,
-        }))
+    Ok(
+        rate_headers(HttpResponse::Ok(), client.budget_report(&caller.0))
+            .insert_header((header::LINK, link_header))
+            .json(ConversationList {
+                items: page.items,
+                page: query.page,
+                page_size: query.page_size,
+                total_items: page.total_items,
+                total_pages,
+                links,
+            }),
+    )
 }
 
 fn link_header(links: &PageLinks) -> String {
@@ -217,7 +223,7 @@ pub async fn get_conversation(
     let conversation = client
         .get_conversation(&caller.0, &request_id.0, &id)
         .await?;
-    Ok(HttpResponse::Ok().json(conversation))
+    Ok(rate_headers(HttpResponse::Ok(), client.budget_report(&caller.0)).json(conversation))
 }
 
 /// Update a conversation
@@ -249,12 +255,13 @@ pub async fn update_conversation(
     req: HttpRequest,
     id: web::Path<String>,
     caller: Caller,
-    body: web::Bytes,
+    payload: web::Payload,
     client: web::Data<QpienClient>,
     request_id: web::ReqData<RequestId>,
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&id)?;
     check_media_type(&req)?;
+    let body = read_body(&req, payload).await?;
     let patch = ConversationPatch::parse(&body).map_err(|e| match e {
         PatchError::Malformed(why) => ApiError::MalformedBody(why),
         PatchError::Invalid(errors) => ApiError::InvalidBody(errors),
@@ -262,7 +269,51 @@ pub async fn update_conversation(
     let conversation = client
         .update_conversation(&caller.0, &request_id.0, &id, &patch)
         .await?;
-    Ok(HttpResponse::Ok().json(conversation))
+    Ok(rate_headers(HttpResponse::Ok(), client.budget_report(&caller.0)).json(conversation))
+}
+
+/// The remaining upstream budget of the caller's credential, as `X-RateLimit-*` and the
+/// IETF `RateLimit-Policy` / `RateLimit` fields.
+fn rate_headers(mut response: HttpResponseBuilder, report: BudgetReport) -> HttpResponseBuilder {
+    let reset = report.reset.as_secs() + u64::from(report.reset.subsec_nanos() > 0);
+    response
+        .insert_header(("X-RateLimit-Limit", report.limit.to_string()))
+        .insert_header(("X-RateLimit-Remaining", report.remaining.to_string()))
+        .insert_header(("X-RateLimit-Reset", reset.to_string()))
+        .insert_header((
+            "RateLimit-Policy",
+            format!("\"qpien\";q={};w=60", report.limit),
+        ))
+        .insert_header((
+            "RateLimit",
+            format!("\"qpien\";r={};t={reset}", report.remaining),
+        ));
+    response
+}
+
+/// The body, refused with 413 past `MAX_BODY_BYTES` without reading the rest.
+async fn read_body(
+    req: &HttpRequest,
+    mut payload: web::Payload,
+) -> Result<web::BytesMut, ApiError> {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+        return Err(ApiError::PayloadTooLarge(MAX_BODY_BYTES));
+    }
+    let mut body = web::BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk
+            .map_err(|e| ApiError::MalformedBody(format!("the body could not be read: {e}")))?;
+        if body.len() + chunk.len() > MAX_BODY_BYTES {
+            return Err(ApiError::PayloadTooLarge(MAX_BODY_BYTES));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 fn check_media_type(req: &HttpRequest) -> Result<(), ApiError> {

@@ -5,8 +5,9 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::error::ApiError;
+use crate::metrics::Metrics;
 use crate::telemetry::RequestId;
-use crate::upstream::QpienClient;
+use crate::upstream::{BreakerState, QpienClient};
 
 /// Health report.
 #[derive(Serialize, ToSchema)]
@@ -19,6 +20,10 @@ pub struct Health {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(example = "service")]
     mode: Option<&'static str>,
+    /// State of the circuit breaker toward Qpien: `closed`, `half-open` or `open`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = "closed")]
+    circuit_breaker: Option<&'static str>,
 }
 
 /// Liveness
@@ -34,13 +39,14 @@ pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(Health {
         status: "ok",
         mode: None,
+        circuit_breaker: None,
     })
 }
 
 /// Readiness
 ///
-/// Answers 200 when Qpien answers GraphQL and, in service mode, the facade holds a valid
-/// access token (it fetches one if needed); 503 otherwise.
+/// Answers 200 when Qpien answers GraphQL, the circuit breaker is not open and, in service
+/// mode, the facade holds a valid access token (it fetches one if needed); 503 otherwise.
 #[utoipa::path(
     tag = "Operations",
     operation_id = "checkReadiness",
@@ -51,22 +57,46 @@ pub async fn readyz(
     client: web::Data<QpienClient>,
     request_id: web::ReqData<RequestId>,
 ) -> Result<HttpResponse, ApiError> {
+    let breaker = client.breaker_state();
+    if breaker == BreakerState::Open {
+        return Err(ApiError::NotReady(
+            "the circuit breaker toward Qpien is open".into(),
+        ));
+    }
     client
         .check_ready(&request_id.0)
         .await
         .map_err(|e| ApiError::NotReady(format!("Qpien is not usable: {e}")))?;
-    let mode = if client.is_service_mode() {
-        "service"
-    } else {
-        "pass-through"
-    };
     if client.holds_token() == Some(false) {
         return Err(ApiError::NotReady(
             "no valid Qpien access token is held".into(),
         ));
     }
+    let mode = if client.is_service_mode() {
+        "service"
+    } else {
+        "pass-through"
+    };
     Ok(HttpResponse::Ok().json(Health {
         status: "ready",
         mode: Some(mode),
+        circuit_breaker: Some(client.breaker_state().as_str()),
     }))
+}
+
+/// Metrics
+///
+/// Prometheus metrics in the OpenMetrics text format: requests by route and status with
+/// latency histograms, calls to Qpien by operation and outcome, retries, circuit breaker
+/// state, rate-limit waits and rejections, token renewals.
+#[utoipa::path(
+    tag = "Operations",
+    operation_id = "getMetrics",
+    responses((status = 200, description = "The metrics.", content_type = "application/openmetrics-text", body = String))
+)]
+#[get("/metrics")]
+pub async fn metrics(metrics: web::Data<Metrics>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
+        .body(metrics.encode())
 }

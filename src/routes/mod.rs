@@ -33,7 +33,8 @@ pub fn configure(cfg: &mut ServiceConfig) {
         .service(conversations::get_conversation)
         .service(conversations::update_conversation)
         .service(health::healthz)
-        .service(health::readyz);
+        .service(health::readyz)
+        .service(health::metrics);
     cfg.route("/problems/{slug}", web::get().to(problems::describe));
 }
 

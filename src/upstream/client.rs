@@ -2,6 +2,7 @@
 //! timeouts, one GraphQL exchange per call, and the classification of every answer into
 //! data or an `UpstreamError`.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::StatusCode;
@@ -9,17 +10,22 @@ use reqwest::header::{HeaderMap, RETRY_AFTER};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
+use tokio::time::{Instant, sleep, timeout_at};
 use tracing::Instrument;
 use url::Url;
 
 use super::UpstreamError;
+use super::breaker::{Breaker, BreakerState};
+use super::budget::{Admission, BudgetReport, RateBudget};
 use super::operations::{
     GENERATE_OAUTH_TOKEN, GET_CONVERSATION, GET_CONVERSATION_LIST, Operation, PING,
     UPDATE_CONVERSATION,
 };
+use super::retry::RetryPolicy;
 use super::token::TokenCache;
 use super::wire::{self, WireConversation, WireConversationList, WireToken};
 use crate::domain::{Conversation, ConversationId, ConversationPage, ConversationPatch, ListQuery};
+use crate::metrics::Metrics;
 use crate::settings::{ClientCredentials, Secret, UpstreamSettings};
 
 /// Whose authority a call runs under.
@@ -35,16 +41,33 @@ pub struct QpienClient {
     url: Url,
     /// `Some` in service mode.
     tokens: Option<TokenCache>,
+    timeout: Duration,
+    budget: RateBudget,
+    breaker: Breaker,
+    retry: RetryPolicy,
+    metrics: Arc<Metrics>,
 }
 
 /// When the upstream gives no usable reset time with a 429, wait out a whole window.
 const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(60);
+/// The largest answer we read; a page of 100 conversations is well under 1 MiB.
+pub const MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
+
+/// What one call needs besides the operation: whose budget it spends, the bearer, the
+/// request id and the instant by which it must be over.
+struct Attempt<'a> {
+    bearer: Option<&'a Secret>,
+    budget_key: u64,
+    request_id: &'a str,
+    deadline: Instant,
+}
 
 impl QpienClient {
     pub fn new(
         url: Url,
         settings: &UpstreamSettings,
         credentials: Option<ClientCredentials>,
+        metrics: Arc<Metrics>,
     ) -> Result<Self, reqwest::Error> {
         // reqwest is built without a bundled crypto provider; ring is ours. Installing it
         // twice (several clients in one process) is harmless.
@@ -58,7 +81,31 @@ impl QpienClient {
             http,
             url,
             tokens: credentials.map(TokenCache::new),
+            timeout: settings.request_timeout,
+            budget: RateBudget::new(settings.rate_limit_per_minute, settings.rate_limit_max_wait),
+            breaker: Breaker::new(settings.breaker_failures, settings.breaker_cool_down),
+            retry: RetryPolicy::new(settings.max_retries),
+            metrics,
         })
+    }
+
+    pub fn breaker_state(&self) -> BreakerState {
+        let state = self.breaker.state();
+        self.metrics.breaker_state.set(state.gauge());
+        state
+    }
+
+    /// The budget left for the caller's credential, for the rate-limit response headers.
+    pub fn budget_report(&self, credential: &Credential) -> BudgetReport {
+        self.budget.report(self.budget_key(credential))
+    }
+
+    fn budget_key(&self, credential: &Credential) -> u64 {
+        match (&self.tokens, credential) {
+            (Some(tokens), _) => self.budget.key(&tokens.credentials.client_id),
+            (None, Credential::Bearer(bearer)) => self.budget.key(bearer.expose()),
+            (None, Credential::Service) => 0,
+        }
     }
 
     pub fn is_service_mode(&self) -> bool {
@@ -131,7 +178,7 @@ impl QpienClient {
                 .await
                 .map(drop),
             None => match self
-                .send::<Value>(&PING, &json!({}), None, request_id)
+                .call::<Value>(&PING, json!({}), &Credential::Service, request_id)
                 .await
             {
                 Ok(_)
@@ -147,9 +194,8 @@ impl QpienClient {
         self.tokens.as_ref().map(TokenCache::holds_valid_token)
     }
 
-    /// One operation under the right authority. In service mode a `TOKEN_EXPIRED` answer
-    /// renews the token once and repeats the call: the upstream rejected the call before
-    /// running it, so even a mutation is safe to send again.
+    /// One operation under the right authority, over by the whole-call timeout whatever
+    /// happens: token renewal, budget waits and retries all happen inside it.
     async fn call<T: DeserializeOwned>(
         &self,
         op: &Operation,
@@ -157,30 +203,76 @@ impl QpienClient {
         credential: &Credential,
         request_id: &str,
     ) -> Result<T, UpstreamError> {
-        let Some(tokens) = &self.tokens else {
-            let Credential::Bearer(bearer) = credential else {
-                return Err(UpstreamError::Unauthorized {
-                    code: "UNAUTHORIZED",
-                    message: "no bearer token".into(),
-                });
-            };
-            return self.send(op, &variables, Some(bearer), request_id).await;
+        let deadline = Instant::now() + self.timeout;
+        let attempt = Attempt {
+            bearer: None,
+            budget_key: self.budget_key(credential),
+            request_id,
+            deadline,
         };
-        let generate =
-            async |creds: &ClientCredentials| self.generate_token(creds, request_id).await;
+        match timeout_at(
+            deadline,
+            self.authorized(op, &variables, credential, attempt),
+        )
+        .await
+        {
+            Ok(result) => result,
+            Err(_) => Err(UpstreamError::Timeout),
+        }
+    }
+
+    /// In service mode a `TOKEN_EXPIRED` answer renews the token once and repeats the
+    /// call: Qpien refused the call before running it, so even a mutation is safe to send
+    /// again. In pass-through mode the caller's bearer goes as it came (a missing one only
+    /// for the readiness probe).
+    async fn authorized<T: DeserializeOwned>(
+        &self,
+        op: &Operation,
+        variables: &Value,
+        credential: &Credential,
+        attempt: Attempt<'_>,
+    ) -> Result<T, UpstreamError> {
+        let Some(tokens) = &self.tokens else {
+            let bearer = match credential {
+                Credential::Bearer(bearer) => Some(bearer),
+                Credential::Service => None,
+            };
+            return self
+                .with_retries(op, variables, &Attempt { bearer, ..attempt })
+                .await;
+        };
+        let generate = async |creds: &ClientCredentials| self.generate_token(creds, &attempt).await;
         let token = tokens.token(generate).await?;
-        match self.send(op, &variables, Some(&token), request_id).await {
+        match self
+            .with_retries(
+                op,
+                variables,
+                &Attempt {
+                    bearer: Some(&token),
+                    ..attempt
+                },
+            )
+            .await
+        {
             Err(UpstreamError::Unauthorized {
                 code: "TOKEN_EXPIRED",
                 ..
             }) => {
                 tracing::info!(
                     upstream.operation = op.name,
-                    "upstream says the token expired; renewing once"
+                    "Qpien says the token expired; renewing once"
                 );
                 tokens.discard(&token).await;
                 let token = tokens.token(generate).await?;
-                self.send(op, &variables, Some(&token), request_id).await
+                self.with_retries(
+                    op,
+                    variables,
+                    &Attempt {
+                        bearer: Some(&token),
+                        ..attempt
+                    },
+                )
+                .await
             }
             other => other,
         }
@@ -189,13 +281,26 @@ impl QpienClient {
     async fn generate_token(
         &self,
         creds: &ClientCredentials,
-        request_id: &str,
+        attempt: &Attempt<'_>,
     ) -> Result<(Secret, Duration), UpstreamError> {
         let variables =
             json!({ "clientId": creds.client_id, "clientSecret": creds.client_secret.expose() });
-        let token: WireToken = self
-            .send(&GENERATE_OAUTH_TOKEN, &variables, None, request_id)
-            .await?;
+        let result: Result<WireToken, _> = self
+            .with_retries(
+                &GENERATE_OAUTH_TOKEN,
+                &variables,
+                &Attempt {
+                    bearer: None,
+                    ..*attempt
+                },
+            )
+            .await;
+        let outcome = result.as_ref().map_or_else(UpstreamError::kind, |_| "ok");
+        self.metrics
+            .token_renewals
+            .get_or_create(&crate::metrics::OutcomeLabels { outcome })
+            .inc();
+        let token = result?;
         let lifetime = u64::try_from(token.expires_in)
             .ok()
             .filter(|s| *s > 0)
@@ -213,14 +318,87 @@ impl QpienClient {
         Ok((Secret::new(token.access_token), lifetime))
     }
 
+    /// Reads are repeated after transient failures, within the retry budget and only
+    /// while the backoff still ends before the deadline.
+    async fn with_retries<T: DeserializeOwned>(
+        &self,
+        op: &Operation,
+        variables: &Value,
+        attempt: &Attempt<'_>,
+    ) -> Result<T, UpstreamError> {
+        self.retry.earn();
+        let mut retries = 0;
+        loop {
+            let error = match self.guarded(op, variables, attempt).await {
+                Ok(value) => return Ok(value),
+                Err(error) => error,
+            };
+            if !op.read_only || !self.retry.may_retry(&error, retries) {
+                return Err(error);
+            }
+            retries += 1;
+            let delay = RetryPolicy::delay(retries);
+            if Instant::now() + delay >= attempt.deadline {
+                return Err(error);
+            }
+            tracing::info!(upstream.operation = op.name, retry = retries, delay_ms = delay.as_millis() as u64, error = %error, "retrying a read");
+            self.metrics
+                .upstream_retries
+                .get_or_create(&crate::metrics::OperationLabels { operation: op.name })
+                .inc();
+            sleep(delay).await;
+        }
+    }
+
+    /// One exchange behind the rate budget and the circuit breaker, measured.
+    async fn guarded<T: DeserializeOwned>(
+        &self,
+        op: &Operation,
+        variables: &Value,
+        attempt: &Attempt<'_>,
+    ) -> Result<T, UpstreamError> {
+        let left = attempt.deadline.saturating_duration_since(Instant::now());
+        match self.budget.admit(attempt.budget_key, left) {
+            Admission::Now => {}
+            Admission::After(wait) => {
+                self.metrics.rate_limit_waits.inc();
+                sleep(wait).await;
+            }
+            Admission::Refused(wait) => {
+                self.metrics.rate_limit_rejections.inc();
+                return Err(UpstreamError::BudgetExhausted {
+                    retry_after: round_up(wait),
+                });
+            }
+        }
+        let permit = self
+            .breaker
+            .try_acquire()
+            .map_err(|wait| UpstreamError::CircuitOpen {
+                retry_after: round_up(wait),
+            });
+        self.metrics.breaker_state.set(self.breaker.state().gauge());
+        let permit = permit?;
+        let started = Instant::now();
+        let result = match timeout_at(attempt.deadline, self.send(op, variables, attempt)).await {
+            Ok(result) => result,
+            Err(_) => Err(UpstreamError::Timeout),
+        };
+        permit.record(!result.as_ref().is_err_and(UpstreamError::is_upstream_fault));
+        self.metrics.breaker_state.set(self.breaker.state().gauge());
+        let outcome = result.as_ref().map_or_else(UpstreamError::kind, |_| "ok");
+        self.metrics
+            .observe_upstream(op.name, outcome, started.elapsed());
+        result
+    }
+
     /// One HTTP exchange. The span records the operation and outcome, never variables
     /// (they may hold the client secret) nor the token.
     async fn send<T: DeserializeOwned>(
         &self,
         op: &Operation,
         variables: &Value,
-        bearer: Option<&Secret>,
-        request_id: &str,
+        attempt: &Attempt<'_>,
     ) -> Result<T, UpstreamError> {
         let span = tracing::info_span!(
             "upstream",
@@ -231,18 +409,24 @@ impl QpienClient {
             let mut request = self
                 .http
                 .post(self.url.clone())
-                .header("X-Request-Id", request_id)
+                .header("X-Request-Id", attempt.request_id)
                 .json(&json!({ "query": op.document, "variables": variables, "operationName": op.name }));
-            if let Some(bearer) = bearer {
+            if let Some(bearer) = attempt.bearer {
                 request = request.bearer_auth(bearer.expose());
             }
             let response = request.send().await.map_err(transport_error)?;
             let status = response.status();
             tracing::Span::current().record("upstream.status", status.as_u16());
+            let headers = response.headers();
+            let remaining = header_number(headers, "x-ratelimit-remaining").map(|n| n.min(u64::from(u32::MAX)) as u32);
+            let reset = header_number(headers, "x-ratelimit-reset").map(Duration::from_secs);
             if status == StatusCode::TOO_MANY_REQUESTS {
-                return Err(UpstreamError::RateLimited { retry_after: retry_after(response.headers()) });
+                let retry_after = retry_after(headers);
+                self.budget.upstream_report(attempt.budget_key, Some(0), Some(retry_after));
+                return Err(UpstreamError::RateLimited { retry_after });
             }
-            let body = response.bytes().await.map_err(transport_error)?;
+            self.budget.upstream_report(attempt.budget_key, remaining, reset);
+            let body = read_capped(response).await?;
             if status.is_server_error() {
                 return Err(UpstreamError::BadStatus { status: status.as_u16() });
             }
@@ -321,6 +505,35 @@ fn classify(error: GraphQlError) -> UpstreamError {
             message,
         },
     }
+}
+
+/// The body, refused past `MAX_RESPONSE_BYTES` without reading the rest.
+async fn read_capped(mut response: reqwest::Response) -> Result<Vec<u8>, UpstreamError> {
+    let too_large =
+        || UpstreamError::InvalidResponse(format!("the answer is over {MAX_RESPONSE_BYTES} bytes"));
+    if response
+        .content_length()
+        .is_some_and(|n| n > MAX_RESPONSE_BYTES as u64)
+    {
+        return Err(too_large());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(transport_error)? {
+        if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+fn round_up(wait: Duration) -> Duration {
+    Duration::from_secs(wait.as_secs() + u64::from(wait.subsec_nanos() > 0))
+        .max(Duration::from_secs(1))
+}
+
+fn header_number(headers: &HeaderMap, name: &str) -> Option<u64> {
+    headers.get(name)?.to_str().ok()?.trim().parse().ok()
 }
 
 fn transport_error(e: reqwest::Error) -> UpstreamError {

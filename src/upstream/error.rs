@@ -5,6 +5,12 @@ use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
+    /// The facade's own budget of requests toward Qpien for this credential is used up.
+    #[error("the upstream request budget is used up; retry in {}s", retry_after.as_secs())]
+    BudgetExhausted { retry_after: Duration },
+    /// The circuit breaker is open after repeated upstream failures.
+    #[error("the circuit breaker toward the upstream is open; retry in {}s", retry_after.as_secs())]
+    CircuitOpen { retry_after: Duration },
     /// The token is missing, unknown (`UNAUTHORIZED`) or too old (`TOKEN_EXPIRED`).
     #[error("the upstream refused the access token ({code})")]
     Unauthorized { code: &'static str, message: String },
@@ -15,7 +21,9 @@ pub enum UpstreamError {
         message: String,
     },
     /// The configured client id or secret was refused (`INVALID_CLIENT`).
-    #[error("the upstream rejected the configured client credentials (INVALID_CLIENT)")]
+    #[error(
+        "Qpien rejected the configured credentials (INVALID_CLIENT): check QPIEN_CLIENT_ID and QPIEN_CLIENT_SECRET"
+    )]
     InvalidClient,
     /// The upstream has no such object.
     #[error("not found upstream: {message}")]
@@ -44,6 +52,37 @@ pub enum UpstreamError {
 }
 
 impl UpstreamError {
+    /// A short label for metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::BudgetExhausted { .. } => "budget_exhausted",
+            Self::CircuitOpen { .. } => "circuit_open",
+            Self::Unauthorized { .. } => "unauthorized",
+            Self::InsufficientScope { .. } => "insufficient_scope",
+            Self::InvalidClient => "invalid_client",
+            Self::NotFound { .. } => "not_found",
+            Self::BadInput { .. } => "bad_input",
+            Self::RateLimited { .. } => "rate_limited",
+            Self::Timeout => "timeout",
+            Self::Unreachable(_) => "unreachable",
+            Self::BadStatus { .. } => "bad_status",
+            Self::InvalidResponse(_) => "invalid_response",
+            Self::Unexpected { .. } => "unexpected",
+        }
+    }
+
+    /// Whether this says the upstream itself is in trouble (for the circuit breaker), as
+    /// opposed to an answer about our request.
+    pub fn is_upstream_fault(&self) -> bool {
+        matches!(
+            self,
+            Self::Timeout
+                | Self::Unreachable(_)
+                | Self::BadStatus { .. }
+                | Self::InvalidResponse(_)
+        )
+    }
+
     /// The upstream's own error code, shown to callers where there is one.
     pub fn code(&self) -> Option<&str> {
         match self {

@@ -2,11 +2,16 @@
 //! operation documents, the HTTP client, the token lifecycle and the error type. Nothing
 //! outside this module knows Qpien's wire names.
 
+mod breaker;
+mod budget;
 mod client;
 mod error;
 mod operations;
+mod retry;
 mod token;
 mod wire;
 
+pub use breaker::BreakerState;
+pub use budget::BudgetReport;
 pub use client::{Credential, QpienClient};
 pub use error::UpstreamError;
