@@ -92,139 +92,156 @@ pub struct Problem {
     pub errors: Vec<InvalidParam>,
 }
 
-/// The kinds of problem: slug (the last part of `type`), status, title, explanation.
+/// A kind of problem: slug (the last part of `type`), status, title, explanation.
 /// `GET /problems/{slug}` serves the explanation.
-pub const PROBLEM_KINDS: &[(&str, u16, &str, &str)] = &[
-    (
-        "invalid-parameters",
-        400,
-        "Invalid request parameters",
-        "A query or path parameter is missing, unknown, repeated, or has a value outside what the route accepts. Each offending parameter is listed in `errors`. Nothing was sent to Qpien.",
-    ),
-    (
-        "malformed-body",
-        400,
-        "Malformed request body",
-        "The body is not JSON, or not a JSON object. Nothing was sent to Qpien.",
-    ),
-    (
-        "missing-credentials",
-        401,
-        "Missing bearer token",
-        "In pass-through mode every request must carry `Authorization: Bearer <Qpien access token>`. Nothing was sent to Qpien.",
-    ),
-    (
-        "upstream-unauthorized",
-        401,
-        "Qpien refused the access token",
-        "Qpien answered UNAUTHORIZED (unknown token) or TOKEN_EXPIRED (older than one hour). Get a new Qpien access token and retry.",
-    ),
-    (
-        "insufficient-scope",
-        403,
-        "The token lacks a scope",
-        "Qpien answered INSUFFICIENT_SCOPES; `requiredScope` names the scope the API key needs. Scope changes apply to new tokens only.",
-    ),
-    (
-        "not-found",
-        404,
-        "Not found",
-        "Qpien has no conversation with this id, or the route does not exist.",
-    ),
-    (
-        "method-not-allowed",
-        405,
-        "Method not allowed",
-        "The route exists but not with this method.",
-    ),
-    (
-        "payload-too-large",
-        413,
-        "Request body too large",
-        "The request body is over the limit. Nothing was sent to Qpien.",
-    ),
-    (
-        "unsupported-media-type",
-        415,
-        "Unsupported media type",
-        "PATCH takes `application/merge-patch+json` (RFC 7396) or `application/json`. Nothing was sent to Qpien.",
-    ),
-    (
-        "invalid-body",
-        422,
-        "Invalid request body",
-        "The body is well-formed JSON but some members are unknown, read-only, of the wrong type or out of range, or it changes nothing. Each is listed in `errors`. Nothing was sent to Qpien.",
-    ),
-    (
-        "upstream-rejected-input",
-        422,
-        "Qpien rejected the input",
-        "Qpien refused the values (BAD_USER_INPUT), e.g. a tag name that does not exist for the customer.",
-    ),
-    (
-        "rate-limited",
-        429,
-        "Rate limit exhausted",
-        "Qpien's limit of requests per minute for this API key is used up. Wait `Retry-After` seconds.",
-    ),
-    (
-        "upstream-error",
-        502,
-        "Qpien failed",
-        "Qpien could not be reached, answered with a server error or with something that is not the expected GraphQL response, or refused the service's configured credentials (INVALID_CLIENT).",
-    ),
-    (
-        "not-ready",
-        503,
-        "Not ready",
-        "The service cannot serve requests yet: Qpien is unreachable or, in service mode, no access token could be obtained.",
-    ),
-    (
-        "upstream-timeout",
-        504,
-        "Qpien did not answer in time",
-        "Qpien did not answer within the configured timeout.",
-    ),
+pub type ProblemKind = (&'static str, u16, &'static str, &'static str);
+
+pub const INVALID_PARAMETERS: ProblemKind = (
+    "invalid-parameters",
+    400,
+    "Invalid request parameters",
+    "A query or path parameter is missing, unknown, repeated, or has a value outside what the route accepts. Each offending parameter is listed in `errors`. Nothing was sent to Qpien.",
+);
+pub const MALFORMED_BODY: ProblemKind = (
+    "malformed-body",
+    400,
+    "Malformed request body",
+    "The body is not JSON, or not a JSON object. Nothing was sent to Qpien.",
+);
+pub const MISSING_CREDENTIALS: ProblemKind = (
+    "missing-credentials",
+    401,
+    "Missing bearer token",
+    "In pass-through mode every request must carry `Authorization: Bearer <Qpien access token>`. Nothing was sent to Qpien.",
+);
+pub const UPSTREAM_UNAUTHORIZED: ProblemKind = (
+    "upstream-unauthorized",
+    401,
+    "Qpien refused the access token",
+    "Qpien answered UNAUTHORIZED (unknown token) or TOKEN_EXPIRED (older than one hour). Get a new Qpien access token and retry.",
+);
+pub const INSUFFICIENT_SCOPE: ProblemKind = (
+    "insufficient-scope",
+    403,
+    "The token lacks a scope",
+    "Qpien answered INSUFFICIENT_SCOPES; `requiredScope` names the scope the API key needs. Scope changes apply to new tokens only.",
+);
+pub const NOT_FOUND: ProblemKind = (
+    "not-found",
+    404,
+    "Not found",
+    "Qpien has no conversation with this id, or the route does not exist.",
+);
+pub const METHOD_NOT_ALLOWED: ProblemKind = (
+    "method-not-allowed",
+    405,
+    "Method not allowed",
+    "The route exists but not with this method.",
+);
+pub const PAYLOAD_TOO_LARGE: ProblemKind = (
+    "payload-too-large",
+    413,
+    "Request body too large",
+    "The request body is over the limit. Nothing was sent to Qpien.",
+);
+pub const UNSUPPORTED_MEDIA_TYPE: ProblemKind = (
+    "unsupported-media-type",
+    415,
+    "Unsupported media type",
+    "PATCH takes `application/merge-patch+json` (RFC 7396) or `application/json`. Nothing was sent to Qpien.",
+);
+pub const INVALID_BODY: ProblemKind = (
+    "invalid-body",
+    422,
+    "Invalid request body",
+    "The body is well-formed JSON but some members are unknown, read-only, of the wrong type or out of range, or it changes nothing. Each is listed in `errors`. Nothing was sent to Qpien.",
+);
+pub const UPSTREAM_REJECTED_INPUT: ProblemKind = (
+    "upstream-rejected-input",
+    422,
+    "Qpien rejected the input",
+    "Qpien refused the values (BAD_USER_INPUT), e.g. a tag name that does not exist for the customer.",
+);
+pub const RATE_LIMITED: ProblemKind = (
+    "rate-limited",
+    429,
+    "Rate limit exhausted",
+    "The budget of requests per minute toward Qpien for this credential is used up: Qpien said so, or this service stopped short of Qpien's limit so that the account is never blocked. Wait `Retry-After` seconds.",
+);
+pub const UPSTREAM_ERROR: ProblemKind = (
+    "upstream-error",
+    502,
+    "Qpien failed",
+    "Qpien could not be reached, answered with a server error or with something that is not the expected GraphQL response, or refused the service's configured credentials (INVALID_CLIENT).",
+);
+pub const UNAVAILABLE: ProblemKind = (
+    "unavailable",
+    503,
+    "Qpien temporarily unavailable",
+    "Calls to Qpien failed repeatedly, so this service stopped sending them for a cool-down (circuit breaker) to let Qpien recover. Retry after `Retry-After` seconds.",
+);
+pub const NOT_READY: ProblemKind = (
+    "not-ready",
+    503,
+    "Not ready",
+    "The service cannot serve requests yet: Qpien is unreachable or, in service mode, no access token could be obtained.",
+);
+pub const UPSTREAM_TIMEOUT: ProblemKind = (
+    "upstream-timeout",
+    504,
+    "Qpien did not answer in time",
+    "Qpien did not answer within the configured timeout.",
+);
+
+/// Every kind, in status order: the documentation tables are made from this list.
+pub const PROBLEM_KINDS: &[ProblemKind] = &[
+    INVALID_PARAMETERS,
+    MALFORMED_BODY,
+    MISSING_CREDENTIALS,
+    UPSTREAM_UNAUTHORIZED,
+    INSUFFICIENT_SCOPE,
+    NOT_FOUND,
+    METHOD_NOT_ALLOWED,
+    PAYLOAD_TOO_LARGE,
+    UNSUPPORTED_MEDIA_TYPE,
+    INVALID_BODY,
+    UPSTREAM_REJECTED_INPUT,
+    RATE_LIMITED,
+    UPSTREAM_ERROR,
+    UNAVAILABLE,
+    NOT_READY,
+    UPSTREAM_TIMEOUT,
 ];
 
 impl ApiError {
-    fn slug(&self) -> &'static str {
+    fn kind(&self) -> ProblemKind {
         match self {
-            Self::InvalidParameters(_) => "invalid-parameters",
-            Self::MalformedBody(_) => "malformed-body",
-            Self::InvalidBody(_) => "invalid-body",
-            Self::UnsupportedMediaType(_) => "unsupported-media-type",
-            Self::PayloadTooLarge(_) => "payload-too-large",
-            Self::MissingCredentials => "missing-credentials",
-            Self::RouteNotFound => "not-found",
-            Self::MethodNotAllowed => "method-not-allowed",
-            Self::NotReady(_) => "not-ready",
+            Self::InvalidParameters(_) => INVALID_PARAMETERS,
+            Self::MalformedBody(_) => MALFORMED_BODY,
+            Self::InvalidBody(_) => INVALID_BODY,
+            Self::UnsupportedMediaType(_) => UNSUPPORTED_MEDIA_TYPE,
+            Self::PayloadTooLarge(_) => PAYLOAD_TOO_LARGE,
+            Self::MissingCredentials => MISSING_CREDENTIALS,
+            Self::RouteNotFound => NOT_FOUND,
+            Self::MethodNotAllowed => METHOD_NOT_ALLOWED,
+            Self::NotReady(_) => NOT_READY,
             Self::Upstream(e) => match e {
-                UpstreamError::Unauthorized { .. } => "upstream-unauthorized",
-                UpstreamError::InsufficientScope { .. } => "insufficient-scope",
-                UpstreamError::NotFound { .. } => "not-found",
-                UpstreamError::BadInput { .. } => "upstream-rejected-input",
+                UpstreamError::Unauthorized { .. } => UPSTREAM_UNAUTHORIZED,
+                UpstreamError::InsufficientScope { .. } => INSUFFICIENT_SCOPE,
+                UpstreamError::NotFound { .. } => NOT_FOUND,
+                UpstreamError::BadInput { .. } => UPSTREAM_REJECTED_INPUT,
                 UpstreamError::RateLimited { .. } | UpstreamError::BudgetExhausted { .. } => {
-                    "rate-limited"
+                    RATE_LIMITED
                 }
-                UpstreamError::CircuitOpen { .. } => "unavailable",
-                UpstreamError::Timeout => "upstream-timeout",
+                UpstreamError::CircuitOpen { .. } => UNAVAILABLE,
+                UpstreamError::Timeout => UPSTREAM_TIMEOUT,
                 UpstreamError::InvalidClient
                 | UpstreamError::Unreachable(_)
                 | UpstreamError::BadStatus { .. }
                 | UpstreamError::InvalidResponse(_)
-                | UpstreamError::Unexpected { .. } => "upstream-error",
+                | UpstreamError::Unexpected { .. } => UPSTREAM_ERROR,
             },
         }
-    }
-
-    fn kind(&self) -> (&'static str, u16, &'static str) {
-        let slug = self.slug();
-        let (_, status, title, _) = PROBLEM_KINDS
-            .iter()
-            .find(|k| k.0 == slug)
-            .expect("every slug is in PROBLEM_KINDS");
-        (slug, *status, title)
     }
 
     /// What the caller reads. Upstream causes are summarised, never copied verbatim where
@@ -292,7 +309,7 @@ impl ApiError {
     }
 
     pub fn problem(&self) -> Problem {
-        let (slug, status, title) = self.kind();
+        let (slug, status, title, _) = self.kind();
         let context = REQUEST.try_with(Clone::clone).ok();
         Problem {
             kind: format!("/problems/{slug}"),

@@ -5,8 +5,10 @@
 mod helpers;
 
 mod auth;
+mod faults;
 mod get_conversation;
 mod list_conversations;
 mod operations;
+mod resilience;
 mod update_conversation;
 mod upstream_failures;
