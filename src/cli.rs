@@ -91,6 +91,7 @@ async fn serve(settings: Settings) -> ExitCode {
 }
 
 async fn healthcheck(url: &str) -> ExitCode {
+    crate::install_tls_provider();
     let client = reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(3))
         .build();

@@ -13,3 +13,9 @@ pub mod settings;
 pub mod startup;
 pub mod telemetry;
 pub mod upstream;
+
+/// Installs the TLS crypto provider (ring). reqwest is built without a bundled one, so
+/// every `reqwest::Client` must be built after this; calling it again is harmless.
+pub fn install_tls_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

@@ -193,7 +193,7 @@ impl Answer {
 
 impl Harness {
     fn start(config: SandboxConfig) -> Self {
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        crate::install_tls_provider();
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         Harness {
             sandbox: Sandbox::start(listener, config).unwrap(),

@@ -69,9 +69,7 @@ impl QpienClient {
         credentials: Option<ClientCredentials>,
         metrics: Arc<Metrics>,
     ) -> Result<Self, reqwest::Error> {
-        // reqwest is built without a bundled crypto provider; ring is ours. Installing it
-        // twice (several clients in one process) is harmless.
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        crate::install_tls_provider();
         let http = reqwest::Client::builder()
             .connect_timeout(settings.connect_timeout)
             .timeout(settings.request_timeout)

@@ -56,7 +56,7 @@ pub async fn spawn_app() -> TestApp {
 
 pub async fn spawn_app_with(setup: Setup) -> TestApp {
     LazyLock::force(&TRACING);
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    qpien_rest::install_tls_provider();
     let (sandbox, upstream_url) = match setup.upstream_url {
         Some(url) => (None, url),
         None => {

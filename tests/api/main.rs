@@ -9,6 +9,7 @@ mod faults;
 mod get_conversation;
 mod list_conversations;
 mod operations;
+mod process;
 mod resilience;
 mod update_conversation;
 mod upstream_failures;

@@ -156,7 +156,7 @@ async fn swagger_ui_is_served_at_docs() {
 /// What `cargo run` does with no configuration: an embedded sandbox and its demo key.
 #[tokio::test]
 async fn with_no_configuration_the_app_serves_from_the_embedded_sandbox() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    qpien_rest::install_tls_provider();
     let application = Application::build(Settings {
         port: 0,
         ..Settings::default()
