@@ -6,7 +6,7 @@ use std::time::Duration;
 use futures_util::future::join_all;
 use qpien_rest::sandbox::{DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, SandboxConfig};
 use serde_json::{Value, json};
-use wiremock::matchers::{body_partial_json, method};
+use wiremock::matchers::{body_partial_json, header, method};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::helpers::{Setup, assert_problem, spawn_app, spawn_app_with};
@@ -219,4 +219,57 @@ async fn readyz_reports_the_breaker_state() {
     let body: Value = app.get("/readyz").await.json().await.unwrap();
 
     assert_eq!(body["circuitBreaker"], "closed");
+}
+
+#[tokio::test]
+async fn many_requests_told_token_expired_at_once_cause_exactly_one_renewal() {
+    // Qpien revokes the first token early: every call with it gets TOKEN_EXPIRED.
+    let upstream = MockServer::start().await;
+    let token = |value: &str| {
+        ResponseTemplate::new(200).set_body_json(json!({
+            "data": {"generateOAuthToken": {"accessToken": value, "tokenType": "Bearer", "expiresIn": 3600, "scopes": []}}
+        }))
+    };
+    let generate = || {
+        Mock::given(method("POST")).and(body_partial_json(
+            json!({"operationName": "GenerateOAuthToken"}),
+        ))
+    };
+    generate()
+        .respond_with(token("first"))
+        .up_to_n_times(1)
+        .expect(1)
+        .mount(&upstream)
+        .await;
+    generate()
+        .respond_with(token("second"))
+        .expect(1)
+        .mount(&upstream)
+        .await;
+    Mock::given(method("POST"))
+        .and(header("authorization", "Bearer first"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "errors": [{"message": "Token expired", "extensions": {"code": "TOKEN_EXPIRED"}, "success": false}]
+        })))
+        .mount(&upstream)
+        .await;
+    Mock::given(method("POST"))
+        .and(header("authorization", "Bearer second"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(
+            json!({"data": {"getConversation": {"_id": "6650a1000000000000000001"}}}),
+        ))
+        .mount(&upstream)
+        .await;
+    let app = spawn_app_with(Setup {
+        upstream_url: Some(format!("{}/api/v1", upstream.uri())),
+        ..Default::default()
+    })
+    .await;
+
+    let responses =
+        join_all((0..15).map(|_| app.get_conversation("6650a1000000000000000001"))).await;
+
+    assert!(responses.iter().all(|r| r.status().as_u16() == 200));
+    // `expect(1)` on each token mock is checked when the server drops: one initial token,
+    // exactly one renewal.
 }
