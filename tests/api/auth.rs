@@ -7,7 +7,9 @@ use serde_json::{Value, json};
 use wiremock::matchers::{body_partial_json, method};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use crate::helpers::{Setup, assert_problem, spawn_app, spawn_app_with};
+use crate::helpers::{
+    Setup, assert_problem, graphql_error, spawn_app, spawn_app_with, token_answer,
+};
 
 #[tokio::test]
 async fn service_mode_fetches_one_token_and_reuses_it() {
@@ -91,19 +93,18 @@ async fn service_mode_ignores_the_callers_authorization_header() {
 async fn service_mode_renews_and_retries_once_when_qpien_says_token_expired() {
     let upstream = MockServer::start().await;
     Mock::given(method("POST"))
-        .and(body_partial_json(json!({"operationName": "GenerateOAuthToken"})))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
-            "data": {"generateOAuthToken": {"accessToken": "t", "tokenType": "Bearer", "expiresIn": 3600, "scopes": []}}
-        })))
+        .and(body_partial_json(
+            json!({"operationName": "GenerateOAuthToken"}),
+        ))
+        .respond_with(token_answer("t"))
         .expect(2)
         .mount(&upstream)
         .await;
     Mock::given(method("POST"))
-        .and(body_partial_json(json!({"operationName": "GetConversation"})))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
-            "data": null,
-            "errors": [{"message": "Token expired", "extensions": {"code": "TOKEN_EXPIRED"}, "success": false}]
-        })))
+        .and(body_partial_json(
+            json!({"operationName": "GetConversation"}),
+        ))
+        .respond_with(graphql_error("TOKEN_EXPIRED"))
         .up_to_n_times(1)
         .expect(1)
         .mount(&upstream)

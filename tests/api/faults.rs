@@ -11,12 +11,14 @@ use tokio::net::{TcpListener, TcpStream};
 use wiremock::matchers::{body_partial_json, method};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use crate::helpers::{Setup, TestApp, assert_problem, spawn_app_with};
+use crate::helpers::{
+    FAULT_TIMEOUT, Setup, TestApp, answering, assert_problem, graphql_error, graphql_url,
+    pass_through_app, spawn_app_with,
+};
 
 const ID: &str = "6650a1000000000000000001";
-const TIMEOUT: Duration = Duration::from_millis(600);
 /// What "bounded" means here: the whole-call timeout plus scheduling slack.
-const BOUND: Duration = Duration::from_millis(600 + 700);
+const BOUND: Duration = Duration::from_millis(FAULT_TIMEOUT.as_millis() as u64 + 700);
 
 #[derive(Clone, Copy)]
 enum Fault {
@@ -85,32 +87,16 @@ async fn misbehave(mut socket: TcpStream, fault: Fault) {
     }
 }
 
-async fn app_against(url: String) -> TestApp {
-    spawn_app_with(Setup {
-        credentials: None,
-        upstream_url: Some(url),
-        settings: Box::new(|s| s.upstream.request_timeout = TIMEOUT),
-        ..Default::default()
-    })
-    .await
-}
-
 async fn timed_get(app: &TestApp, path: &str) -> (reqwest::Response, Duration) {
     let started = Instant::now();
-    let response = app
-        .http
-        .get(format!("{}{path}", app.address))
-        .bearer_auth("token")
-        .send()
-        .await
-        .unwrap();
+    let response = app.get_with_bearer(path).await;
     (response, started.elapsed())
 }
 
 #[tokio::test]
 async fn an_upstream_that_never_answers_gives_a_504_within_the_timeout() {
     let (url, _) = fault_server(Fault::NoAnswer).await;
-    let app = app_against(url).await;
+    let app = pass_through_app(url).await;
 
     let (response, elapsed) = timed_get(&app, &format!("/conversations/{ID}")).await;
 
@@ -121,7 +107,7 @@ async fn an_upstream_that_never_answers_gives_a_504_within_the_timeout() {
 #[tokio::test]
 async fn an_upstream_that_trickles_bytes_gives_a_504_within_the_timeout() {
     let (url, _) = fault_server(Fault::Trickle).await;
-    let app = app_against(url).await;
+    let app = pass_through_app(url).await;
 
     let (response, elapsed) = timed_get(&app, "/conversations").await;
 
@@ -132,7 +118,7 @@ async fn an_upstream_that_trickles_bytes_gives_a_504_within_the_timeout() {
 #[tokio::test]
 async fn a_connection_reset_mid_body_gives_a_502_after_retrying_the_read() {
     let (url, connections) = fault_server(Fault::ResetMidBody).await;
-    let app = app_against(url).await;
+    let app = pass_through_app(url).await;
 
     let (response, elapsed) = timed_get(&app, &format!("/conversations/{ID}")).await;
 
@@ -148,7 +134,7 @@ async fn a_connection_reset_mid_body_gives_a_502_after_retrying_the_read() {
 #[tokio::test]
 async fn an_oversized_answer_gives_a_502_without_reading_it_all() {
     let (url, _) = fault_server(Fault::Oversized).await;
-    let app = app_against(url).await;
+    let app = pass_through_app(url).await;
 
     let (response, elapsed) = timed_get(&app, "/conversations").await;
 
@@ -158,13 +144,8 @@ async fn an_oversized_answer_gives_a_502_without_reading_it_all() {
 
 #[tokio::test]
 async fn a_declared_oversized_answer_gives_a_502() {
-    let upstream = MockServer::start().await;
     let big = "x".repeat(5 * 1024 * 1024);
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(200).set_body_string(big))
-        .mount(&upstream)
-        .await;
-    let app = app_against(format!("{}/api/v1", upstream.uri())).await;
+    let (_upstream, app) = answering(ResponseTemplate::new(200).set_body_string(big)).await;
 
     let (response, _) = timed_get(&app, "/conversations").await;
 
@@ -173,16 +154,11 @@ async fn a_declared_oversized_answer_gives_a_502() {
 
 #[tokio::test]
 async fn data_with_partial_errors_is_not_passed_on_as_success() {
-    let upstream = MockServer::start().await;
     let body = json!({
         "data": {"getConversation": {"_id": ID, "status": "OPEN"}},
         "errors": [{"message": "tags unavailable", "path": ["getConversation", "tags"], "extensions": {"code": "INTERNAL_SERVER_ERROR"}}]
     });
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(body))
-        .mount(&upstream)
-        .await;
-    let app = app_against(format!("{}/api/v1", upstream.uri())).await;
+    let (_upstream, app) = answering(ResponseTemplate::new(200).set_body_json(body)).await;
 
     let (response, _) = timed_get(&app, &format!("/conversations/{ID}")).await;
 
@@ -200,19 +176,36 @@ async fn documented_graphql_error_codes_map_to_their_statuses() {
         ("INSUFFICIENT_SCOPES", 403),
     ];
     for (code, status) in cases {
-        let upstream = MockServer::start().await;
-        let body = json!({"data": null, "errors": [{"message": code, "extensions": {"code": code}, "success": false}]});
-        Mock::given(method("POST"))
-            .respond_with(ResponseTemplate::new(200).set_body_json(body))
-            .mount(&upstream)
-            .await;
-        let app = app_against(format!("{}/api/v1", upstream.uri())).await;
+        let (_upstream, app) = answering(graphql_error(code)).await;
 
         let (response, _) = timed_get(&app, &format!("/conversations/{ID}")).await;
 
         let problem = assert_problem(response, status).await;
         assert_eq!(problem["code"], code);
     }
+}
+
+#[tokio::test]
+async fn insufficient_scopes_names_the_required_scope() {
+    let body = json!({"data": null, "errors": [{
+        "message": "Insufficient scopes for this operation",
+        "extensions": {"code": "INSUFFICIENT_SCOPES", "requiredScope": "read_conversations"},
+        "success": false
+    }]});
+    let (_upstream, app) = answering(ResponseTemplate::new(200).set_body_json(body)).await;
+
+    let response = app.get_with_bearer(&format!("/conversations/{ID}")).await;
+
+    let www_authenticate = response.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let problem = assert_problem(response, 403).await;
+    assert_eq!(problem["requiredScope"], "read_conversations");
+    assert!(
+        www_authenticate.contains("scope=\"read_conversations\""),
+        "{www_authenticate}"
+    );
 }
 
 #[tokio::test]
@@ -232,7 +225,7 @@ async fn a_read_is_retried_after_a_503_and_succeeds() {
         .expect(1)
         .mount(&upstream)
         .await;
-    let app = app_against(format!("{}/api/v1", upstream.uri())).await;
+    let app = pass_through_app(graphql_url(&upstream)).await;
 
     let (response, _) = timed_get(&app, &format!("/conversations/{ID}")).await;
 
@@ -252,7 +245,7 @@ async fn a_read_is_retried_at_most_twice() {
         .expect(3)
         .mount(&upstream)
         .await;
-    let app = app_against(format!("{}/api/v1", upstream.uri())).await;
+    let app = pass_through_app(graphql_url(&upstream)).await;
 
     let (response, _) = timed_get(&app, "/conversations").await;
 
@@ -267,7 +260,7 @@ async fn an_update_is_never_retried() {
         .expect(1)
         .mount(&upstream)
         .await;
-    let app = app_against(format!("{}/api/v1", upstream.uri())).await;
+    let app = pass_through_app(graphql_url(&upstream)).await;
 
     let response = app
         .http
@@ -290,7 +283,7 @@ async fn a_500_is_not_retried() {
         .expect(1)
         .mount(&upstream)
         .await;
-    let app = app_against(format!("{}/api/v1", upstream.uri())).await;
+    let app = pass_through_app(graphql_url(&upstream)).await;
 
     let (response, _) = timed_get(&app, "/conversations").await;
 

@@ -2,6 +2,7 @@
 
 use std::net::TcpListener;
 use std::sync::LazyLock;
+use std::time::Duration;
 
 use qpien_rest::sandbox::{
     DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, Sandbox, SandboxConfig, SandboxStats,
@@ -11,6 +12,8 @@ use qpien_rest::startup::Application;
 use reqwest::Response;
 use serde_json::{Value, json};
 use url::Url;
+use wiremock::matchers::method;
+use wiremock::{Mock, MockServer, ResponseTemplate};
 
 /// Logs go to stderr when TEST_LOG is set: `TEST_LOG=1 cargo test some_test`.
 static TRACING: LazyLock<()> = LazyLock::new(|| {
@@ -88,10 +91,67 @@ pub async fn spawn_app_with(setup: Setup) -> TestApp {
     }
 }
 
+/// The whole-call timeout of apps in front of misbehaving upstreams.
+pub const FAULT_TIMEOUT: Duration = Duration::from_millis(600);
+
+/// Pass-through mode against `url`, with `FAULT_TIMEOUT`: one mocked answer per case is
+/// enough, as there is no token to fetch.
+pub async fn pass_through_app(url: String) -> TestApp {
+    spawn_app_with(Setup {
+        credentials: None,
+        upstream_url: Some(url),
+        settings: Box::new(|s| s.upstream.request_timeout = FAULT_TIMEOUT),
+        ..Default::default()
+    })
+    .await
+}
+
+/// The GraphQL endpoint of a wiremock upstream.
+pub fn graphql_url(upstream: &MockServer) -> String {
+    format!("{}/api/v1", upstream.uri())
+}
+
+/// A wiremock upstream that gives every call `template`, and an app in front of it.
+pub async fn answering(template: ResponseTemplate) -> (MockServer, TestApp) {
+    let upstream = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(template)
+        .mount(&upstream)
+        .await;
+    let app = pass_through_app(graphql_url(&upstream)).await;
+    (upstream, app)
+}
+
+/// Qpien's answer to `generateOAuthToken`.
+pub fn token_answer(token: &str) -> ResponseTemplate {
+    ResponseTemplate::new(200).set_body_json(json!({
+        "data": {"generateOAuthToken": {"accessToken": token, "tokenType": "Bearer", "expiresIn": 3600, "scopes": ["read_conversations"]}}
+    }))
+}
+
+/// A GraphQL error in Qpien's documented shape, with HTTP 200.
+pub fn graphql_error(code: &str) -> ResponseTemplate {
+    ResponseTemplate::new(200).set_body_json(json!({
+        "data": null,
+        "errors": [{"message": format!("{code} from Qpien"), "extensions": {"code": code}, "success": false}]
+    }))
+}
+
 impl TestApp {
     pub async fn get(&self, path_and_query: &str) -> Response {
         self.http
             .get(format!("{}{path_and_query}", self.address))
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    /// A GET carrying a bearer, as a pass-through caller sends.
+    pub async fn get_with_bearer(&self, path_and_query: &str) -> Response {
+        let url = format!("{}{path_and_query}", self.address);
+        self.http
+            .get(url)
+            .bearer_auth("caller-token")
             .send()
             .await
             .expect("request sent")

@@ -10,6 +10,8 @@ use serde_json::json;
 use wiremock::matchers::{body_partial_json, method};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
+use crate::helpers::{graphql_error, token_answer};
+
 const ID: &str = "6650a1000000000000000001";
 
 struct Service {
@@ -147,11 +149,6 @@ async fn a_session_log_never_contains_the_client_secret_or_any_token() {
     const FIRST_TOKEN: &str = "tok-first-0a1b2c3d4e";
     const SECOND_TOKEN: &str = "tok-second-5f6a7b8c9d";
     const CALLER_TOKEN: &str = "caller-bearer-1122334455";
-    let token = |value: &str| {
-        ResponseTemplate::new(200).set_body_json(json!({
-            "data": {"generateOAuthToken": {"accessToken": value, "tokenType": "Bearer", "expiresIn": 3600, "scopes": ["read_conversations"]}}
-        }))
-    };
     let upstream = MockServer::start().await;
     let generate = || {
         Mock::given(method("POST")).and(body_partial_json(
@@ -159,19 +156,19 @@ async fn a_session_log_never_contains_the_client_secret_or_any_token() {
         ))
     };
     generate()
-        .respond_with(token(FIRST_TOKEN))
+        .respond_with(token_answer(FIRST_TOKEN))
         .up_to_n_times(1)
         .mount(&upstream)
         .await;
     generate()
-        .respond_with(token(SECOND_TOKEN))
+        .respond_with(token_answer(SECOND_TOKEN))
         .mount(&upstream)
         .await;
     Mock::given(method("POST"))
-        .and(body_partial_json(json!({"operationName": "GetConversationList"})))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
-            "errors": [{"message": "Token expired", "extensions": {"code": "TOKEN_EXPIRED"}, "success": false}]
-        })))
+        .and(body_partial_json(
+            json!({"operationName": "GetConversationList"}),
+        ))
+        .respond_with(graphql_error("TOKEN_EXPIRED"))
         .up_to_n_times(1)
         .mount(&upstream)
         .await;
@@ -191,9 +188,7 @@ async fn a_session_log_never_contains_the_client_secret_or_any_token() {
         .await;
     let rejecting = MockServer::start().await;
     Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
-            "errors": [{"message": "Invalid client", "extensions": {"code": "INVALID_CLIENT"}, "success": false}]
-        })))
+        .respond_with(graphql_error("INVALID_CLIENT"))
         .mount(&rejecting)
         .await;
     let env = |url: String| {

@@ -9,7 +9,9 @@ use serde_json::{Value, json};
 use wiremock::matchers::{body_partial_json, header, method};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use crate::helpers::{Setup, assert_problem, spawn_app, spawn_app_with};
+use crate::helpers::{
+    Setup, assert_problem, graphql_error, spawn_app, spawn_app_with, token_answer,
+};
 
 #[tokio::test]
 async fn many_concurrent_requests_meeting_an_expired_token_renew_it_once() {
@@ -47,12 +49,10 @@ async fn many_concurrent_requests_meeting_an_expired_token_renew_it_once() {
 async fn concurrent_first_requests_share_one_slow_token_request() {
     let upstream = MockServer::start().await;
     Mock::given(method("POST"))
-        .and(body_partial_json(json!({"operationName": "GenerateOAuthToken"})))
-        .respond_with(
-            ResponseTemplate::new(200)
-                .set_delay(Duration::from_millis(300))
-                .set_body_json(json!({"data": {"generateOAuthToken": {"accessToken": "t", "tokenType": "Bearer", "expiresIn": 3600, "scopes": []}}})),
-        )
+        .and(body_partial_json(
+            json!({"operationName": "GenerateOAuthToken"}),
+        ))
+        .respond_with(token_answer("t").set_delay(Duration::from_millis(300)))
         .expect(1)
         .mount(&upstream)
         .await;
@@ -225,32 +225,25 @@ async fn readyz_reports_the_breaker_state() {
 async fn many_requests_told_token_expired_at_once_cause_exactly_one_renewal() {
     // Qpien revokes the first token early: every call with it gets TOKEN_EXPIRED.
     let upstream = MockServer::start().await;
-    let token = |value: &str| {
-        ResponseTemplate::new(200).set_body_json(json!({
-            "data": {"generateOAuthToken": {"accessToken": value, "tokenType": "Bearer", "expiresIn": 3600, "scopes": []}}
-        }))
-    };
     let generate = || {
         Mock::given(method("POST")).and(body_partial_json(
             json!({"operationName": "GenerateOAuthToken"}),
         ))
     };
     generate()
-        .respond_with(token("first"))
+        .respond_with(token_answer("first"))
         .up_to_n_times(1)
         .expect(1)
         .mount(&upstream)
         .await;
     generate()
-        .respond_with(token("second"))
+        .respond_with(token_answer("second"))
         .expect(1)
         .mount(&upstream)
         .await;
     Mock::given(method("POST"))
         .and(header("authorization", "Bearer first"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
-            "errors": [{"message": "Token expired", "extensions": {"code": "TOKEN_EXPIRED"}, "success": false}]
-        })))
+        .respond_with(graphql_error("TOKEN_EXPIRED"))
         .mount(&upstream)
         .await;
     Mock::given(method("POST"))

@@ -8,45 +8,22 @@ use serde_json::json;
 use wiremock::matchers::method;
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use crate::helpers::{Setup, TestApp, assert_problem, spawn_app_with};
+use crate::helpers::{
+    Setup, answering, assert_problem, graphql_url, pass_through_app, spawn_app_with,
+};
 
 const ID: &str = "6650a1000000000000000001";
-
-/// Pass-through mode, so each case needs only the one mocked answer.
-async fn app_against(upstream: &MockServer) -> TestApp {
-    spawn_app_with(Setup {
-        credentials: None,
-        upstream_url: Some(format!("{}/api/v1", upstream.uri())),
-        settings: Box::new(|s| s.upstream.request_timeout = Duration::from_millis(500)),
-        ..Default::default()
-    })
-    .await
-}
-
-async fn get_with_bearer(app: &TestApp) -> reqwest::Response {
-    app.http
-        .get(format!("{}/conversations/{ID}", app.address))
-        .bearer_auth("token")
-        .send()
-        .await
-        .unwrap()
-}
-
-async fn answer(template: ResponseTemplate) -> (MockServer, TestApp) {
-    let upstream = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(template)
-        .mount(&upstream)
-        .await;
-    let app = app_against(&upstream).await;
-    (upstream, app)
-}
 
 #[tokio::test]
 async fn upstream_server_errors_become_a_502() {
     for status in [500, 502, 503] {
-        let (_upstream, app) = answer(ResponseTemplate::new(status).set_body_string("oops")).await;
-        let problem = assert_problem(get_with_bearer(&app).await, 502).await;
+        let (_upstream, app) =
+            answering(ResponseTemplate::new(status).set_body_string("oops")).await;
+        let problem = assert_problem(
+            app.get_with_bearer(&format!("/conversations/{ID}")).await,
+            502,
+        )
+        .await;
         assert!(
             problem["detail"]
                 .as_str()
@@ -69,25 +46,37 @@ async fn an_answer_that_is_not_graphql_becomes_a_502() {
         ResponseTemplate::new(404).set_body_string("Not Found"),
     ];
     for template in cases {
-        let (_upstream, app) = answer(template).await;
-        assert_problem(get_with_bearer(&app).await, 502).await;
+        let (_upstream, app) = answering(template).await;
+        assert_problem(
+            app.get_with_bearer(&format!("/conversations/{ID}")).await,
+            502,
+        )
+        .await;
     }
 }
 
 #[tokio::test]
 async fn an_unknown_enum_value_from_upstream_becomes_a_502_not_a_guess() {
     let data = json!({"data": {"getConversation": {"_id": ID, "status": "ARCHIVED"}}});
-    let (_upstream, app) = answer(ResponseTemplate::new(200).set_body_json(data)).await;
+    let (_upstream, app) = answering(ResponseTemplate::new(200).set_body_json(data)).await;
 
-    assert_problem(get_with_bearer(&app).await, 502).await;
+    assert_problem(
+        app.get_with_bearer(&format!("/conversations/{ID}")).await,
+        502,
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn an_unknown_graphql_error_code_becomes_a_502_with_the_code() {
     let errors = json!({"data": null, "errors": [{"message": "boom", "extensions": {"code": "INTERNAL_SERVER_ERROR"}}]});
-    let (_upstream, app) = answer(ResponseTemplate::new(200).set_body_json(errors)).await;
+    let (_upstream, app) = answering(ResponseTemplate::new(200).set_body_json(errors)).await;
 
-    let problem = assert_problem(get_with_bearer(&app).await, 502).await;
+    let problem = assert_problem(
+        app.get_with_bearer(&format!("/conversations/{ID}")).await,
+        502,
+    )
+    .await;
 
     assert_eq!(problem["code"], "INTERNAL_SERVER_ERROR");
 }
@@ -95,10 +84,10 @@ async fn an_unknown_graphql_error_code_becomes_a_502_with_the_code() {
 #[tokio::test]
 async fn a_slow_upstream_becomes_a_504_within_the_timeout() {
     let (_upstream, app) =
-        answer(ResponseTemplate::new(200).set_delay(Duration::from_secs(5))).await;
+        answering(ResponseTemplate::new(200).set_delay(Duration::from_secs(5))).await;
     let started = Instant::now();
 
-    let response = get_with_bearer(&app).await;
+    let response = app.get_with_bearer(&format!("/conversations/{ID}")).await;
 
     assert_problem(response, 504).await;
     assert!(
@@ -122,7 +111,11 @@ async fn an_unreachable_upstream_becomes_a_502() {
     })
     .await;
 
-    assert_problem(get_with_bearer(&app).await, 502).await;
+    assert_problem(
+        app.get_with_bearer(&format!("/conversations/{ID}")).await,
+        502,
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -131,41 +124,12 @@ async fn an_upstream_429_becomes_a_429_with_retry_after_from_the_reset_header() 
         .insert_header("X-RateLimit-Limit", "100")
         .insert_header("X-RateLimit-Remaining", "0")
         .insert_header("X-RateLimit-Reset", "17");
-    let (_upstream, app) = answer(template).await;
+    let (_upstream, app) = answering(template).await;
 
-    let response = get_with_bearer(&app).await;
+    let response = app.get_with_bearer(&format!("/conversations/{ID}")).await;
 
     assert_eq!(response.headers()["retry-after"], "17");
     assert_problem(response, 429).await;
-}
-
-#[tokio::test]
-async fn documented_auth_error_codes_map_to_401_and_403() {
-    let cases = [
-        ("UNAUTHORIZED", 401, json!({})),
-        ("TOKEN_EXPIRED", 401, json!({})),
-        (
-            "INSUFFICIENT_SCOPES",
-            403,
-            json!({"requiredScope": "read_conversations"}),
-        ),
-    ];
-    for (code, status, extra) in cases {
-        let mut extensions = json!({"code": code});
-        extensions
-            .as_object_mut()
-            .unwrap()
-            .extend(extra.as_object().unwrap().clone());
-        let body = json!({"data": null, "errors": [{"message": code, "extensions": extensions, "success": false}]});
-        let (_upstream, app) = answer(ResponseTemplate::new(200).set_body_json(body)).await;
-
-        let problem = assert_problem(get_with_bearer(&app).await, status).await;
-
-        assert_eq!(problem["code"], code);
-        if status == 403 {
-            assert_eq!(problem["requiredScope"], "read_conversations");
-        }
-    }
 }
 
 #[tokio::test]
@@ -179,7 +143,7 @@ async fn the_request_id_and_bearer_are_sent_upstream_and_values_travel_as_variab
         .expect(1)
         .mount(&upstream)
         .await;
-    let app = app_against(&upstream).await;
+    let app = pass_through_app(graphql_url(&upstream)).await;
 
     let response = app
         .http
