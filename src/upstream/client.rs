@@ -46,7 +46,12 @@ pub struct QpienClient {
     breaker: Breaker,
     retry: RetryPolicy,
     metrics: Arc<Metrics>,
+    /// When Qpien last gave an answer that proves it is up (for `/readyz`).
+    last_healthy: std::sync::Mutex<Option<Instant>>,
 }
+
+/// How recent an answer from Qpien must be for `/readyz` to trust it without probing.
+const FRESH_EVIDENCE: Duration = Duration::from_secs(30);
 
 /// When the upstream gives no usable reset time with a 429, wait out a whole window.
 const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(60);
@@ -84,6 +89,7 @@ impl QpienClient {
             breaker: Breaker::new(settings.breaker_failures, settings.breaker_cool_down),
             retry: RetryPolicy::new(settings.max_retries),
             metrics,
+            last_healthy: std::sync::Mutex::new(None),
         })
     }
 
@@ -168,23 +174,29 @@ impl QpienClient {
     }
 
     /// Ready means: the upstream answers GraphQL and, in service mode, we hold a token.
-    /// In pass-through mode an authentication error still proves the upstream is there.
+    /// An answer from Qpien in the last `FRESH_EVIDENCE` is proof enough, so frequent
+    /// probes do not spend the customer's rate budget; otherwise a `{ __typename }` probe
+    /// is sent. In pass-through mode an authentication error still proves Qpien is there.
     pub async fn check_ready(&self, request_id: &str) -> Result<(), UpstreamError> {
-        match &self.tokens {
-            Some(_) => self
-                .call::<Value>(&PING, json!({}), &Credential::Service, request_id)
-                .await
-                .map(drop),
-            None => match self
-                .call::<Value>(&PING, json!({}), &Credential::Service, request_id)
-                .await
+        let recently_healthy = self
+            .last_healthy
+            .lock()
+            .expect("not poisoned")
+            .is_some_and(|at| at.elapsed() < FRESH_EVIDENCE);
+        if recently_healthy && self.holds_token() != Some(false) {
+            return Ok(());
+        }
+        match self
+            .call::<Value>(&PING, json!({}), &Credential::Service, request_id)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(UpstreamError::Unauthorized { .. } | UpstreamError::InsufficientScope { .. })
+                if self.tokens.is_none() =>
             {
-                Ok(_)
-                | Err(
-                    UpstreamError::Unauthorized { .. } | UpstreamError::InsufficientScope { .. },
-                ) => Ok(()),
-                Err(e) => Err(e),
-            },
+                Ok(())
+            }
+            Err(e) => Err(e),
         }
     }
 
@@ -382,7 +394,11 @@ impl QpienClient {
             Ok(result) => result,
             Err(_) => Err(UpstreamError::Timeout),
         };
-        permit.record(!result.as_ref().is_err_and(UpstreamError::is_upstream_fault));
+        let healthy = !result.as_ref().is_err_and(UpstreamError::is_upstream_fault);
+        permit.record(healthy);
+        if healthy {
+            *self.last_healthy.lock().expect("not poisoned") = Some(Instant::now());
+        }
         self.metrics.breaker_state.set(self.breaker.state().gauge());
         let outcome = result.as_ref().map_or_else(UpstreamError::kind, |_| "ok");
         self.metrics

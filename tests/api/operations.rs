@@ -176,3 +176,26 @@ async fn with_no_configuration_the_app_serves_from_the_embedded_sandbox() {
 
     assert!(body["totalItems"].as_u64().unwrap() >= 60);
 }
+
+#[tokio::test]
+async fn readyz_trusts_a_recent_answer_from_qpien_instead_of_spending_budget() {
+    let app = spawn_app().await;
+    assert_eq!(
+        app.list_conversations("?pageSize=1")
+            .await
+            .status()
+            .as_u16(),
+        200
+    );
+    let before = app.upstream_requests();
+
+    for _ in 0..3 {
+        assert_eq!(app.get("/readyz").await.status().as_u16(), 200);
+    }
+
+    assert_eq!(
+        app.upstream_requests(),
+        before,
+        "probes sent nothing to Qpien"
+    );
+}
