@@ -116,6 +116,16 @@ impl ConversationPatch {
             }
         }
         if errors.is_empty() {
+            // Repeated names are counted against the bound first, as the document's
+            // `maxItems` says; only then is the set made.
+            if let Some(tags) = &mut patch.tags {
+                let mut seen = Vec::with_capacity(tags.len());
+                tags.retain(|name| {
+                    let first = !seen.contains(name);
+                    seen.push(name.clone());
+                    first
+                });
+            }
             Ok(patch)
         } else {
             Err(PatchError::Invalid(errors))
@@ -147,9 +157,7 @@ fn tag_names(value: &Value) -> Result<Vec<String>, String> {
     for (i, item) in items.iter().enumerate() {
         match item {
             Value::String(s) if !s.trim().is_empty() && s.chars().count() <= 64 => {
-                if !names.contains(s) {
-                    names.push(s.clone());
-                }
+                names.push(s.clone());
             }
             Value::String(_) => {
                 return Err(format!("item {i} must be a tag name of 1 to 64 characters"));
@@ -205,6 +213,38 @@ mod tests {
             invalid_pointers(&format!("{{\"tags\":[{}]}}", tags.join(","))),
             ["#/tags"]
         );
+    }
+
+    #[test]
+    fn repeated_tag_names_count_toward_the_bound_and_are_then_merged() {
+        let repeated = vec!["\"vip\""; MAX_TAGS + 1].join(",");
+        assert_eq!(
+            invalid_pointers(&format!("{{\"tags\":[{repeated}]}}")),
+            ["#/tags"]
+        );
+
+        let patch = ConversationPatch::parse(br#"{"tags": ["vip", "bug", "vip"]}"#).unwrap();
+        assert_eq!(patch.tags.unwrap(), ["vip", "bug"]);
+    }
+
+    #[test]
+    fn a_tag_name_needs_one_character_that_is_not_white_space() {
+        for blank in [" ", "\u{85}", "\u{a0}\u{3000}", "\t\n"] {
+            let body = serde_json::json!({ "tags": [blank] }).to_string();
+            assert_eq!(
+                invalid_pointers(&body),
+                ["#/tags"],
+                "{blank:?} was accepted"
+            );
+        }
+        // Not white space to Rust, so not to the document's pattern either.
+        for name in ["\u{feff}", "\u{1c}", "a b"] {
+            let body = serde_json::json!({ "tags": [name] }).to_string();
+            assert!(
+                ConversationPatch::parse(body.as_bytes()).is_ok(),
+                "{name:?} was rejected"
+            );
+        }
     }
 
     #[test]
