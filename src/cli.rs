@@ -1,5 +1,5 @@
-//! The command line: `qpien-rest` serves; `qpien-rest openapi` prints the OpenAPI
-//! document; `qpien-rest healthcheck` asks a running instance for `/healthz` (for the
+//! The command line: `qpien-rest` serves; `qpien-rest openapi` prints an OpenAPI
+//! rendering; `qpien-rest healthcheck` asks a running instance for `/healthz` (for the
 //! container's HEALTHCHECK, which has no curl).
 
 use std::process::ExitCode;
@@ -10,7 +10,8 @@ use crate::{openapi, telemetry};
 
 const USAGE: &str = "usage: qpien-rest [serve | openapi | healthcheck | help]\n\
   serve        run the service (default); configuration comes from the environment, see README\n\
-  openapi      print the OpenAPI 3.1 document to stdout\n\
+  openapi [--version 3.1|3.0|2.0]  print the OpenAPI 3.1 (default), OpenAPI 3.0.3 or\n\
+               Swagger 2.0 document, as served at http://127.0.0.1:8080, to stdout\n\
   healthcheck [URL]  exit 0 when URL (default http://127.0.0.1:$PORT/healthz) answers 2xx, else 1\n";
 
 pub async fn run(args: Vec<String>) -> ExitCode {
@@ -24,13 +25,19 @@ pub async fn run(args: Vec<String>) -> ExitCode {
     match args.first().map(String::as_str) {
         None | Some("serve") => serve(settings).await,
         Some("openapi") => {
-            let document = openapi::document(&Settings {
-                public_base_url: None,
-                ..settings
-            });
+            let version = match args.get(1..).unwrap_or_default() {
+                [] => Some(openapi::Version::V31),
+                [flag, value] if flag == "--version" => openapi::Version::parse(value),
+                _ => None,
+            };
+            let Some(version) = version else {
+                eprint!("qpien-rest: openapi takes --version 3.1, 3.0 or 2.0\n{USAGE}");
+                return ExitCode::from(2);
+            };
+            let document = openapi::default_document(version);
             println!(
                 "{}",
-                document.to_pretty_json().expect("the document serialises")
+                serde_json::to_string_pretty(&document).expect("the document serialises")
             );
             ExitCode::SUCCESS
         }
@@ -80,7 +87,7 @@ async fn serve(settings: Settings) -> ExitCode {
     tracing::info!(upstream = %upstream, mode, "listening on {base}");
     println!("qpien-rest listening on {base} ({mode}, upstream: {upstream})");
     println!("  Swagger UI:   {base}/docs/");
-    println!("  OpenAPI 3.1:  {base}/openapi.json");
+    println!("  OpenAPI:      {base}/openapi.json (3.1), /openapi-3.0.json, /swagger-2.0.json");
     match application.run_until_stopped().await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

@@ -11,7 +11,6 @@ use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use tracing_actix_web::TracingLogger;
 use url::Url;
 use utoipa_actix_web::AppExt;
-use utoipa_swagger_ui::SwaggerUi;
 
 use crate::error::ApiError;
 use crate::metrics::{self, Metrics};
@@ -78,7 +77,7 @@ impl Application {
             metrics.clone().into_inner(),
         )?);
         let base = web::Data::new(PublicBaseUrl(settings.public_base_url.clone()));
-        let document = openapi::document(&settings);
+        let docs = web::Data::new(openapi::Renderings::new(settings.public_base_url.clone()));
 
         let address = format!("{}:{}", settings.host, settings.port);
         let listener = TcpListener::bind((settings.host, settings.port))
@@ -99,7 +98,7 @@ impl Application {
                 .into_utoipa_app()
                 .configure(routes::configure)
                 .into_app()
-                .service(SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", document.clone()))
+                .configure(|cfg| openapi::configure(cfg, docs.clone()))
                 .route("/docs", web::get().to(|| async { redirect("/docs/") }))
                 .route("/", web::get().to(|| async { redirect("/docs/") }))
                 .default_service(web::to(unmatched))
@@ -158,7 +157,8 @@ async fn unmatched(req: HttpRequest) -> Result<HttpResponse, ApiError> {
     let allow = match segments.as_slice() {
         ["conversations"] => Some("GET"),
         ["conversations", _] => Some("GET, PATCH"),
-        ["healthz"] | ["readyz"] | ["openapi.json"] => Some("GET"),
+        ["healthz"] | ["readyz"] | ["metrics"] | ["problems", _] => Some("GET"),
+        ["openapi.json"] | ["openapi-3.0.json"] | ["swagger-2.0.json"] => Some("GET"),
         _ => None,
     };
     match allow {

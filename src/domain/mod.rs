@@ -52,8 +52,12 @@ impl InvalidParam {
 /// Declares a closed set of values with its wire spelling (snake_case), a parser that
 /// names the accepted values, and the OpenAPI enum. One definition serves all three, so
 /// the document, the parser and the serialiser cannot disagree.
+///
+/// `$text` is a `tt`, not a `literal`: a `literal` fragment reaches derive macros wrapped
+/// in an invisible group, which utoipa's serde parser skips, so the document showed the
+/// variant names (`Open`) instead of the wire values (`open`).
 macro_rules! rest_enum {
-    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident = $text:literal),+ $(,)? }) => {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident = $text:tt),+ $(,)? }) => {
         $(#[$meta])*
         #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
         pub enum $name {

@@ -20,9 +20,9 @@ use crate::upstream::{BudgetReport, QpienClient};
 /// Largest PATCH body accepted; a merge patch of this resource is a few hundred bytes.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
-pub const LIST_PROBLEMS: &[u16] = &[400, 401, 403, 429, 502, 504];
-pub const GET_PROBLEMS: &[u16] = &[400, 401, 403, 404, 429, 502, 504];
-pub const UPDATE_PROBLEMS: &[u16] = &[400, 401, 403, 404, 413, 415, 422, 429, 502, 504];
+pub const LIST_PROBLEMS: &[u16] = &[400, 401, 403, 429, 502, 503, 504];
+pub const GET_PROBLEMS: &[u16] = &[400, 401, 403, 404, 429, 502, 503, 504];
+pub const UPDATE_PROBLEMS: &[u16] = &[400, 401, 403, 404, 413, 415, 422, 429, 502, 503, 504];
 
 /// One page of conversations with its paging metadata and links.
 #[derive(Serialize, ToSchema)]
@@ -88,16 +88,6 @@ struct ListParams {
     page_size: Option<u32>,
 }
 
-/// The conversation id path parameter.
-#[derive(IntoParams)]
-#[into_params(parameter_in = Path)]
-#[allow(dead_code)]
-struct IdParam {
-    /// Id of the conversation: 24 hexadecimal digits.
-    #[param(pattern = "^[0-9a-fA-F]{24}$", example = "6650a1000000000000000001")]
-    id: String,
-}
-
 /// List conversations
 ///
 /// Returns one page of conversations, filtered by status, priority, starred, type and
@@ -110,7 +100,7 @@ struct IdParam {
     params(ListParams),
     responses((status = 200, description = "One page of conversations.", body = ConversationList,
         headers(("Link" = String, description = "RFC 8288 links to the first, last, next and previous pages.")))),
-    security((), ("bearer" = []))
+    security(("bearer" = []), ())
 )]
 #[get("/conversations")]
 pub async fn list_conversations(
@@ -208,9 +198,10 @@ fn parse_id(raw: &str) -> Result<ConversationId, ApiError> {
 #[utoipa::path(
     tag = "Conversations",
     operation_id = "getConversation",
-    params(IdParam),
+    params(("id" = String, Path, description = "Id of the conversation: 24 hexadecimal digits (either case).",
+        pattern = "^[0-9a-fA-F]{24}$", example = "6650a1000000000000000001")),
     responses((status = 200, description = "The conversation.", body = Conversation)),
-    security((), ("bearer" = []))
+    security(("bearer" = []), ())
 )]
 #[get("/conversations/{id}")]
 pub async fn get_conversation(
@@ -237,7 +228,8 @@ pub async fn get_conversation(
 #[utoipa::path(
     tag = "Conversations",
     operation_id = "updateConversation",
-    params(IdParam),
+    params(("id" = String, Path, description = "Id of the conversation: 24 hexadecimal digits (either case).",
+        pattern = "^[0-9a-fA-F]{24}$", example = "6650a1000000000000000001")),
     request_body(
         description = "The fields to change.",
         content(
@@ -248,7 +240,7 @@ pub async fn get_conversation(
         )
     ),
     responses((status = 200, description = "The updated conversation.", body = Conversation)),
-    security((), ("bearer" = []))
+    security(("bearer" = []), ())
 )]
 #[patch("/conversations/{id}")]
 pub async fn update_conversation(
@@ -343,17 +335,33 @@ fn check_media_type(req: &HttpRequest) -> Result<(), ApiError> {
 #[schema(as = ConversationPatch, min_properties = 1)]
 #[allow(dead_code)]
 struct ConversationPatchDoc {
-    /// New status.
+    /// New status. Cannot be `null`.
+    #[schema(nullable = false)]
     status: Option<ConversationStatus>,
-    /// New starred flag.
+    /// New starred flag. Cannot be `null`.
+    #[schema(nullable = false)]
     starred: Option<bool>,
-    /// New priority.
+    /// New priority. Cannot be `null`.
+    #[schema(nullable = false)]
     priority: Option<Priority>,
     /// Names of the tags the conversation should carry (replaces the set; `null` clears it).
-    /// Each must be a tag of the customer.
+    /// Each must be a tag of the customer; Qpien rejects an unknown name (422).
     #[schema(max_items = 20, example = json!(["vip", "billing"]))]
-    tags: Option<Vec<String>>,
+    tags: Option<Vec<TagName>>,
     /// Id of the agent to join (24 hexadecimal digits), or `null` to remove the agent.
     #[schema(pattern = "^[0-9a-fA-F]{24}$")]
     joined_person_id: Option<String>,
 }
+
+/// The name of a tag: 1 to 64 characters, not all white space.
+#[derive(ToSchema, serde::Deserialize)]
+#[schema(
+    min_length = 1,
+    max_length = 64,
+    // One character that Rust's `char::is_whitespace` (the parser's rule) does not count
+    // as white space, spelt out: `\S` means different sets in ECMA, Python and Rust regexes.
+    pattern = r"[^\t\n\x0B\f\r \u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]",
+    example = "vip"
+)]
+#[allow(dead_code)]
+struct TagName(String);

@@ -13,7 +13,7 @@ use actix_web::http::header::AUTHORIZATION;
 use actix_web::{FromRequest, HttpRequest, web};
 use utoipa_actix_web::service_config::ServiceConfig;
 
-pub use conversations::{ConversationList, PageLinks};
+pub use conversations::{ConversationList, MAX_BODY_BYTES, PageLinks};
 
 use crate::error::ApiError;
 use crate::settings::Secret;
@@ -26,6 +26,7 @@ pub const PROBLEM_STATUSES: &[(&str, &[u16])] = &[
     ("getConversation", conversations::GET_PROBLEMS),
     ("updateConversation", conversations::UPDATE_PROBLEMS),
     ("checkReadiness", &[503]),
+    ("describeProblem", &[404]),
 ];
 
 pub fn configure(cfg: &mut ServiceConfig) {
@@ -34,8 +35,8 @@ pub fn configure(cfg: &mut ServiceConfig) {
         .service(conversations::update_conversation)
         .service(health::healthz)
         .service(health::readyz)
-        .service(health::metrics);
-    cfg.route("/problems/{slug}", web::get().to(problems::describe));
+        .service(health::metrics)
+        .service(problems::describe);
 }
 
 /// The authority a request runs under, decided before any input reaches the upstream:

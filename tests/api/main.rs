@@ -8,6 +8,7 @@ mod auth;
 mod faults;
 mod get_conversation;
 mod list_conversations;
+mod openapi;
 mod operations;
 mod process;
 mod resilience;

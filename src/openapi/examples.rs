@@ -1,0 +1,121 @@
+//! Problem examples made by the code that makes real problems: the parsers produce the
+//! `errors` lists and `ApiError::problem` the bodies, so each example is what the service
+//! answers in that case, word for word.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::domain::{ConversationId, ConversationPatch, ListQuery, PatchError};
+use crate::error::{ApiError, PROBLEM_KINDS, REQUEST, RequestContext};
+use crate::routes::MAX_BODY_BYTES;
+use crate::upstream::UpstreamError;
+
+pub(super) const EXAMPLE_ID: &str = "6650a1000000000000000001";
+const EXAMPLE_REQUEST_ID: &str = "3f1c2a8e-8a52-4a57-9d54-5b1a0f6f3a11";
+
+/// The problem body `operation` answers for `slug`, as requested at `path`.
+pub(super) fn problem_example(operation: &str, path: &str, slug: &str) -> Value {
+    let instance = path
+        .replace("{id}", EXAMPLE_ID)
+        .replace("{slug}", "no-such-problem");
+    let Some(error) = example_error(operation, slug) else {
+        return from_table(slug, &instance);
+    };
+    // Inside the request context, as a handler's error would be: `instance` and
+    // `requestId` come from where they do in production.
+    let context = RequestContext {
+        id: EXAMPLE_REQUEST_ID.to_owned(),
+        path: instance,
+    };
+    let problem = REQUEST.sync_scope(context, || error.problem());
+    serde_json::to_value(problem).expect("a problem serialises")
+}
+
+/// A typical cause of `slug` for `operation`; `None` for a kind this file does not know.
+pub(super) fn example_error(operation: &str, slug: &str) -> Option<ApiError> {
+    let scope = if operation == "updateConversation" {
+        "write_conversations"
+    } else {
+        "read_conversations"
+    };
+    Some(match slug {
+        "invalid-parameters" if operation == "listConversations" => {
+            let pairs = [("status", "done"), ("pageSize", "500")]
+                .map(|(name, value)| (name.to_owned(), value.to_owned()));
+            ApiError::InvalidParameters(ListQuery::parse(&pairs).err()?)
+        }
+        "invalid-parameters" => {
+            let detail = ConversationId::parse("6650a1").err()?;
+            ApiError::InvalidParameters(vec![crate::domain::InvalidParam::parameter("id", detail)])
+        }
+        "malformed-body" => match ConversationPatch::parse(br#"{"status": "resolved""#) {
+            Err(PatchError::Malformed(why)) => ApiError::MalformedBody(why),
+            _ => return None,
+        },
+        "invalid-body" => match ConversationPatch::parse(br#"{"status": "done", "id": "x"}"#) {
+            Err(PatchError::Invalid(errors)) => ApiError::InvalidBody(errors),
+            _ => return None,
+        },
+        "unsupported-media-type" => ApiError::UnsupportedMediaType(Some("text/plain".into())),
+        "payload-too-large" => ApiError::PayloadTooLarge(MAX_BODY_BYTES),
+        "missing-credentials" => ApiError::MissingCredentials,
+        "upstream-unauthorized" => ApiError::Upstream(UpstreamError::Unauthorized {
+            code: "TOKEN_EXPIRED",
+            message: String::new(),
+        }),
+        "insufficient-scope" => ApiError::Upstream(UpstreamError::InsufficientScope {
+            required_scope: Some(scope.to_owned()),
+            message: String::new(),
+        }),
+        "not-found" if operation == "describeProblem" => ApiError::RouteNotFound,
+        "not-found" => ApiError::Upstream(UpstreamError::NotFound {
+            message: String::new(),
+        }),
+        "upstream-rejected-input" => ApiError::Upstream(UpstreamError::BadInput {
+            message: "unknown tag name: vipp".into(),
+        }),
+        "rate-limited" => ApiError::Upstream(UpstreamError::BudgetExhausted {
+            retry_after: Duration::from_secs(12),
+        }),
+        "upstream-error" => ApiError::Upstream(UpstreamError::BadStatus { status: 503 }),
+        "unavailable" => ApiError::Upstream(UpstreamError::CircuitOpen {
+            retry_after: Duration::from_secs(30),
+        }),
+        "not-ready" => ApiError::NotReady("the circuit breaker toward Qpien is open".into()),
+        "upstream-timeout" => ApiError::Upstream(UpstreamError::Timeout),
+        "method-not-allowed" => ApiError::MethodNotAllowed,
+        _ => return None,
+    })
+}
+
+/// A kind added to the table before an example here: its title and explanation.
+fn from_table(slug: &str, instance: &str) -> Value {
+    let (slug, status, title, text) = PROBLEM_KINDS
+        .iter()
+        .find(|k| k.0 == slug)
+        .expect("examples are asked for known kinds only");
+    json!({
+        "type": format!("/problems/{slug}"), "title": title, "status": status, "detail": text,
+        "instance": instance, "requestId": EXAMPLE_REQUEST_ID,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::routes::PROBLEM_STATUSES;
+
+    #[test]
+    fn every_problem_kind_has_an_example_of_its_own_status() {
+        for (operation, _) in PROBLEM_STATUSES {
+            for (slug, status, _, _) in PROBLEM_KINDS {
+                let error = example_error(operation, slug)
+                    .unwrap_or_else(|| panic!("no example of /problems/{slug}: add one"));
+                let problem = error.problem();
+                assert_eq!(problem.kind, format!("/problems/{slug}"));
+                assert_eq!(problem.status, *status);
+            }
+        }
+    }
+}

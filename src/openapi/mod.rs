@@ -1,0 +1,232 @@
+//! The OpenAPI contract, in three renderings made from one source. The handlers'
+//! `#[utoipa::path]` annotations (collected through `routes::configure`) give the
+//! operations and schemas; `complete` adds what no single handler can say (problem
+//! responses with examples, response headers, links, security); `v30` and `swagger2`
+//! convert the result for older tools: OpenAPI 3.0.3 for generators that predate 3.1, and
+//! Swagger 2.0 for Power Automate custom connectors.
+//!
+//! `servers` (Swagger 2.0: `host`, `basePath`, `schemes`) is `PUBLIC_BASE_URL`; when that
+//! is unset, the address the document was requested at, as for paging links. The
+//! committed files under `openapi/` are the documents of `cargo run`, at `DEFAULT_SERVER`.
+
+mod complete;
+mod examples;
+mod swagger2;
+mod v30;
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde_json::{Map, Value, json};
+use url::Url;
+use utoipa::OpenApi;
+use utoipa_actix_web::AppExt;
+use utoipa_swagger_ui::{Config, SwaggerUi};
+
+use crate::routes;
+
+/// Where `cargo run` serves with no configuration; the committed documents name it.
+pub const DEFAULT_SERVER: &str = "http://127.0.0.1:8080";
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Qpien conversations REST API",
+        description = "A REST facade over Qpien's GraphQL API for customer conversations (WhatsApp, e-mail, live chat).\n\n\
+**Authentication.** In pass-through mode send your Qpien access token as `Authorization: Bearer <token>`; \
+without it every conversation route answers 401 and nothing reaches Qpien. In service mode the service holds \
+its own Qpien API key and callers send nothing (an `Authorization` header is ignored): each conversation \
+operation therefore accepts either the bearer or no credentials at all.\n\n\
+**Request ids.** Send `X-Request-Id` (1 to 128 characters of `A-Z a-z 0-9 - _ . :`) to trace a request; \
+otherwise the service makes a UUID. It comes back in the `X-Request-Id` header of every response and in \
+every problem body, and is passed on to Qpien.\n\n\
+**Rate limits.** Qpien allows 100 requests a minute per customer. The service keeps each credential below \
+that and reports the budget left on every conversation response (`X-RateLimit-Limit`, \
+`X-RateLimit-Remaining`, `X-RateLimit-Reset`, `RateLimit-Policy`, `RateLimit`); past it, 429 with \
+`Retry-After`.\n\n\
+**Errors.** Every error is an RFC 9457 problem (`application/problem+json`); `GET` its `type` for an \
+explanation.",
+        license(name = "MIT", identifier = "MIT"),
+    ),
+    tags(
+        (name = "Conversations", description = "Customer conversations: list, read, update."),
+        (name = "Operations", description = "Liveness, readiness and metrics, for orchestrators and monitoring."),
+        (name = "Problems", description = "What each problem `type` means."),
+    ),
+    components(schemas(crate::error::Problem))
+)]
+struct ApiDoc;
+
+/// The three renderings, each served at its own path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Version {
+    /// OpenAPI 3.1, the source of the other two.
+    V31,
+    /// OpenAPI 3.0.3, for generators that predate 3.1.
+    V30,
+    /// Swagger 2.0, for Power Automate custom connectors.
+    Swagger2,
+}
+
+impl Version {
+    pub const ALL: [Version; 3] = [Version::V31, Version::V30, Version::Swagger2];
+
+    /// The path the service serves this rendering at.
+    pub fn path(self) -> &'static str {
+        match self {
+            Version::V31 => "/openapi.json",
+            Version::V30 => "/openapi-3.0.json",
+            Version::Swagger2 => "/swagger-2.0.json",
+        }
+    }
+
+    /// `3.1`, `3.0` or `2.0`, as the command line takes it.
+    pub fn parse(value: &str) -> Option<Self> {
+        match value {
+            "3.1" => Some(Version::V31),
+            "3.0" => Some(Version::V30),
+            "2.0" => Some(Version::Swagger2),
+            _ => None,
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Version::V31 => "OpenAPI 3.1",
+            Version::V30 => "OpenAPI 3.0",
+            Version::Swagger2 => "Swagger 2.0",
+        }
+    }
+}
+
+/// The documents without their server, built once at start-up.
+pub struct Renderings {
+    v31: Value,
+    v30: Value,
+    swagger2: Value,
+    public_base_url: Option<Url>,
+}
+
+impl Renderings {
+    pub fn new(public_base_url: Option<Url>) -> Self {
+        let v31 = openapi_31();
+        let v30 = v30::convert(&v31);
+        let swagger2 = swagger2::convert(&v30);
+        Self {
+            v31,
+            v30,
+            swagger2,
+            public_base_url,
+        }
+    }
+
+    /// The document as served from `server` (its scheme, authority and path prefix).
+    pub fn render(&self, version: Version, server: &Url) -> Value {
+        let base = server.as_str().trim_end_matches('/');
+        match version {
+            Version::V31 => with_server(&self.v31, base),
+            Version::V30 => with_server(&self.v30, base),
+            Version::Swagger2 => swagger2::with_host(&self.swagger2, server),
+        }
+    }
+}
+
+/// A rendering for `DEFAULT_SERVER`: what `qpien-rest openapi` prints and `openapi/` holds.
+pub fn default_document(version: Version) -> Value {
+    let server = Url::parse(DEFAULT_SERVER).expect("a valid URL");
+    Renderings::new(None).render(version, &server)
+}
+
+/// The 3.1 document before any server is set.
+fn openapi_31() -> Value {
+    let (_, document) = actix_web::App::new()
+        .into_utoipa_app()
+        .openapi(ApiDoc::openapi())
+        .configure(routes::configure)
+        .split_for_parts();
+    let mut document = serde_json::to_value(document).expect("the document serialises");
+    complete::complete(&mut document);
+    document
+}
+
+/// `servers` goes right after `info`, where readers look for it.
+fn with_server(document: &Value, base: &str) -> Value {
+    let server = json!([{ "url": base, "description": "This instance of the service." }]);
+    insert_after(document, "info", [("servers", server)])
+}
+
+/// A copy of `document` with `entries` inserted after its member `after`.
+fn insert_after<const N: usize>(
+    document: &Value,
+    after: &str,
+    entries: [(&str, Value); N],
+) -> Value {
+    let mut out = Map::new();
+    let mut entries = Some(entries);
+    for (key, value) in document.as_object().expect("a document is an object") {
+        out.insert(key.clone(), value.clone());
+        if key == after {
+            for (name, value) in entries.take().into_iter().flatten() {
+                out.insert(name.to_owned(), value);
+            }
+        }
+    }
+    Value::Object(out)
+}
+
+/// Serves the three renderings and Swagger UI (which offers all three, 3.1 first).
+pub fn configure(cfg: &mut web::ServiceConfig, renderings: web::Data<Renderings>) {
+    for version in Version::ALL {
+        cfg.service(
+            web::resource(version.path())
+                .app_data(renderings.clone())
+                .route(web::get().to(
+                    move |req: HttpRequest, renderings: web::Data<Renderings>| async move {
+                        serve(&req, &renderings, version)
+                    },
+                )),
+        );
+    }
+    // Relative to /docs/, so the UI keeps working behind a gateway that adds a path prefix.
+    let urls = Version::ALL.map(|v| {
+        let relative: &'static str = match v {
+            Version::V31 => "../openapi.json",
+            Version::V30 => "../openapi-3.0.json",
+            Version::Swagger2 => "../swagger-2.0.json",
+        };
+        utoipa_swagger_ui::Url::with_primary(v.label(), relative, v == Version::V31)
+    });
+    cfg.service(SwaggerUi::new("/docs/{_:.*}").config(Config::new(urls)));
+}
+
+fn serve(req: &HttpRequest, renderings: &Renderings, version: Version) -> HttpResponse {
+    let server = renderings
+        .public_base_url
+        .clone()
+        .unwrap_or_else(|| request_origin(req));
+    HttpResponse::Ok().json(renderings.render(version, &server))
+}
+
+/// The scheme and host the caller used, as paging links take them.
+fn request_origin(req: &HttpRequest) -> Url {
+    let info = req.connection_info();
+    Url::parse(&format!("{}://{}", info.scheme(), info.host()))
+        .unwrap_or_else(|_| Url::parse(DEFAULT_SERVER).expect("a valid URL"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_public_base_url_with_a_path_becomes_the_server_and_the_base_path() {
+        let renderings = Renderings::new(None);
+        let server = Url::parse("https://qpien.example.com/rest/").unwrap();
+
+        let v31 = renderings.render(Version::V31, &server);
+        let v20 = renderings.render(Version::Swagger2, &server);
+
+        assert_eq!(v31["servers"][0]["url"], "https://qpien.example.com/rest");
+        assert_eq!(v20["host"], "qpien.example.com");
+        assert_eq!(v20["basePath"], "/rest");
+        assert_eq!(v20["schemes"], json!(["https"]));
+    }
+}

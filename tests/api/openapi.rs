@@ -1,0 +1,244 @@
+//! The contract as served: the three renderings match the committed files, name the
+//! right server, are complete, and say what the service really does.
+
+use serde_json::{Value, json};
+use url::Url;
+
+use crate::helpers::{Setup, TestApp, assert_problem, spawn_app, spawn_app_with};
+
+/// The documents as served to a caller of `cargo run`'s default address, where the
+/// committed files say the service is.
+async fn served_at_default_address(app: &TestApp, path: &str) -> Value {
+    app.http
+        .get(format!("{}{path}", app.address))
+        .header("Host", "127.0.0.1:8080")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+fn assert_same(served: &Value, committed: &str, file: &str, version: &str) {
+    let committed: Value = serde_json::from_str(committed).unwrap();
+    assert!(
+        *served == committed,
+        "{file} is stale; regenerate it with: cargo run --quiet -- openapi --version {version} > {file}"
+    );
+}
+
+#[tokio::test]
+async fn the_committed_openapi_document_is_what_the_service_serves() {
+    let app = spawn_app().await;
+
+    let served = served_at_default_address(&app, "/openapi.json").await;
+
+    assert_same(
+        &served,
+        include_str!("../../openapi/openapi.json"),
+        "openapi/openapi.json",
+        "3.1",
+    );
+    assert_eq!(served["openapi"], "3.1.0");
+}
+
+#[tokio::test]
+async fn the_committed_openapi_30_document_is_what_the_service_serves() {
+    let app = spawn_app().await;
+
+    let served = served_at_default_address(&app, "/openapi-3.0.json").await;
+
+    assert_same(
+        &served,
+        include_str!("../../openapi/openapi-3.0.json"),
+        "openapi/openapi-3.0.json",
+        "3.0",
+    );
+    assert_eq!(served["openapi"], "3.0.3");
+    let text = served.to_string();
+    assert!(
+        !text.contains(r#""type":["#),
+        "3.0 has no type arrays; nullable instead"
+    );
+    assert!(!text.contains(r#""type":"null""#), "3.0 has no null type");
+}
+
+#[tokio::test]
+async fn the_committed_swagger_20_document_is_what_the_service_serves() {
+    let app = spawn_app().await;
+
+    let served = served_at_default_address(&app, "/swagger-2.0.json").await;
+
+    assert_same(
+        &served,
+        include_str!("../../openapi/swagger-2.0.json"),
+        "openapi/swagger-2.0.json",
+        "2.0",
+    );
+    assert_eq!(served["swagger"], "2.0");
+    assert!(
+        served.to_string().len() < 1_000_000,
+        "Power Automate imports at most 1 MB"
+    );
+    assert_eq!(served["host"], "127.0.0.1:8080");
+    assert_eq!(served["basePath"], "/");
+    assert_eq!(served["schemes"], json!(["http"]));
+    assert_eq!(
+        served["securityDefinitions"].as_object().unwrap().len(),
+        1,
+        "Power Automate takes one security definition"
+    );
+}
+
+#[tokio::test]
+async fn the_documents_name_the_public_base_url_as_their_server() {
+    let app = spawn_app_with(Setup {
+        settings: Box::new(|s| {
+            s.public_base_url = Some(Url::parse("https://qpien.example.com/rest").unwrap())
+        }),
+        ..Default::default()
+    })
+    .await;
+
+    let v31: Value = app.get("/openapi.json").await.json().await.unwrap();
+    let v30: Value = app.get("/openapi-3.0.json").await.json().await.unwrap();
+    let v20: Value = app.get("/swagger-2.0.json").await.json().await.unwrap();
+
+    assert_eq!(v31["servers"][0]["url"], "https://qpien.example.com/rest");
+    assert_eq!(v30["servers"][0]["url"], "https://qpien.example.com/rest");
+    assert_eq!(
+        (&v20["host"], &v20["basePath"], &v20["schemes"]),
+        (
+            &json!("qpien.example.com"),
+            &json!("/rest"),
+            &json!(["https"])
+        )
+    );
+}
+
+#[tokio::test]
+async fn without_a_public_base_url_the_server_is_where_the_document_was_requested() {
+    let app = spawn_app().await;
+
+    let served: Value = app
+        .http
+        .get(format!("{}/openapi.json", app.address))
+        .header("Host", "qpien.internal:9000")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+
+    assert_eq!(served["servers"][0]["url"], "http://qpien.internal:9000");
+}
+
+#[tokio::test]
+async fn every_operation_is_complete() {
+    let app = spawn_app().await;
+    let document: Value = app.get("/openapi.json").await.json().await.unwrap();
+
+    for (path, item) in document["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            let name = format!("{method} {path}");
+            let id = operation["operationId"].as_str().unwrap_or_default();
+            assert!(
+                id.chars().next().is_some_and(|c| c.is_ascii_lowercase())
+                    && id.chars().all(|c| c.is_ascii_alphanumeric()),
+                "{name}: operationId {id:?} is not camelCase"
+            );
+            for field in ["summary", "description"] {
+                assert!(
+                    operation[field].as_str().is_some_and(|s| !s.is_empty()),
+                    "{name}: no {field}"
+                );
+            }
+            assert!(operation["tags"][0].is_string(), "{name}: no tag");
+            for (status, response) in operation["responses"].as_object().unwrap() {
+                assert!(
+                    response["headers"]["X-Request-Id"]["required"] == true,
+                    "{name} {status}: X-Request-Id undocumented"
+                );
+                if status.starts_with('4') || status.starts_with('5') {
+                    let problem = &response["content"]["application/problem+json"];
+                    assert_eq!(
+                        problem["schema"]["$ref"], "#/components/schemas/Problem",
+                        "{name} {status}: not a problem"
+                    );
+                    assert!(
+                        problem["examples"]
+                            .as_object()
+                            .is_some_and(|e| !e.is_empty()),
+                        "{name} {status}: no example"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn every_documented_filter_value_is_accepted() {
+    let app = spawn_app().await;
+    let document: Value = app.get("/openapi.json").await.json().await.unwrap();
+    let schemas = &document["components"]["schemas"];
+
+    for (parameter, schema) in [
+        ("status", "ConversationStatus"),
+        ("priority", "Priority"),
+        ("type", "ConversationType"),
+    ] {
+        for value in schemas[schema]["enum"].as_array().unwrap() {
+            let value = value.as_str().unwrap();
+
+            let response = app
+                .list_conversations(&format!("?{parameter}={value}&pageSize=1"))
+                .await;
+
+            assert_eq!(
+                response.status().as_u16(),
+                200,
+                "the document offers {parameter}={value}, the route refuses it"
+            );
+        }
+    }
+}
+
+/// The documented example of an error is what the service answers, word for word.
+#[tokio::test]
+async fn a_documented_problem_example_is_the_real_answer() {
+    let app = spawn_app().await;
+    let document: Value = app.get("/openapi.json").await.json().await.unwrap();
+    let mut example = document["paths"]["/conversations"]["get"]["responses"]["400"]["content"]
+        ["application/problem+json"]["examples"]["invalid-parameters"]["value"]
+        .clone();
+
+    let mut problem = assert_problem(
+        app.list_conversations("?status=done&pageSize=500").await,
+        400,
+    )
+    .await;
+
+    for body in [&mut example, &mut problem] {
+        body.as_object_mut().unwrap().remove("requestId");
+    }
+    assert_eq!(problem, example);
+}
+
+#[tokio::test]
+async fn swagger_ui_offers_the_three_renderings() {
+    let app = spawn_app().await;
+
+    let config = app
+        .get("/docs/swagger-initializer.js")
+        .await
+        .text()
+        .await
+        .unwrap();
+
+    for path in ["openapi.json", "openapi-3.0.json", "swagger-2.0.json"] {
+        assert!(config.contains(path), "Swagger UI does not offer {path}");
+    }
+}
