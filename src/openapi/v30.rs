@@ -22,7 +22,10 @@ pub(super) fn convert(v31: &Value) -> Value {
             rename(license, "identifier", "url", url);
         }
     }
-    for_each_schema(&mut document, &mut |schema| *schema = schema_30(schema));
+    let types = component_types(&document);
+    for_each_schema(&mut document, &mut |schema| {
+        *schema = schema_30(schema, &types)
+    });
     document
 }
 
@@ -150,7 +153,22 @@ fn is_null_type(schema: &Value) -> bool {
     schema.get("type") == Some(&json!("null"))
 }
 
-fn schema_30(schema: &Value) -> Value {
+/// The `type` of each component schema, by its `$ref`.
+fn component_types(document: &Value) -> Map<String, Value> {
+    let schemas = document
+        .pointer("/components/schemas")
+        .and_then(Value::as_object);
+    schemas
+        .into_iter()
+        .flatten()
+        .filter_map(|(name, schema)| {
+            let reference = format!("#/components/schemas/{name}");
+            Some((reference, schema.get("type")?.clone()))
+        })
+        .collect()
+}
+
+fn schema_30(schema: &Value, types: &Map<String, Value>) -> Value {
     let Some(source) = schema.as_object() else {
         return schema.clone();
     };
@@ -177,7 +195,7 @@ fn schema_30(schema: &Value) -> Value {
             }
         }
     }
-    map_subschemas(&mut out, &schema_30);
+    map_subschemas(&mut out, &|sub| schema_30(sub, types));
 
     match out.get("type").cloned() {
         Some(Value::Array(types)) => {
@@ -211,6 +229,11 @@ fn schema_30(schema: &Value) -> Value {
             all_of.extend(existing);
         }
         rename(&mut out, "$ref", "allOf", Value::Array(all_of));
+        // `nullable` only means something beside a `type` (3.0.3), so the target's type
+        // is repeated here: the form generators read as "this type, or null".
+        if nullable && let Some(kind) = types.get(reference.as_str().unwrap_or_default()) {
+            out.insert("type".into(), kind.clone());
+        }
     }
     if nullable {
         if !out.contains_key("type") && !out.contains_key("allOf") && !out.contains_key("anyOf") {
@@ -251,17 +274,21 @@ mod tests {
 
     #[test]
     fn nullable_types_and_references_take_the_30_forms() {
-        let converted = schema_30(&json!({
-            "type": "object",
-            "properties": {
-                "name": { "type": ["string", "null"], "examples": ["vip"] },
-                "status": { "oneOf": [
-                    { "$ref": "#/components/schemas/Status", "description": "Current status." },
-                    { "type": "null" }
-                ] },
-                "count": { "type": "integer", "exclusiveMinimum": 0 }
-            }
-        }));
+        let types = Map::from_iter([("#/components/schemas/Status".to_owned(), json!("string"))]);
+        let converted = schema_30(
+            &json!({
+                "type": "object",
+                "properties": {
+                    "name": { "type": ["string", "null"], "examples": ["vip"] },
+                    "status": { "oneOf": [
+                        { "$ref": "#/components/schemas/Status", "description": "Current status." },
+                        { "type": "null" }
+                    ] },
+                    "count": { "type": "integer", "exclusiveMinimum": 0 }
+                }
+            }),
+            &types,
+        );
 
         assert_eq!(
             converted["properties"],
@@ -270,6 +297,7 @@ mod tests {
                 "status": {
                     "allOf": [{ "$ref": "#/components/schemas/Status" }],
                     "description": "Current status.",
+                    "type": "string",
                     "nullable": true
                 },
                 "count": { "type": "integer", "minimum": 0, "exclusiveMinimum": true }

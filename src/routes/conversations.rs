@@ -77,8 +77,9 @@ struct ListParams {
     /// Only conversations of this type.
     #[param(rename = "type")]
     kind: Option<ConversationType>,
-    /// Only conversations carrying the tag of this name.
-    #[param(min_length = 1, max_length = 64, example = "vip")]
+    /// Only conversations carrying the tag of this name, e.g. `vip`.
+    // No `example`: Swagger UI would pre-fill it, and "Try it out" would filter by surprise.
+    #[param(min_length = 1, max_length = 64)]
     tag: Option<String>,
     /// Page number, from 1.
     #[param(minimum = 1, maximum = 100000, default = 1)]
@@ -222,21 +223,26 @@ pub async fn get_conversation(
 /// Applies a JSON Merge Patch (RFC 7396) to the updatable fields: `status`, `starred`,
 /// `priority`, `tags` (tag names; the array replaces the set, `null` clears it) and
 /// `joinedPersonId` (`null` removes the agent). Send it as
-/// `application/merge-patch+json` or `application/json`. Every unknown, read-only or
-/// invalid member is listed in a 422 problem; nothing is sent to Qpien then. Returns
-/// the updated conversation.
+/// `application/merge-patch+json`; `application/json` is accepted too, for clients that
+/// cannot choose a media type. Every unknown, read-only or invalid member is listed in a
+/// 422 problem; nothing is sent to Qpien then. Returns the updated conversation.
 #[utoipa::path(
     tag = "Conversations",
     operation_id = "updateConversation",
     params(("id" = String, Path, description = "Id of the conversation: 24 hexadecimal digits (either case).",
         pattern = "^[0-9a-fA-F]{24}$", example = "6650a1000000000000000001")),
+    // One media type: generators given two (even of one schema) make clumsy or broken
+    // code, e.g. openapi-python-client 0.29; the description names the other.
     request_body(
-        description = "The fields to change.",
+        description = "The fields to change; members left out stay as they are.",
         content(
-            (ConversationPatchDoc = "application/merge-patch+json",
-                example = json!({"status": "resolved", "starred": true, "tags": ["vip", "billing"]})),
-            (ConversationPatchDoc = "application/json",
-                example = json!({"priority": "urgent", "joinedPersonId": null})),
+            (ConversationPatchDoc = "application/merge-patch+json", examples(
+                ("resolve" = (summary = "Resolve, star and tag",
+                    value = json!({"status": "resolved", "starred": true, "tags": ["vip", "billing"]}))),
+                ("escalate" = (summary = "Make urgent and remove the agent",
+                    value = json!({"priority": "urgent", "joinedPersonId": null}))),
+                ("untag" = (summary = "Remove every tag", value = json!({"tags": null}))),
+            )),
         )
     ),
     responses((status = 200, description = "The updated conversation.", body = Conversation)),
