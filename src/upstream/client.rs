@@ -6,15 +6,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::StatusCode;
-use reqwest::header::{HeaderMap, RETRY_AFTER};
-use serde::Deserialize;
 use serde::de::DeserializeOwned;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use tokio::time::{Instant, sleep, timeout_at};
 use tracing::Instrument;
 use url::Url;
 
 use super::UpstreamError;
+use super::answer;
 use super::breaker::{Breaker, BreakerState};
 use super::budget::{Admission, BudgetReport, RateBudget};
 use super::operations::{
@@ -52,11 +51,6 @@ pub struct QpienClient {
 
 /// How recent an answer from Qpien must be for `/readyz` to trust it without probing.
 const FRESH_EVIDENCE: Duration = Duration::from_secs(30);
-
-/// When the upstream gives no usable reset time with a 429, wait out a whole window.
-const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(60);
-/// The largest answer we read; a page of 100 conversations is well under 1 MiB.
-pub const MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
 
 /// What one call needs besides the operation: whose budget it spends, the bearer, the
 /// request id and the instant by which it must be over.
@@ -428,150 +422,25 @@ impl QpienClient {
             if let Some(bearer) = attempt.bearer {
                 request = request.bearer_auth(bearer.expose());
             }
-            let response = request.send().await.map_err(transport_error)?;
+            let response = request.send().await.map_err(answer::transport_error)?;
             let status = response.status();
             tracing::Span::current().record("upstream.status", status.as_u16());
-            let headers = response.headers();
-            let remaining = header_number(headers, "x-ratelimit-remaining").map(|n| n.min(u64::from(u32::MAX)) as u32);
-            let reset = header_number(headers, "x-ratelimit-reset").map(Duration::from_secs);
             if status == StatusCode::TOO_MANY_REQUESTS {
-                let retry_after = retry_after(headers);
+                let retry_after = answer::retry_after(response.headers());
                 self.budget.upstream_report(attempt.budget_key, Some(0), Some(retry_after));
                 return Err(UpstreamError::RateLimited { retry_after });
             }
+            let (remaining, reset) = answer::rate_report(response.headers());
             self.budget.upstream_report(attempt.budget_key, remaining, reset);
-            let body = read_capped(response).await?;
-            if status.is_server_error() {
-                return Err(UpstreamError::BadStatus { status: status.as_u16() });
-            }
-            let parsed: GraphQlResponse = match serde_json::from_slice(&body) {
-                Ok(parsed) => parsed,
-                Err(_) if !status.is_success() => return Err(UpstreamError::BadStatus { status: status.as_u16() }),
-                Err(e) => return Err(UpstreamError::InvalidResponse(format!("body is not GraphQL JSON: {e}"))),
-            };
-            if let Some(error) = parsed.errors.into_iter().flatten().next() {
-                return Err(classify(error));
-            }
-            if !status.is_success() {
-                return Err(UpstreamError::BadStatus { status: status.as_u16() });
-            }
-            let value = parsed
-                .data
-                .and_then(|mut data| data.remove(op.root_field))
-                .filter(|v| !v.is_null())
-                .ok_or_else(|| UpstreamError::InvalidResponse(format!("no data for {}", op.root_field)))?;
-            serde_json::from_value(value)
-                .map_err(|e| UpstreamError::InvalidResponse(format!("unexpected shape of {}: {e}", op.root_field)))
+            let body = answer::read_capped(response).await?;
+            answer::decode(status, &body, op.root_field)
         }
         .instrument(span)
         .await
     }
 }
 
-#[derive(Deserialize)]
-struct GraphQlResponse {
-    data: Option<Map<String, Value>>,
-    errors: Option<Vec<GraphQlError>>,
-}
-
-#[derive(Deserialize)]
-struct GraphQlError {
-    #[serde(default)]
-    message: String,
-    #[serde(default)]
-    extensions: Map<String, Value>,
-}
-
-fn classify(error: GraphQlError) -> UpstreamError {
-    let GraphQlError {
-        message,
-        extensions,
-    } = error;
-    let code = extensions.get("code").and_then(Value::as_str).unwrap_or("");
-    match code {
-        "UNAUTHORIZED" => UpstreamError::Unauthorized {
-            code: "UNAUTHORIZED",
-            message,
-        },
-        "TOKEN_EXPIRED" => UpstreamError::Unauthorized {
-            code: "TOKEN_EXPIRED",
-            message,
-        },
-        "INSUFFICIENT_SCOPES" => UpstreamError::InsufficientScope {
-            required_scope: extensions
-                .get("requiredScope")
-                .and_then(Value::as_str)
-                .map(str::to_owned),
-            message,
-        },
-        "INVALID_CLIENT" => UpstreamError::InvalidClient,
-        "NOT_FOUND" => UpstreamError::NotFound { message },
-        "BAD_USER_INPUT" => UpstreamError::BadInput { message },
-        "RATE_LIMITED" => UpstreamError::RateLimited {
-            retry_after: DEFAULT_RETRY_AFTER,
-        },
-        "" => UpstreamError::Unexpected {
-            code: "NONE".into(),
-            message,
-        },
-        other => UpstreamError::Unexpected {
-            code: other.to_owned(),
-            message,
-        },
-    }
-}
-
-/// The body, refused past `MAX_RESPONSE_BYTES` without reading the rest.
-async fn read_capped(mut response: reqwest::Response) -> Result<Vec<u8>, UpstreamError> {
-    let too_large =
-        || UpstreamError::InvalidResponse(format!("the answer is over {MAX_RESPONSE_BYTES} bytes"));
-    if response
-        .content_length()
-        .is_some_and(|n| n > MAX_RESPONSE_BYTES as u64)
-    {
-        return Err(too_large());
-    }
-    let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(transport_error)? {
-        if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
-            return Err(too_large());
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
-}
-
 fn round_up(wait: Duration) -> Duration {
     Duration::from_secs(wait.as_secs() + u64::from(wait.subsec_nanos() > 0))
         .max(Duration::from_secs(1))
-}
-
-fn header_number(headers: &HeaderMap, name: &str) -> Option<u64> {
-    headers.get(name)?.to_str().ok()?.trim().parse().ok()
-}
-
-fn transport_error(e: reqwest::Error) -> UpstreamError {
-    if e.is_timeout() {
-        UpstreamError::Timeout
-    } else {
-        UpstreamError::Unreachable(e)
-    }
-}
-
-/// Seconds until the upstream's window resets: `X-RateLimit-Reset` as documented, else
-/// `Retry-After`, else a whole window.
-fn retry_after(headers: &HeaderMap) -> Duration {
-    ["x-ratelimit-reset", RETRY_AFTER.as_str()]
-        .iter()
-        .find_map(|name| {
-            headers
-                .get(*name)?
-                .to_str()
-                .ok()?
-                .trim()
-                .parse::<u64>()
-                .ok()
-        })
-        .map(|secs| Duration::from_secs(secs.max(1)))
-        .unwrap_or(DEFAULT_RETRY_AFTER)
 }

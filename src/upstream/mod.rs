@@ -2,6 +2,7 @@
 //! operation documents, the HTTP client, the token lifecycle and the error type. Nothing
 //! outside this module knows Qpien's wire names.
 
+mod answer;
 mod breaker;
 mod budget;
 mod client;
