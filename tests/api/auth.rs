@@ -8,7 +8,8 @@ use wiremock::matchers::{body_partial_json, method};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::helpers::{
-    Setup, assert_problem, graphql_error, spawn_app, spawn_app_with, token_answer,
+    Setup, assert_problem, graphql_error, service_app_whose_token_has_expired, spawn_app,
+    spawn_app_with, token_answer,
 };
 
 #[tokio::test]
@@ -31,23 +32,8 @@ async fn service_mode_fetches_one_token_and_reuses_it() {
 
 #[tokio::test]
 async fn service_mode_renews_the_token_before_it_expires() {
-    let app = spawn_app_with(Setup {
-        sandbox: SandboxConfig {
-            token_ttl: Duration::from_secs(1),
-            ..Default::default()
-        },
-        ..Default::default()
-    })
-    .await;
-    assert_eq!(
-        app.list_conversations("?pageSize=1")
-            .await
-            .status()
-            .as_u16(),
-        200
-    );
+    let app = service_app_whose_token_has_expired().await;
 
-    tokio::time::sleep(Duration::from_millis(1100)).await;
     let response = app.list_conversations("?pageSize=1").await;
 
     assert_eq!(
@@ -77,12 +63,8 @@ async fn service_mode_ignores_the_callers_authorization_header() {
     let app = spawn_app().await;
 
     let response = app
-        .http
-        .get(format!("{}/conversations", app.address))
-        .bearer_auth("whatever-the-caller-sends")
-        .send()
-        .await
-        .unwrap();
+        .get_as("/conversations", "whatever-the-caller-sends")
+        .await;
 
     assert_eq!(response.status().as_u16(), 200);
 }
@@ -134,20 +116,10 @@ async fn service_mode_renews_and_retries_once_when_qpien_says_token_expired() {
 
 #[tokio::test]
 async fn pass_through_forwards_the_callers_bearer() {
-    let app = spawn_app_with(Setup {
-        credentials: None,
-        ..Default::default()
-    })
-    .await;
+    let app = spawn_app_with(Setup::pass_through()).await;
     let token = app.sandbox_token(DEMO_CLIENT_ID, DEMO_CLIENT_SECRET).await;
 
-    let response = app
-        .http
-        .get(format!("{}/conversations", app.address))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+    let response = app.get_as("/conversations", &token).await;
 
     assert_eq!(response.status().as_u16(), 200);
     assert_eq!(
@@ -159,11 +131,7 @@ async fn pass_through_forwards_the_callers_bearer() {
 
 #[tokio::test]
 async fn pass_through_returns_a_401_without_a_bearer_and_calls_nothing_upstream() {
-    let app = spawn_app_with(Setup {
-        credentials: None,
-        ..Default::default()
-    })
-    .await;
+    let app = spawn_app_with(Setup::pass_through()).await;
     let cases = [
         None,
         Some("Basic dXNlcjpwYXNz"),
@@ -191,25 +159,18 @@ async fn pass_through_returns_a_401_without_a_bearer_and_calls_nothing_upstream(
 #[tokio::test]
 async fn pass_through_returns_a_401_with_the_code_for_an_unknown_or_expired_token() {
     let app = spawn_app_with(Setup {
-        credentials: None,
         sandbox: SandboxConfig {
             token_ttl: Duration::from_secs(1),
             ..Default::default()
         },
-        ..Default::default()
+        ..Setup::pass_through()
     })
     .await;
     let token = app.sandbox_token(DEMO_CLIENT_ID, DEMO_CLIENT_SECRET).await;
-    let get = |bearer: String| {
-        app.http
-            .get(format!("{}/conversations", app.address))
-            .bearer_auth(bearer)
-            .send()
-    };
 
-    let unknown = assert_problem(get("not-a-real-token".into()).await.unwrap(), 401).await;
+    let unknown = assert_problem(app.get_as("/conversations", "not-a-real-token").await, 401).await;
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let expired = assert_problem(get(token).await.unwrap(), 401).await;
+    let expired = assert_problem(app.get_as("/conversations", &token).await, 401).await;
 
     assert_eq!(unknown["code"], "UNAUTHORIZED");
     assert_eq!(expired["code"], "TOKEN_EXPIRED");

@@ -300,13 +300,12 @@ async fn the_breaker_opens_after_consecutive_failures_fails_fast_and_recovers_af
         .mount_as_scoped(&upstream)
         .await;
     let app = spawn_app_with(Setup {
-        credentials: None,
         upstream_url: Some(format!("{}/api/v1", upstream.uri())),
         settings: Box::new(|s| {
             s.upstream.breaker_failures = 2;
             s.upstream.breaker_cool_down = Duration::from_millis(700);
         }),
-        ..Default::default()
+        ..Setup::pass_through()
     })
     .await;
     for _ in 0..2 {

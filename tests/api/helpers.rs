@@ -52,6 +52,16 @@ impl Default for Setup {
     }
 }
 
+impl Setup {
+    /// Pass-through mode against a fresh sandbox: callers bring their own bearer.
+    pub fn pass_through() -> Self {
+        Self {
+            credentials: None,
+            ..Self::default()
+        }
+    }
+}
+
 /// Service mode against a fresh sandbox with the demo key.
 pub async fn spawn_app() -> TestApp {
     spawn_app_with(Setup::default()).await
@@ -98,10 +108,9 @@ pub const FAULT_TIMEOUT: Duration = Duration::from_millis(600);
 /// enough, as there is no token to fetch.
 pub async fn pass_through_app(url: String) -> TestApp {
     spawn_app_with(Setup {
-        credentials: None,
         upstream_url: Some(url),
         settings: Box::new(|s| s.upstream.request_timeout = FAULT_TIMEOUT),
-        ..Default::default()
+        ..Setup::pass_through()
     })
     .await
 }
@@ -146,15 +155,20 @@ impl TestApp {
             .expect("request sent")
     }
 
-    /// A GET carrying a bearer, as a pass-through caller sends.
-    pub async fn get_with_bearer(&self, path_and_query: &str) -> Response {
+    /// A GET carrying `bearer`, as a pass-through caller sends.
+    pub async fn get_as(&self, path_and_query: &str, bearer: &str) -> Response {
         let url = format!("{}{path_and_query}", self.address);
         self.http
             .get(url)
-            .bearer_auth("caller-token")
+            .bearer_auth(bearer)
             .send()
             .await
             .expect("request sent")
+    }
+
+    /// A GET carrying some bearer, where which one does not matter.
+    pub async fn get_with_bearer(&self, path_and_query: &str) -> Response {
+        self.get_as(path_and_query, "caller-token").await
     }
 
     pub async fn list_conversations(&self, query: &str) -> Response {
@@ -240,6 +254,28 @@ impl TestApp {
             .expect("a token")
             .to_owned()
     }
+}
+
+/// Service mode against a sandbox whose tokens live one second, with the first token
+/// fetched, used, and now past its lifetime.
+pub async fn service_app_whose_token_has_expired() -> TestApp {
+    let app = spawn_app_with(Setup {
+        sandbox: SandboxConfig {
+            token_ttl: Duration::from_secs(1),
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(
+        app.list_conversations("?pageSize=1")
+            .await
+            .status()
+            .as_u16(),
+        200
+    );
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    app
 }
 
 /// Asserts an RFC 9457 problem with this status and returns its body.

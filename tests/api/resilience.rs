@@ -4,34 +4,20 @@
 use std::time::Duration;
 
 use futures_util::future::join_all;
-use qpien_rest::sandbox::{DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, SandboxConfig};
+use qpien_rest::sandbox::{DEMO_CLIENT_ID, DEMO_CLIENT_SECRET};
 use serde_json::{Value, json};
 use wiremock::matchers::{body_partial_json, header, method};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::helpers::{
-    Setup, assert_problem, graphql_error, spawn_app, spawn_app_with, token_answer,
+    Setup, assert_problem, graphql_error, service_app_whose_token_has_expired, spawn_app,
+    spawn_app_with, token_answer,
 };
 
 #[tokio::test]
 async fn many_concurrent_requests_meeting_an_expired_token_renew_it_once() {
     // Arrange: a token that lives one second, already used once.
-    let app = spawn_app_with(Setup {
-        sandbox: SandboxConfig {
-            token_ttl: Duration::from_secs(1),
-            ..Default::default()
-        },
-        ..Default::default()
-    })
-    .await;
-    assert_eq!(
-        app.list_conversations("?pageSize=1")
-            .await
-            .status()
-            .as_u16(),
-        200
-    );
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let app = service_app_whose_token_has_expired().await;
 
     // Act: twenty requests at once.
     let responses = join_all((0..20).map(|_| app.list_conversations("?pageSize=1"))).await;
@@ -124,28 +110,24 @@ async fn the_rate_budget_keeps_the_facade_under_the_limit_and_answers_429() {
 #[tokio::test]
 async fn pass_through_callers_have_separate_budgets() {
     let app = spawn_app_with(Setup {
-        credentials: None,
         settings: Box::new(|s| {
             s.upstream.rate_limit_per_minute = 1;
             s.upstream.rate_limit_max_wait = Duration::ZERO;
         }),
-        ..Default::default()
+        ..Setup::pass_through()
     })
     .await;
     let alice = app.sandbox_token(DEMO_CLIENT_ID, DEMO_CLIENT_SECRET).await;
     let bob = app.sandbox_token(DEMO_CLIENT_ID, DEMO_CLIENT_SECRET).await;
-    let list = |token: String| {
-        app.http
-            .get(format!("{}/conversations", app.address))
-            .bearer_auth(token)
-            .send()
-    };
-
-    assert_eq!(list(alice.clone()).await.unwrap().status().as_u16(), 200);
-    assert_problem(list(alice).await.unwrap(), 429).await;
 
     assert_eq!(
-        list(bob).await.unwrap().status().as_u16(),
+        app.get_as("/conversations", &alice).await.status().as_u16(),
+        200
+    );
+    assert_problem(app.get_as("/conversations", &alice).await, 429).await;
+
+    assert_eq!(
+        app.get_as("/conversations", &bob).await.status().as_u16(),
         200,
         "Bob's budget is his own"
     );

@@ -105,9 +105,8 @@ async fn an_unreachable_upstream_becomes_a_502() {
         .unwrap()
         .port();
     let app = spawn_app_with(Setup {
-        credentials: None,
         upstream_url: Some(format!("http://127.0.0.1:{closed_port}/api/v1")),
-        ..Default::default()
+        ..Setup::pass_through()
     })
     .await;
 
