@@ -20,8 +20,22 @@ use crate::telemetry::{RequestSpan, request_context};
 use crate::upstream::QpienClient;
 use crate::{openapi, routes};
 
-/// `PUBLIC_BASE_URL`, shared with the handlers that build absolute links.
+/// `PUBLIC_BASE_URL`, shared with the handlers that build absolute URLs (paging links,
+/// the documents' `servers`).
 pub struct PublicBaseUrl(pub Option<Url>);
+
+impl PublicBaseUrl {
+    /// Where callers reach the service: `PUBLIC_BASE_URL`, else the scheme and host the
+    /// request came to (else, for a host that is no URL, the default address).
+    pub fn resolve(&self, req: &HttpRequest) -> Url {
+        if let Some(base) = &self.0 {
+            return base.clone();
+        }
+        let info = req.connection_info();
+        Url::parse(&format!("{}://{}/", info.scheme(), info.host()))
+            .unwrap_or_else(|_| Url::parse(openapi::DEFAULT_SERVER).expect("a valid URL"))
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -77,7 +91,7 @@ impl Application {
             metrics.clone().into_inner(),
         )?);
         let base = web::Data::new(PublicBaseUrl(settings.public_base_url.clone()));
-        let docs = web::Data::new(openapi::Renderings::new(settings.public_base_url.clone()));
+        let docs = web::Data::new(openapi::Renderings::build());
 
         let address = format!("{}:{}", settings.host, settings.port);
         let listener = TcpListener::bind((settings.host, settings.port))

@@ -22,6 +22,7 @@ use utoipa_actix_web::AppExt;
 use utoipa_swagger_ui::{Config, SwaggerUi};
 
 use crate::routes;
+use crate::startup::PublicBaseUrl;
 
 /// Where `cargo run` serves with no configuration; the committed documents name it.
 pub const DEFAULT_SERVER: &str = "http://127.0.0.1:8080";
@@ -102,20 +103,14 @@ pub struct Renderings {
     v31: Value,
     v30: Value,
     swagger2: Value,
-    public_base_url: Option<Url>,
 }
 
 impl Renderings {
-    pub fn new(public_base_url: Option<Url>) -> Self {
+    pub fn build() -> Self {
         let v31 = openapi_31();
         let v30 = v30::convert(&v31);
         let swagger2 = swagger2::convert(&v30);
-        Self {
-            v31,
-            v30,
-            swagger2,
-            public_base_url,
-        }
+        Self { v31, v30, swagger2 }
     }
 
     /// The document as served from `server` (its scheme, authority and path prefix).
@@ -132,7 +127,7 @@ impl Renderings {
 /// A rendering for `DEFAULT_SERVER`: what `qpien-rest openapi` prints and `openapi/` holds.
 pub fn default_document(version: Version) -> Value {
     let server = Url::parse(DEFAULT_SERVER).expect("a valid URL");
-    Renderings::new(None).render(version, &server)
+    Renderings::build().render(version, &server)
 }
 
 /// The 3.1 document before any server is set.
@@ -179,8 +174,10 @@ pub fn configure(cfg: &mut web::ServiceConfig, renderings: web::Data<Renderings>
             web::resource(version.path())
                 .app_data(renderings.clone())
                 .route(web::get().to(
-                    move |req: HttpRequest, renderings: web::Data<Renderings>| async move {
-                        serve(&req, &renderings, version)
+                    move |req: HttpRequest,
+                          renderings: web::Data<Renderings>,
+                          base: web::Data<PublicBaseUrl>| async move {
+                        serve(&req, &renderings, &base, version)
                     },
                 )),
         );
@@ -197,19 +194,13 @@ pub fn configure(cfg: &mut web::ServiceConfig, renderings: web::Data<Renderings>
     cfg.service(SwaggerUi::new("/docs/{_:.*}").config(Config::new(urls)));
 }
 
-fn serve(req: &HttpRequest, renderings: &Renderings, version: Version) -> HttpResponse {
-    let server = renderings
-        .public_base_url
-        .clone()
-        .unwrap_or_else(|| request_origin(req));
-    HttpResponse::Ok().json(renderings.render(version, &server))
-}
-
-/// The scheme and host the caller used, as paging links take them.
-fn request_origin(req: &HttpRequest) -> Url {
-    let info = req.connection_info();
-    Url::parse(&format!("{}://{}", info.scheme(), info.host()))
-        .unwrap_or_else(|_| Url::parse(DEFAULT_SERVER).expect("a valid URL"))
+fn serve(
+    req: &HttpRequest,
+    renderings: &Renderings,
+    base: &PublicBaseUrl,
+    version: Version,
+) -> HttpResponse {
+    HttpResponse::Ok().json(renderings.render(version, &base.resolve(req)))
 }
 
 #[cfg(test)]
@@ -218,7 +209,7 @@ mod tests {
 
     #[test]
     fn a_public_base_url_with_a_path_becomes_the_server_and_the_base_path() {
-        let renderings = Renderings::new(None);
+        let renderings = Renderings::build();
         let server = Url::parse("https://qpien.example.com/rest/").unwrap();
 
         let v31 = renderings.render(Version::V31, &server);

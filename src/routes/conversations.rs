@@ -4,7 +4,6 @@ use actix_web::http::header;
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, HttpResponseBuilder, get, patch, web};
 use futures_util::StreamExt;
 use serde::Serialize;
-use url::Url;
 use utoipa::{IntoParams, ToSchema};
 
 use super::Caller;
@@ -165,14 +164,7 @@ fn link_header(links: &PageLinks) -> String {
 impl PublicBaseUrl {
     /// The absolute URL of page `n` of the same list, other parameters kept in order.
     fn page_url(&self, req: &HttpRequest, pairs: &[(String, String)], n: u64) -> String {
-        let mut url = match &self.0 {
-            Some(base) => base.clone(),
-            None => {
-                let info = req.connection_info();
-                Url::parse(&format!("{}://{}/", info.scheme(), info.host()))
-                    .unwrap_or_else(|_| Url::parse("http://localhost/").expect("valid"))
-            }
-        };
+        let mut url = self.resolve(req);
         let path = format!("{}/conversations", url.path().trim_end_matches('/'));
         url.set_path(&path);
         {
