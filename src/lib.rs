@@ -7,6 +7,7 @@ pub mod domain;
 pub mod error;
 pub mod metrics;
 pub mod openapi;
+pub mod public_url;
 pub mod routes;
 pub mod sandbox;
 pub mod settings;

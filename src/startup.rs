@@ -14,28 +14,12 @@ use utoipa_actix_web::AppExt;
 
 use crate::error::ApiError;
 use crate::metrics::{self, Metrics};
+use crate::public_url::PublicBaseUrl;
 use crate::sandbox::{DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, Sandbox};
 use crate::settings::{ClientCredentials, Secret, Settings};
 use crate::telemetry::{RequestSpan, request_context};
 use crate::upstream::QpienClient;
 use crate::{openapi, routes};
-
-/// `PUBLIC_BASE_URL`, shared with the handlers that build absolute URLs (paging links,
-/// the documents' `servers`).
-pub struct PublicBaseUrl(pub Option<Url>);
-
-impl PublicBaseUrl {
-    /// Where callers reach the service: `PUBLIC_BASE_URL`, else the scheme and host the
-    /// request came to (else, for a host that is no URL, the default address).
-    pub fn resolve(&self, req: &HttpRequest) -> Url {
-        if let Some(base) = &self.0 {
-            return base.clone();
-        }
-        let info = req.connection_info();
-        Url::parse(&format!("{}://{}/", info.scheme(), info.host()))
-            .unwrap_or_else(|_| Url::parse(openapi::DEFAULT_SERVER).expect("a valid URL"))
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {

@@ -21,11 +21,8 @@ use utoipa::OpenApi;
 use utoipa_actix_web::AppExt;
 use utoipa_swagger_ui::{Config, SwaggerUi};
 
+use crate::public_url::{PublicBaseUrl, default_server};
 use crate::routes;
-use crate::startup::PublicBaseUrl;
-
-/// Where `cargo run` serves with no configuration; the committed documents name it.
-pub const DEFAULT_SERVER: &str = "http://127.0.0.1:8080";
 
 #[derive(OpenApi)]
 #[openapi(
@@ -126,7 +123,7 @@ impl Renderings {
 
 /// A rendering for `DEFAULT_SERVER`: what `qpien-rest openapi` prints and `openapi/` holds.
 pub fn default_document(version: Version) -> Value {
-    let server = Url::parse(DEFAULT_SERVER).expect("a valid URL");
+    let server = default_server();
     Renderings::build().render(version, &server)
 }
 

@@ -12,7 +12,7 @@ use crate::domain::{
     InvalidParam, ListQuery, PatchError, Priority,
 };
 use crate::error::ApiError;
-use crate::startup::PublicBaseUrl;
+use crate::public_url::PublicBaseUrl;
 use crate::telemetry::RequestId;
 use crate::upstream::{BudgetReport, QpienClient};
 
