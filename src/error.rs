@@ -48,6 +48,9 @@ pub enum ApiError {
     MethodNotAllowed,
     #[error("not ready: {0}")]
     NotReady(String),
+    /// `If-Match` named no current tag; the conversation's current `ETag`, if it exists.
+    #[error("If-Match does not match the conversation as Qpien has it")]
+    PreconditionFailed(Option<String>),
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
 }
@@ -138,6 +141,12 @@ pub const METHOD_NOT_ALLOWED: ProblemKind = (
     "Method not allowed",
     "The route exists but not with this method.",
 );
+pub const PRECONDITION_FAILED: ProblemKind = (
+    "precondition-failed",
+    412,
+    "Precondition failed",
+    "`If-Match` names no entity tag of the conversation as Qpien has it now: someone changed it since you read it. Nothing was changed. The answer's `ETag` is the current tag: read the conversation again, decide, and retry with that tag.",
+);
 pub const PAYLOAD_TOO_LARGE: ProblemKind = (
     "payload-too-large",
     413,
@@ -202,6 +211,7 @@ pub const PROBLEM_KINDS: &[ProblemKind] = &[
     INSUFFICIENT_SCOPE,
     NOT_FOUND,
     METHOD_NOT_ALLOWED,
+    PRECONDITION_FAILED,
     PAYLOAD_TOO_LARGE,
     UNSUPPORTED_MEDIA_TYPE,
     INVALID_BODY,
@@ -225,6 +235,7 @@ impl ApiError {
             Self::RouteNotFound => NOT_FOUND,
             Self::MethodNotAllowed => METHOD_NOT_ALLOWED,
             Self::NotReady(_) => NOT_READY,
+            Self::PreconditionFailed(_) => PRECONDITION_FAILED,
             Self::Upstream(e) => match e {
                 UpstreamError::Unauthorized { .. } => UPSTREAM_UNAUTHORIZED,
                 UpstreamError::InsufficientScope { .. } => INSUFFICIENT_SCOPE,
@@ -262,6 +273,8 @@ impl ApiError {
             Self::RouteNotFound => "No route matches this path.".to_owned(),
             Self::MethodNotAllowed => "This route does not support this method.".to_owned(),
             Self::NotReady(why) => why.clone(),
+            Self::PreconditionFailed(Some(_)) => "The conversation changed since the tag in If-Match was issued; its current tag is in the ETag header.".to_owned(),
+            Self::PreconditionFailed(None) => "Qpien has no conversation with this id, so If-Match cannot match.".to_owned(),
             Self::Upstream(e) => match e {
                 UpstreamError::Unauthorized { code: "TOKEN_EXPIRED", .. } => {
                     "Qpien says the access token has expired; generate a new one.".to_owned()
@@ -393,6 +406,9 @@ impl ResponseError for ApiError {
             }
             Self::UnsupportedMediaType(_) => {
                 response.insert_header(("Accept-Patch", ACCEPT_PATCH));
+            }
+            Self::PreconditionFailed(Some(etag)) => {
+                response.insert_header((header::ETAG, etag.as_str()));
             }
             _ => {}
         }

@@ -8,10 +8,12 @@ pub mod error;
 pub mod metrics;
 pub mod openapi;
 pub mod public_url;
+pub mod reads;
 pub mod routes;
 pub mod sandbox;
 pub mod settings;
 pub mod startup;
+pub mod state;
 pub mod telemetry;
 pub mod upstream;
 

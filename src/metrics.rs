@@ -36,6 +36,17 @@ pub struct OperationLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReadLabels {
+    pub read: &'static str,
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StatusLabels {
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
     pub outcome: &'static str,
 }
@@ -52,6 +63,8 @@ pub struct Metrics {
     pub rate_limit_waits: Counter,
     pub rate_limit_rejections: Counter,
     pub token_renewals: Family<OutcomeLabels, Counter>,
+    pub reads: Family<ReadLabels, Counter>,
+    pub conditional_responses: Family<StatusLabels, Counter>,
 }
 
 fn latency() -> Histogram {
@@ -72,6 +85,8 @@ impl Default for Metrics {
             rate_limit_waits: Counter::default(),
             rate_limit_rejections: Counter::default(),
             token_renewals: Family::default(),
+            reads: Family::default(),
+            conditional_responses: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -119,6 +134,16 @@ impl Default for Metrics {
             "Access token requests (generateOAuthToken) in service mode, by outcome",
             m.token_renewals.clone(),
         );
+        registry.register(
+            "reads",
+            "Reads of conversations and pages by result: hit (fresh from the cache), miss (this request called Qpien), coalesced (waited on another request's call), stale (cached answer served because Qpien could not answer)",
+            m.reads.clone(),
+        );
+        registry.register(
+            "conditional_responses",
+            "Answers to conditional requests: 304 Not Modified (If-None-Match) and 412 Precondition Failed (If-Match)",
+            m.conditional_responses.clone(),
+        );
         Self { registry, ..m }
     }
 }
@@ -128,6 +153,16 @@ impl Metrics {
         let mut text = String::new();
         encode(&mut text, &self.registry).expect("writing to a String cannot fail");
         text
+    }
+
+    pub fn read(&self, read: &'static str, result: &'static str) {
+        self.reads.get_or_create(&ReadLabels { read, result }).inc();
+    }
+
+    pub fn conditional(&self, status: u16) {
+        self.conditional_responses
+            .get_or_create(&StatusLabels { status })
+            .inc();
     }
 
     pub fn observe_upstream(

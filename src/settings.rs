@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use url::Url;
 
+use crate::reads::cache::CacheLimits;
 use crate::sandbox::SandboxConfig;
 
 /// Everything the service can be told. Each field says its environment variable and default.
@@ -22,6 +23,10 @@ pub struct Settings {
     pub public_base_url: Option<Url>,
     /// Where and how to reach Qpien.
     pub upstream: UpstreamSettings,
+    /// The read cache: `READ_CACHE_TTL_MS` (default 5000; 0 turns it off),
+    /// `READ_CACHE_STALE_IF_ERROR_SECS` (300), `READ_CACHE_MAX_ENTRIES` (10000) and
+    /// `READ_CACHE_MAX_BYTES` (32 MiB).
+    pub read_cache: CacheLimits,
     /// `LOG_FORMAT`: `text` (default) or `json` (one JSON object per line).
     pub log_format: LogFormat,
     /// `SHUTDOWN_DRAIN_SECS`: on SIGTERM or SIGINT, how long in-flight requests may take
@@ -56,12 +61,24 @@ pub struct UpstreamSettings {
     /// `QPIEN_RATE_LIMIT_MAX_WAIT_MS`: how long a request may wait for budget before it is
     /// refused with 429. Default 1000.
     pub rate_limit_max_wait: Duration,
+    /// `QPIEN_RATE_LIMIT_WRITE_RESERVE`: requests of each minute's budget that reads never
+    /// take, so updates (and token renewals) get through while pollers spend the rest.
+    /// Default: a tenth of the limit, rounded down. Must be below the limit.
+    pub write_reserve: Option<u32>,
     /// `QPIEN_BREAKER_FAILURES`: consecutive upstream failures that open the circuit
     /// breaker. Default 5.
     pub breaker_failures: u32,
     /// `QPIEN_BREAKER_COOLDOWN_MS`: how long the breaker stays open before one probe.
     /// Default 30000.
     pub breaker_cool_down: Duration,
+}
+
+impl UpstreamSettings {
+    /// The write reserve in force: the setting, else a tenth of the limit.
+    pub fn write_reserve(&self) -> u32 {
+        self.write_reserve
+            .unwrap_or(self.rate_limit_per_minute / 10)
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -122,6 +139,7 @@ impl Default for UpstreamSettings {
             max_retries: 2,
             rate_limit_per_minute: 100,
             rate_limit_max_wait: Duration::from_millis(1_000),
+            write_reserve: None,
             breaker_failures: 5,
             breaker_cool_down: Duration::from_millis(30_000),
         }
@@ -135,6 +153,12 @@ impl Default for Settings {
             port: 8080,
             public_base_url: None,
             upstream: UpstreamSettings::default(),
+            read_cache: CacheLimits {
+                ttl: Duration::from_millis(5_000),
+                stale_if_error: Duration::from_secs(300),
+                max_entries: 10_000,
+                max_bytes: 32 * 1024 * 1024,
+            },
             log_format: LogFormat::Text,
             shutdown_drain: Duration::from_secs(30),
             sandbox: SandboxConfig::default(),
@@ -232,11 +256,31 @@ impl Settings {
         if let Some(ms) = number("QPIEN_RATE_LIMIT_MAX_WAIT_MS", 0..=600_000) {
             upstream.rate_limit_max_wait = Duration::from_millis(ms);
         }
+        let limit = upstream.rate_limit_per_minute;
+        if let Some(n) = number(
+            "QPIEN_RATE_LIMIT_WRITE_RESERVE",
+            0..=u64::from(limit.saturating_sub(1)),
+        ) {
+            upstream.write_reserve = Some(n as u32);
+        }
         if let Some(n) = number("QPIEN_BREAKER_FAILURES", 1..=1_000) {
             upstream.breaker_failures = n as u32;
         }
         if let Some(ms) = number("QPIEN_BREAKER_COOLDOWN_MS", 1..=3_600_000) {
             upstream.breaker_cool_down = Duration::from_millis(ms);
+        }
+        let cache = &mut settings.read_cache;
+        if let Some(ms) = number("READ_CACHE_TTL_MS", 0..=3_600_000) {
+            cache.ttl = Duration::from_millis(ms);
+        }
+        if let Some(secs) = number("READ_CACHE_STALE_IF_ERROR_SECS", 0..=86_400) {
+            cache.stale_if_error = Duration::from_secs(secs);
+        }
+        if let Some(n) = number("READ_CACHE_MAX_ENTRIES", 1..=10_000_000) {
+            cache.max_entries = n;
+        }
+        if let Some(n) = number("READ_CACHE_MAX_BYTES", 1_048_576..=68_719_476_736) {
+            cache.max_bytes = n;
         }
         if let Some(secs) = number("SHUTDOWN_DRAIN_SECS", 0..=3_600) {
             settings.shutdown_drain = Duration::from_secs(secs);

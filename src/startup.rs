@@ -3,6 +3,7 @@
 //! middleware.
 
 use std::net::TcpListener;
+use std::sync::Arc;
 
 use actix_web::dev::Server;
 use actix_web::http::header;
@@ -15,6 +16,7 @@ use utoipa_actix_web::AppExt;
 use crate::error::ApiError;
 use crate::metrics::{self, Metrics};
 use crate::public_url::PublicBaseUrl;
+use crate::reads::Reads;
 use crate::sandbox::{DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, Sandbox};
 use crate::settings::{ClientCredentials, Secret, Settings};
 use crate::telemetry::{RequestSpan, request_context};
@@ -68,12 +70,18 @@ impl Application {
         };
         let service_mode = credentials.is_some();
         let metrics = web::Data::new(Metrics::default());
-        let client = web::Data::new(QpienClient::new(
+        let client = Arc::new(QpienClient::new(
             upstream_url.clone(),
             &settings.upstream,
             credentials,
             metrics.clone().into_inner(),
         )?);
+        let reads = web::Data::new(Reads::new(
+            Arc::clone(&client),
+            settings.read_cache,
+            metrics.clone().into_inner(),
+        ));
+        let client = web::Data::from(client);
         let base = web::Data::new(PublicBaseUrl(settings.public_base_url.clone()));
         let docs = web::Data::new(openapi::Renderings::build());
 
@@ -91,6 +99,7 @@ impl Application {
                 .wrap(from_fn(metrics::record))
                 .wrap(from_fn(request_context))
                 .app_data(client.clone())
+                .app_data(reads.clone())
                 .app_data(metrics.clone())
                 .app_data(base.clone())
                 .into_utoipa_app()

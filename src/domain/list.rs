@@ -15,7 +15,7 @@ const MAX_PAGE_BOUND: i64 = MAX_PAGE as i64;
 const MAX_PAGE_SIZE_BOUND: i64 = MAX_PAGE_SIZE as i64;
 
 /// Filters on the list; all given filters must hold.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct ConversationFilter {
     pub status: Option<ConversationStatus>,
     pub priority: Option<Priority>,
@@ -25,7 +25,7 @@ pub struct ConversationFilter {
 }
 
 /// A valid list request.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct ListQuery {
     pub filter: ConversationFilter,
     pub page: u32,

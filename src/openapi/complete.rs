@@ -89,6 +89,7 @@ pub(super) fn kinds_for(operation: &str, status: u16, has_body: bool) -> Vec<Pro
                     // /readyz reports an open breaker as not ready; routes that call Qpien as unavailable.
                     "not-ready" => operation == "checkReadiness",
                     "unavailable" => operation != "checkReadiness",
+                    "precondition-failed" => operation == "updateConversation",
                     // Answered by the router for any path, not by an operation.
                     "method-not-allowed" => false,
                     _ => true,
@@ -156,9 +157,9 @@ fn add_headers(headers: &mut Value, status: &str, budgeted: bool, operation: &st
         );
     }
     // Successes report the budget always; a 429 reports it when the service knows it.
-    let rate_headers = budgeted && (status == "200" || status == "429");
+    let rate_headers = budgeted && matches!(status, "200" | "304" | "429");
     if rate_headers {
-        let required = status == "200";
+        let required = status != "429";
         add(
             "X-RateLimit-Limit",
             header(
@@ -200,7 +201,62 @@ fn add_headers(headers: &mut Value, status: &str, budgeted: bool, operation: &st
             ),
         );
     }
+    let reads = matches!(operation, "listConversations" | "getConversation");
+    let representation = (reads && (status == "200" || status == "304"))
+        || (operation == "updateConversation" && status == "200");
+    if representation {
+        add(
+            "ETag",
+            header(
+                "Strong entity tag of the representation (RFC 9110): send it as `If-None-Match` to read again without a body when nothing changed, or as `If-Match` to update only an unchanged conversation.",
+                text("\"5f0c6e1d2a3b4c59\""),
+                true,
+            ),
+        );
+    }
+    if reads && (status == "200" || status == "304") {
+        add(
+            "Cache-Control",
+            header(
+                "`private, max-age=<seconds>`: how long this answer is served from the facade's cache (`private, no-cache` when the cache is off).",
+                text("private, max-age=5"),
+                true,
+            ),
+        );
+        add(
+            "Cache-Status",
+            header(
+                "RFC 9211: `hit` (from the cache, `ttl` seconds of freshness left; negative with `fwd=stale` when served stale because Qpien could not answer, `detail` naming why), `fwd=miss` (this request asked Qpien; `stored` when kept), `fwd=miss; collapsed` (answered by an identical request's call).",
+                text("qpien-rest; hit; ttl=3"),
+                true,
+            ),
+        );
+        add(
+            "Age",
+            header(
+                "Seconds since the answer was obtained from Qpien, on answers from the cache.",
+                integer(0),
+                false,
+            ),
+        );
+        add(
+            "Vary",
+            header(
+                "`Authorization` in pass-through mode: the answer depends on the caller's token.",
+                text("Authorization"),
+                false,
+            ),
+        );
+    }
     match status {
+        "412" => add(
+            "ETag",
+            header(
+                "The conversation's current entity tag, when it exists.",
+                text("\"5f0c6e1d2a3b4c59\""),
+                false,
+            ),
+        ),
         "401" => add(
             "WWW-Authenticate",
             header(

@@ -1,29 +1,36 @@
 //! The conversation routes: list, read, update.
 
+use std::io::Write;
+
 use actix_web::http::header;
-use actix_web::{HttpMessage, HttpRequest, HttpResponse, HttpResponseBuilder, get, patch, web};
+use actix_web::{HttpMessage, HttpRequest, HttpResponse, get, patch, web};
 use futures_util::StreamExt;
 use serde::Serialize;
 use utoipa::{IntoParams, ToSchema};
 
 use super::Caller;
+use super::caching::{self, Answered, Conditional};
 use crate::domain::{
     Conversation, ConversationId, ConversationPatch, ConversationStatus, ConversationType,
     InvalidParam, ListQuery, PatchError, Priority,
 };
 use crate::error::ApiError;
+use crate::metrics::Metrics;
 use crate::public_url::PublicBaseUrl;
+use crate::reads::etag::ETag;
+use crate::reads::{Reads, Served, UpdateError};
 use crate::telemetry::RequestId;
-use crate::upstream::{BudgetReport, QpienClient};
+use crate::upstream::Class;
 
 /// Largest PATCH body accepted; a merge patch of this resource is a few hundred bytes.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 pub const LIST_PROBLEMS: &[u16] = &[400, 401, 403, 429, 502, 503, 504];
 pub const GET_PROBLEMS: &[u16] = &[400, 401, 403, 404, 429, 502, 503, 504];
-pub const UPDATE_PROBLEMS: &[u16] = &[400, 401, 403, 404, 413, 415, 422, 429, 502, 503, 504];
+pub const UPDATE_PROBLEMS: &[u16] = &[400, 401, 403, 404, 412, 413, 415, 422, 429, 502, 503, 504];
 
-/// One page of conversations with its paging metadata and links.
+/// One page of conversations with its paging metadata and links. The body is written by
+/// `page_body` around the cached JSON of the items; a test holds the two to one shape.
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ConversationList {
@@ -88,26 +95,45 @@ struct ListParams {
     page_size: Option<u32>,
 }
 
+/// `If-None-Match`, documented once for both reads.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)]
+struct ReadConditions {
+    /// The `ETag` of the representation you hold: while it is still current the answer
+    /// is `304 Not Modified` without a body, and, while the cached answer is fresh,
+    /// costs Qpien nothing.
+    #[param(rename = "If-None-Match", example = "\"0000000000000000\"")]
+    if_none_match: Option<String>,
+}
+
 /// List conversations
 ///
 /// Returns one page of conversations, filtered by status, priority, starred, type and
 /// tag. Links to the neighbouring pages are in the body (`links`) and in the `Link`
 /// header. An unknown parameter, an unknown enum value or an out-of-range number is a
 /// 400 problem naming each offending parameter.
+///
+/// Answers are cached per credential for a few seconds (`Cache-Control: max-age`);
+/// `Cache-Status` says whether this one came from the cache, and `Cache-Control:
+/// no-cache` on the request asks Qpien again. When Qpien cannot answer, a recent
+/// cached page is served instead, with `Age` and the reason in `Cache-Status`.
 #[utoipa::path(
     tag = "Conversations",
     operation_id = "listConversations",
-    params(ListParams),
+    params(ListParams, ReadConditions),
     responses((status = 200, description = "One page of conversations.", body = ConversationList,
-        headers(("Link" = String, description = "RFC 8288 links to the first, last, next and previous pages.")))),
+        headers(("Link" = String, description = "RFC 8288 links to the first, last, next and previous pages."))),
+        (status = 304, description = "Not Modified: the page named by `If-None-Match` is still current.")),
     security(("bearer" = []), ())
 )]
 #[get("/conversations")]
 pub async fn list_conversations(
     req: HttpRequest,
     caller: Caller,
-    client: web::Data<QpienClient>,
+    reads: web::Data<Reads>,
     base: web::Data<PublicBaseUrl>,
+    metrics: web::Data<Metrics>,
     request_id: web::ReqData<RequestId>,
 ) -> Result<HttpResponse, ApiError> {
     let pairs =
@@ -118,11 +144,18 @@ pub async fn list_conversations(
             )])
         })?;
     let query = ListQuery::parse(&pairs).map_err(ApiError::InvalidParameters)?;
-    let page = client
-        .list_conversations(&caller.0, &request_id.0, &query)
-        .await?;
+    let conditional = Conditional::of(&req);
+    let client = reads.client();
+    let budget = || client.budget_report(&caller.0, Class::Read);
+    let served = match reads
+        .list(&caller.0, &request_id.0, &query, conditional.freshness)
+        .await
+    {
+        Ok(served) => served,
+        Err(error) => return caching::failure(error, budget),
+    };
 
-    let total_pages = page.total_items.div_ceil(query.page_size.into());
+    let total_pages = served.entry.total_items.div_ceil(query.page_size.into());
     let page_url = |n: u64| base.page_url(&req, &pairs, n);
     let current = u64::from(query.page);
     let links = PageLinks {
@@ -132,19 +165,35 @@ pub async fn list_conversations(
         next: (current < total_pages).then(|| page_url(current + 1)),
         prev: (current > 1).then(|| page_url((current - 1).min(total_pages.max(1)))),
     };
-    let link_header = link_header(&links);
-    Ok(
-        rate_headers(HttpResponse::Ok(), client.budget_report(&caller.0))
-            .insert_header((header::LINK, link_header))
-            .json(ConversationList {
-                items: page.items,
-                page: query.page,
-                page_size: query.page_size,
-                total_items: page.total_items,
-                total_pages,
-                links,
-            }),
+    let body = page_body(&served, &query, total_pages, &links);
+    let answered = Answered {
+        served: &served,
+        etag: ETag::of(&body),
+        limits: reads.limits(),
+        per_bearer: !client.is_service_mode(),
+    };
+    let mut response = answered.respond(&conditional, budget(), &metrics, body);
+    if let Ok(value) = header::HeaderValue::from_str(&link_header(&links)) {
+        response.headers_mut().insert(header::LINK, value);
+    }
+    Ok(response)
+}
+
+/// A `ConversationList` around the cached JSON of its items.
+fn page_body(served: &Served, query: &ListQuery, total_pages: u64, links: &PageLinks) -> Vec<u8> {
+    let items = &served.entry.json;
+    let mut body = Vec::with_capacity(items.len() + 512);
+    body.extend_from_slice(b"{\"items\":");
+    body.extend_from_slice(items);
+    write!(
+        body,
+        ",\"page\":{},\"pageSize\":{},\"totalItems\":{},\"totalPages\":{},\"links\":",
+        query.page, query.page_size, served.entry.total_items, total_pages
     )
+    .expect("writing to a Vec cannot fail");
+    serde_json::to_writer(&mut body, links).expect("links serialise");
+    body.push(b'}');
+    body
 }
 
 fn link_header(links: &PageLinks) -> String {
@@ -188,26 +237,45 @@ fn parse_id(raw: &str) -> Result<ConversationId, ApiError> {
 ///
 /// Returns one conversation. The id is 24 hexadecimal digits; another form is a 400
 /// problem, an id Qpien does not know is a 404 problem.
+///
+/// Cached and revalidated as the list is; the `ETag` serves `If-None-Match` here and
+/// `If-Match` on the update.
 #[utoipa::path(
     tag = "Conversations",
     operation_id = "getConversation",
     params(("id" = String, Path, description = "Id of the conversation: 24 hexadecimal digits (either case).",
-        pattern = "^[0-9a-fA-F]{24}$", example = "6650a1000000000000000001")),
-    responses((status = 200, description = "The conversation.", body = Conversation)),
+        pattern = "^[0-9a-fA-F]{24}$", example = "6650a1000000000000000001"), ReadConditions),
+    responses((status = 200, description = "The conversation.", body = Conversation),
+        (status = 304, description = "Not Modified: the conversation named by `If-None-Match` is still current.")),
     security(("bearer" = []), ())
 )]
 #[get("/conversations/{id}")]
 pub async fn get_conversation(
+    req: HttpRequest,
     id: web::Path<String>,
     caller: Caller,
-    client: web::Data<QpienClient>,
+    reads: web::Data<Reads>,
+    metrics: web::Data<Metrics>,
     request_id: web::ReqData<RequestId>,
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&id)?;
-    let conversation = client
-        .get_conversation(&caller.0, &request_id.0, &id)
-        .await?;
-    Ok(rate_headers(HttpResponse::Ok(), client.budget_report(&caller.0)).json(conversation))
+    let conditional = Conditional::of(&req);
+    let client = reads.client();
+    let budget = || client.budget_report(&caller.0, Class::Read);
+    let served = match reads
+        .conversation(&caller.0, &request_id.0, &id, conditional.freshness)
+        .await
+    {
+        Ok(served) => served,
+        Err(error) => return caching::failure(error, budget),
+    };
+    let answered = Answered {
+        served: &served,
+        etag: served.entry.etag,
+        limits: reads.limits(),
+        per_bearer: !client.is_service_mode(),
+    };
+    Ok(answered.respond(&conditional, budget(), &metrics, served.entry.json.clone()))
 }
 
 /// Update a conversation
@@ -217,12 +285,15 @@ pub async fn get_conversation(
 /// `joinedPersonId` (`null` removes the agent). Send it as
 /// `application/merge-patch+json`; `application/json` is accepted too, for clients that
 /// cannot choose a media type. Every unknown, read-only or invalid member is listed in a
-/// 422 problem; nothing is sent to Qpien then. Returns the updated conversation.
+/// 422 problem; nothing is sent to Qpien then. Returns the updated conversation and
+/// its `ETag`. With `If-Match`, the update is made only if the conversation is still
+/// as you read it; otherwise 412 with its current `ETag`.
 #[utoipa::path(
     tag = "Conversations",
     operation_id = "updateConversation",
     params(("id" = String, Path, description = "Id of the conversation: 24 hexadecimal digits (either case).",
-        pattern = "^[0-9a-fA-F]{24}$", example = "6650a1000000000000000001")),
+        pattern = "^[0-9a-fA-F]{24}$", example = "6650a1000000000000000001"),
+        ("If-Match" = Option<String>, Header, example = "*", description = "Update only if the conversation is still as you read it: the `ETag` of your last read (or several, comma-separated). Checked against the conversation as Qpien has it now; if it changed, 412 and nothing is changed. `*` or no header: update whatever its state.")),
     // One media type: generators given two (even of one schema) make clumsy or broken
     // code, e.g. openapi-python-client 0.29; the description names the other.
     request_body(
@@ -246,39 +317,38 @@ pub async fn update_conversation(
     id: web::Path<String>,
     caller: Caller,
     payload: web::Payload,
-    client: web::Data<QpienClient>,
+    reads: web::Data<Reads>,
+    metrics: web::Data<Metrics>,
     request_id: web::ReqData<RequestId>,
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&id)?;
     check_media_type(&req)?;
+    let condition = caching::if_match(&req)?;
     let body = read_body(&req, payload).await?;
     let patch = ConversationPatch::parse(&body).map_err(|e| match e {
         PatchError::Malformed(why) => ApiError::MalformedBody(why),
         PatchError::Invalid(errors) => ApiError::InvalidBody(errors),
     })?;
-    let conversation = client
-        .update_conversation(&caller.0, &request_id.0, &id, &patch)
-        .await?;
-    Ok(rate_headers(HttpResponse::Ok(), client.budget_report(&caller.0)).json(conversation))
-}
-
-/// The remaining upstream budget of the caller's credential, as `X-RateLimit-*` and the
-/// IETF `RateLimit-Policy` / `RateLimit` fields.
-fn rate_headers(mut response: HttpResponseBuilder, report: BudgetReport) -> HttpResponseBuilder {
-    let reset = report.reset.as_secs() + u64::from(report.reset.subsec_nanos() > 0);
-    response
-        .insert_header(("X-RateLimit-Limit", report.limit.to_string()))
-        .insert_header(("X-RateLimit-Remaining", report.remaining.to_string()))
-        .insert_header(("X-RateLimit-Reset", reset.to_string()))
-        .insert_header((
-            "RateLimit-Policy",
-            format!("\"qpien\";q={};w=60", report.limit),
-        ))
-        .insert_header((
-            "RateLimit",
-            format!("\"qpien\";r={};t={reset}", report.remaining),
-        ));
-    response
+    let client = reads.client();
+    let budget = || client.budget_report(&caller.0, Class::Write);
+    match reads
+        .update(&caller.0, &request_id.0, &id, &patch, condition.as_ref())
+        .await
+    {
+        Ok(entry) => {
+            let mut response = HttpResponse::Ok();
+            caching::rate_headers(&mut response, budget());
+            Ok(response
+                .insert_header((header::ETAG, entry.etag.to_header()))
+                .content_type("application/json")
+                .body(entry.json.clone()))
+        }
+        Err(UpdateError::PreconditionFailed(current)) => {
+            metrics.conditional(412);
+            Err(ApiError::PreconditionFailed(current.map(ETag::to_header)))
+        }
+        Err(UpdateError::Upstream(error)) => caching::failure(error, budget),
+    }
 }
 
 /// The body, refused with 413 past `MAX_BODY_BYTES` without reading the rest.

@@ -2,6 +2,7 @@
 //! `configure` is the single list of routes, used by the server and by the OpenAPI
 //! generator alike.
 
+mod caching;
 mod conversations;
 mod health;
 mod problems;
@@ -16,7 +17,6 @@ use utoipa_actix_web::service_config::ServiceConfig;
 pub use conversations::{ConversationList, MAX_BODY_BYTES, PageLinks};
 
 use crate::error::ApiError;
-use crate::settings::Secret;
 use crate::upstream::{Credential, QpienClient};
 
 /// Problem statuses each operation can answer, by `operationId`; the OpenAPI document
@@ -48,11 +48,12 @@ impl FromRequest for Caller {
     type Future = Ready<Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let service_mode = req
+        let credentials = req
             .app_data::<web::Data<QpienClient>>()
-            .is_some_and(|c| c.is_service_mode());
-        if service_mode {
-            return ready(Ok(Caller(Credential::Service)));
+            .expect("the client is registered")
+            .credentials();
+        if let Some(service) = credentials.service() {
+            return ready(Ok(Caller(service)));
         }
         let bearer = req
             .headers()
@@ -63,7 +64,7 @@ impl FromRequest for Caller {
             .map(|(_, token)| token.trim())
             .filter(|token| !token.is_empty());
         ready(match bearer {
-            Some(token) => Ok(Caller(Credential::Bearer(Secret::new(token)))),
+            Some(token) => Ok(Caller(credentials.bearer(token))),
             None => Err(ApiError::MissingCredentials),
         })
     }

@@ -149,7 +149,7 @@ pub fn transport_error(e: reqwest::Error) -> UpstreamError {
     if e.is_timeout() {
         UpstreamError::Timeout
     } else {
-        UpstreamError::Unreachable(e)
+        UpstreamError::Unreachable(std::sync::Arc::new(e))
     }
 }
 

@@ -1,50 +1,43 @@
 //! The facade's own budget of upstream requests, one per upstream credential, so the
-//! Qpien account is never blocked: at most `limit` requests in any 60 seconds (a sliding
-//! window, stricter than Qpien's fixed one), and none while Qpien itself reports the
-//! window used up. A request that would exceed it waits up to `max_wait`, else is refused
-//! with the time to wait.
+//! Qpien account is never blocked: at most `limit` requests in any 60 seconds (a strict
+//! sliding window, `state::window`), and none while Qpien itself reports its window used
+//! up. A request that would exceed it waits up to `max_wait`, else is refused with the
+//! time to wait.
 //!
-//! Keys are the service's client id or, in pass-through mode, a keyed hash of the
-//! caller's token: callers never share a budget, and no token is kept.
+//! Reads stop `write_reserve` requests short of the limit, so a flood of polling never
+//! takes the last requests of the minute from an update (or a token renewal): readers
+//! then get cached or stale answers, or an honest 429, and writes still go through.
+//!
+//! Keys are `CredentialId`s (keyed hashes; no token is kept). Windows of idle
+//! credentials are forgotten by the map itself (moka: bounded, time-to-idle), never by a
+//! scan on the request path.
 
-use std::collections::{HashMap, VecDeque};
-use std::hash::{BuildHasher, RandomState};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-const WINDOW: Duration = Duration::from_secs(60);
-/// Forget idle keys once the map holds this many, so pass-through callers cannot grow it
-/// without bound.
-const PRUNE_AT: usize = 1024;
+pub use crate::state::window::Admission;
+use crate::state::window::{WINDOW, Window};
+use crate::upstream::CredentialId;
+
+/// Credentials whose windows are kept at once; past it the least used are forgotten.
+const MAX_CREDENTIALS: u64 = 100_000;
+
+/// Whether a request may use the write reserve.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Class {
+    /// Queries: stop short of the reserve.
+    Read,
+    /// Mutations and token renewals: may use the whole limit.
+    Write,
+}
 
 pub struct RateBudget {
     limit: u32,
+    write_reserve: u32,
     max_wait: Duration,
-    hasher: RandomState,
-    keys: Mutex<HashMap<u64, Window>>,
-}
-
-#[derive(Default)]
-struct Window {
-    /// Start times of the requests of the last minute, oldest first; may hold reserved
-    /// future slots of waiting requests.
-    grants: VecDeque<Instant>,
-    /// Qpien said the window is used up until then.
-    blocked_until: Option<Instant>,
-    /// Qpien's last report of what remains.
-    upstream_remaining: Option<u32>,
-}
-
-/// What a caller may do now.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Admission {
-    Now,
-    /// Wait this long, then go: the slot is reserved.
-    After(Duration),
-    /// Refused; retry after this long.
-    Refused(Duration),
+    windows: moka::sync::Cache<CredentialId, Arc<Mutex<Window>>>,
 }
 
 /// The state of one budget, for the response headers.
@@ -55,91 +48,95 @@ pub struct BudgetReport {
     pub reset: Duration,
 }
 
+impl BudgetReport {
+    /// As response fields: `X-RateLimit-*` (Qpien's own names) and the IETF
+    /// `RateLimit-Policy` / `RateLimit`, lower-case.
+    pub fn fields(&self) -> [(&'static str, String); 5] {
+        let reset = self.reset.as_secs() + u64::from(self.reset.subsec_nanos() > 0);
+        [
+            ("x-ratelimit-limit", self.limit.to_string()),
+            ("x-ratelimit-remaining", self.remaining.to_string()),
+            ("x-ratelimit-reset", reset.to_string()),
+            (
+                "ratelimit-policy",
+                format!("\"qpien\";q={};w=60", self.limit),
+            ),
+            (
+                "ratelimit",
+                format!("\"qpien\";r={};t={reset}", self.remaining),
+            ),
+        ]
+    }
+}
+
 impl RateBudget {
-    pub fn new(limit: u32, max_wait: Duration) -> Self {
+    pub fn new(limit: u32, write_reserve: u32, max_wait: Duration) -> Self {
         Self {
             limit,
+            write_reserve: write_reserve.min(limit.saturating_sub(1)),
             max_wait,
-            hasher: RandomState::new(),
-            keys: Mutex::new(HashMap::new()),
+            windows: moka::sync::Cache::builder()
+                .max_capacity(MAX_CREDENTIALS)
+                // Idle this long, a window holds no grant that still counts.
+                .time_to_idle(WINDOW + max_wait + Duration::from_secs(1))
+                .build(),
         }
     }
 
-    pub fn key(&self, credential: &str) -> u64 {
-        self.hasher.hash_one(credential)
+    fn limit_for(&self, class: Class) -> u32 {
+        match class {
+            Class::Read => self.limit - self.write_reserve,
+            Class::Write => self.limit,
+        }
     }
 
-    pub fn admit(&self, key: u64, wait_allowed: Duration) -> Admission {
+    /// The window of `key`; a new one counts from `now`, so its first grant falls on a
+    /// bucket's edge and is held exactly 60 s.
+    fn window(&self, key: CredentialId, now: Instant) -> Arc<Mutex<Window>> {
+        self.windows.get_with(key, || {
+            Arc::new(Mutex::new(Window::new(now, self.max_wait)))
+        })
+    }
+
+    /// A slot for one request of `class`, waiting at most `wait_allowed` (and `max_wait`).
+    pub fn admit(&self, key: CredentialId, class: Class, wait_allowed: Duration) -> Admission {
         let now = Instant::now();
-        let mut keys = self.keys.lock().expect("not poisoned");
-        if keys.len() >= PRUNE_AT {
-            keys.retain(|_, w| {
-                w.grants
-                    .back()
-                    .is_some_and(|t| now.duration_since(*t) < WINDOW)
-            });
-        }
-        let window = keys.entry(key).or_default();
-        while window
-            .grants
-            .front()
-            .is_some_and(|t| now.duration_since(*t) >= WINDOW)
-        {
-            window.grants.pop_front();
-        }
-        let mut start = now;
-        if let Some(until) = window.blocked_until.filter(|until| *until > now) {
-            start = until;
-        }
-        if window.grants.len() >= self.limit as usize {
-            let oldest = window.grants[window.grants.len() - self.limit as usize];
-            start = start.max(oldest + WINDOW);
-        }
-        let wait = start - now;
-        if wait.is_zero() {
-            window.grants.push_back(now);
-            Admission::Now
-        } else if wait <= self.max_wait.min(wait_allowed) {
-            window.grants.push_back(start);
-            Admission::After(wait)
-        } else {
-            Admission::Refused(wait)
-        }
+        let window = self.window(key, now);
+        let mut window = window.lock().expect("not poisoned");
+        window.admit(now, self.limit_for(class), self.max_wait.min(wait_allowed))
     }
 
     /// What Qpien reported with its answer: the requests left and the seconds until its
     /// window resets.
-    pub fn upstream_report(&self, key: u64, remaining: Option<u32>, reset: Option<Duration>) {
-        let mut keys = self.keys.lock().expect("not poisoned");
-        let window = keys.entry(key).or_default();
+    pub fn upstream_report(
+        &self,
+        key: CredentialId,
+        remaining: Option<u32>,
+        reset: Option<Duration>,
+    ) {
+        let window = self.window(key, Instant::now());
+        let mut window = window.lock().expect("not poisoned");
         window.upstream_remaining = remaining;
         if let (Some(0), Some(reset)) = (remaining, reset) {
             window.blocked_until = Some(Instant::now() + reset);
         }
     }
 
-    pub fn report(&self, key: u64) -> BudgetReport {
-        let now = Instant::now();
-        let keys = self.keys.lock().expect("not poisoned");
-        let Some(window) = keys.get(&key) else {
+    /// What is left for requests of `class`.
+    pub fn report(&self, key: CredentialId, class: Class) -> BudgetReport {
+        let limit = self.limit_for(class);
+        let Some(window) = self.windows.get(&key) else {
             return BudgetReport {
                 limit: self.limit,
-                remaining: self.limit,
+                remaining: limit,
                 reset: Duration::ZERO,
             };
         };
-        let recent: Vec<&Instant> = window
-            .grants
-            .iter()
-            .filter(|t| now.saturating_duration_since(**t) < WINDOW)
-            .collect();
-        let ours = self.limit.saturating_sub(recent.len() as u32);
+        let mut window = window.lock().expect("not poisoned");
+        let (ours, reset) = window.remaining(Instant::now(), limit);
         let remaining = window
             .upstream_remaining
             .map_or(ours, |theirs| theirs.min(ours));
-        let reset = recent.first().map_or(Duration::ZERO, |oldest| {
-            (**oldest + WINDOW).saturating_duration_since(now)
-        });
         BudgetReport {
             limit: self.limit,
             remaining,
@@ -151,49 +148,112 @@ impl RateBudget {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::upstream::CredentialHasher;
+
+    fn keys() -> CredentialHasher {
+        CredentialHasher::random(None)
+    }
 
     #[tokio::test(start_paused = true)]
     async fn no_sixty_seconds_see_more_than_the_limit() {
-        let budget = RateBudget::new(3, Duration::ZERO);
-        let key = budget.key("client");
+        let budget = RateBudget::new(3, 0, Duration::ZERO);
+        let key = keys().bearer("client").id();
         for _ in 0..3 {
-            assert_eq!(budget.admit(key, Duration::MAX), Admission::Now);
+            assert_eq!(
+                budget.admit(key, Class::Read, Duration::MAX),
+                Admission::Now
+            );
         }
-        assert!(matches!(budget.admit(key, Duration::MAX), Admission::Refused(d) if d == WINDOW));
+        assert!(
+            matches!(budget.admit(key, Class::Read, Duration::MAX), Admission::Refused(d) if d == WINDOW)
+        );
         tokio::time::advance(Duration::from_secs(59)).await;
         assert!(matches!(
-            budget.admit(key, Duration::MAX),
+            budget.admit(key, Class::Read, Duration::MAX),
             Admission::Refused(_)
         ));
         tokio::time::advance(Duration::from_secs(1)).await;
-        assert_eq!(budget.admit(key, Duration::MAX), Admission::Now);
+        assert_eq!(
+            budget.admit(key, Class::Read, Duration::MAX),
+            Admission::Now
+        );
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_request_waits_when_the_slot_frees_within_max_wait() {
-        let budget = RateBudget::new(1, Duration::from_secs(5));
-        let key = budget.key("client");
-        budget.admit(key, Duration::MAX);
+        let budget = RateBudget::new(1, 0, Duration::from_secs(5));
+        let key = keys().bearer("client").id();
+        budget.admit(key, Class::Read, Duration::MAX);
         tokio::time::advance(Duration::from_secs(57)).await;
         assert_eq!(
-            budget.admit(key, Duration::MAX),
+            budget.admit(key, Class::Read, Duration::MAX),
             Admission::After(Duration::from_secs(3))
         );
         assert!(
-            matches!(budget.admit(key, Duration::MAX), Admission::Refused(_)),
+            matches!(
+                budget.admit(key, Class::Read, Duration::MAX),
+                Admission::Refused(_)
+            ),
             "the slot is taken"
         );
     }
 
     #[tokio::test(start_paused = true)]
     async fn callers_have_separate_budgets_and_qpien_can_block_one() {
-        let budget = RateBudget::new(2, Duration::ZERO);
-        let (a, b) = (budget.key("token-a"), budget.key("token-b"));
+        let budget = RateBudget::new(2, 0, Duration::ZERO);
+        let keys = keys();
+        let (a, b) = (keys.bearer("token-a").id(), keys.bearer("token-b").id());
         budget.upstream_report(a, Some(0), Some(Duration::from_secs(20)));
         assert!(
-            matches!(budget.admit(a, Duration::MAX), Admission::Refused(d) if d == Duration::from_secs(20))
+            matches!(budget.admit(a, Class::Read, Duration::MAX), Admission::Refused(d) if d == Duration::from_secs(20))
         );
-        assert_eq!(budget.admit(b, Duration::MAX), Admission::Now);
-        assert_eq!(budget.report(b).remaining, 1);
+        assert_eq!(budget.admit(b, Class::Read, Duration::MAX), Admission::Now);
+        assert_eq!(budget.report(b, Class::Read).remaining, 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn reads_leave_the_write_reserve_to_writes() {
+        let budget = RateBudget::new(10, 2, Duration::ZERO);
+        let key = keys().bearer("service").id();
+        for _ in 0..8 {
+            assert_eq!(
+                budget.admit(key, Class::Read, Duration::MAX),
+                Admission::Now
+            );
+        }
+        assert!(matches!(
+            budget.admit(key, Class::Read, Duration::MAX),
+            Admission::Refused(_)
+        ));
+        assert_eq!(budget.report(key, Class::Read).remaining, 0);
+        assert_eq!(budget.report(key, Class::Write).remaining, 2);
+        assert_eq!(
+            budget.admit(key, Class::Write, Duration::MAX),
+            Admission::Now
+        );
+        assert_eq!(
+            budget.admit(key, Class::Write, Duration::MAX),
+            Admission::Now
+        );
+        assert!(matches!(
+            budget.admit(key, Class::Write, Duration::MAX),
+            Admission::Refused(_)
+        ));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_cost_of_a_check_does_not_grow_with_the_limit() {
+        // A hundred thousand grants in one minute are held in the ring's 62 counters.
+        let budget = RateBudget::new(100_000, 0, Duration::ZERO);
+        let key = keys().bearer("busy").id();
+        for _ in 0..100_000 {
+            assert_eq!(
+                budget.admit(key, Class::Read, Duration::ZERO),
+                Admission::Now
+            );
+        }
+        assert!(
+            matches!(budget.admit(key, Class::Read, Duration::ZERO), Admission::Refused(d) if d == WINDOW)
+        );
     }
 }

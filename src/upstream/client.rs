@@ -15,7 +15,8 @@ use url::Url;
 use super::UpstreamError;
 use super::answer;
 use super::breaker::{Breaker, BreakerState};
-use super::budget::{Admission, BudgetReport, RateBudget};
+use super::budget::{Admission, BudgetReport, Class, RateBudget};
+use super::credential::{Credential, CredentialHasher, CredentialId};
 use super::operations::{
     GENERATE_OAUTH_TOKEN, GET_CONVERSATION, GET_CONVERSATION_LIST, Operation, PING,
     UPDATE_CONVERSATION,
@@ -27,19 +28,12 @@ use crate::domain::{Conversation, ConversationId, ConversationPage, Conversation
 use crate::metrics::Metrics;
 use crate::settings::{ClientCredentials, Secret, UpstreamSettings};
 
-/// Whose authority a call runs under.
-pub enum Credential {
-    /// Service mode: the facade's own token.
-    Service,
-    /// Pass-through mode: the caller's bearer token, forwarded as it came.
-    Bearer(Secret),
-}
-
 pub struct QpienClient {
     http: reqwest::Client,
     url: Url,
     /// `Some` in service mode.
     tokens: Option<TokenCache>,
+    credentials: CredentialHasher,
     timeout: Duration,
     budget: RateBudget,
     breaker: Breaker,
@@ -52,13 +46,22 @@ pub struct QpienClient {
 /// How recent an answer from Qpien must be for `/readyz` to trust it without probing.
 const FRESH_EVIDENCE: Duration = Duration::from_secs(30);
 
-/// What one call needs besides the operation: whose budget it spends, the bearer, the
-/// request id and the instant by which it must be over.
+/// What one call needs besides the operation: whose budget it spends and whether it may
+/// wait for it, the bearer, the request id and the instant by which it must be over.
 struct Attempt<'a> {
     bearer: Option<&'a Secret>,
-    budget_key: u64,
+    budget_key: CredentialId,
+    may_wait: bool,
     request_id: &'a str,
     deadline: Instant,
+}
+
+/// Whether a read may wait for rate budget: not when a stale answer is at hand, which
+/// serves the caller better at once than a fresh one a second later.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BudgetWait {
+    Allowed,
+    No,
 }
 
 impl QpienClient {
@@ -74,12 +77,18 @@ impl QpienClient {
             .timeout(settings.request_timeout)
             .user_agent(concat!("qpien-rest/", env!("CARGO_PKG_VERSION")))
             .build()?;
+        let hasher = CredentialHasher::random(credentials.as_ref().map(|c| c.client_id.as_str()));
         Ok(Self {
             http,
             url,
             tokens: credentials.map(TokenCache::new),
+            credentials: hasher,
             timeout: settings.request_timeout,
-            budget: RateBudget::new(settings.rate_limit_per_minute, settings.rate_limit_max_wait),
+            budget: RateBudget::new(
+                settings.rate_limit_per_minute,
+                settings.write_reserve(),
+                settings.rate_limit_max_wait,
+            ),
             breaker: Breaker::new(settings.breaker_failures, settings.breaker_cool_down),
             retry: RetryPolicy::new(settings.max_retries),
             metrics,
@@ -93,21 +102,19 @@ impl QpienClient {
         state
     }
 
-    /// The budget left for the caller's credential, for the rate-limit response headers.
-    pub fn budget_report(&self, credential: &Credential) -> BudgetReport {
-        self.budget.report(self.budget_key(credential))
-    }
-
-    fn budget_key(&self, credential: &Credential) -> u64 {
-        match (&self.tokens, credential) {
-            (Some(tokens), _) => self.budget.key(&tokens.credentials.client_id),
-            (None, Credential::Bearer(bearer)) => self.budget.key(bearer.expose()),
-            (None, Credential::Service) => 0,
-        }
+    /// The budget left for the caller's credential and requests of `class`, for the
+    /// rate-limit response headers.
+    pub fn budget_report(&self, credential: &Credential, class: Class) -> BudgetReport {
+        self.budget.report(credential.id(), class)
     }
 
     pub fn is_service_mode(&self) -> bool {
         self.tokens.is_some()
+    }
+
+    /// Makes the `Credential` of a request: the service's, or a caller's bearer.
+    pub fn credentials(&self) -> &CredentialHasher {
+        &self.credentials
     }
 
     pub fn url(&self) -> &Url {
@@ -119,10 +126,11 @@ impl QpienClient {
         credential: &Credential,
         request_id: &str,
         id: &ConversationId,
+        wait: BudgetWait,
     ) -> Result<Conversation, UpstreamError> {
         let variables = json!({ "conversationId": id.as_str() });
         let wire: WireConversation = self
-            .call(&GET_CONVERSATION, variables, credential, request_id)
+            .call(&GET_CONVERSATION, variables, credential, request_id, wait)
             .await?;
         wire.try_into()
     }
@@ -132,6 +140,7 @@ impl QpienClient {
         credential: &Credential,
         request_id: &str,
         query: &ListQuery,
+        wait: BudgetWait,
     ) -> Result<ConversationPage, UpstreamError> {
         let variables = json!({
             "filter": wire::filter_variables(&query.filter),
@@ -139,7 +148,13 @@ impl QpienClient {
             "limit": query.page_size,
         });
         let list: WireConversationList = self
-            .call(&GET_CONVERSATION_LIST, variables, credential, request_id)
+            .call(
+                &GET_CONVERSATION_LIST,
+                variables,
+                credential,
+                request_id,
+                wait,
+            )
             .await?;
         Ok(ConversationPage {
             total_items: u64::try_from(list.total_count)
@@ -162,7 +177,13 @@ impl QpienClient {
         let variables =
             json!({ "conversationId": id.as_str(), "input": wire::update_input(patch) });
         let wire: WireConversation = self
-            .call(&UPDATE_CONVERSATION, variables, credential, request_id)
+            .call(
+                &UPDATE_CONVERSATION,
+                variables,
+                credential,
+                request_id,
+                BudgetWait::Allowed,
+            )
             .await?;
         wire.try_into()
     }
@@ -171,6 +192,9 @@ impl QpienClient {
     /// An answer from Qpien in the last `FRESH_EVIDENCE` is proof enough, so frequent
     /// probes do not spend the customer's rate budget; otherwise a `{ __typename }` probe
     /// is sent. In pass-through mode an authentication error still proves Qpien is there.
+    /// A spent rate budget (ours or Qpien's) is no reason to be unready: the instance
+    /// still answers from its cache and gives honest 429s, and taking every replica out
+    /// of service when callers poll hardest would turn a rate limit into an outage.
     pub async fn check_ready(&self, request_id: &str) -> Result<(), UpstreamError> {
         let recently_healthy = self
             .last_healthy
@@ -180,11 +204,18 @@ impl QpienClient {
         if recently_healthy && self.holds_token() != Some(false) {
             return Ok(());
         }
+        let credential = self
+            .credentials
+            .service()
+            .unwrap_or_else(|| self.credentials.anonymous());
         match self
-            .call::<Value>(&PING, json!({}), &Credential::Service, request_id)
+            .call::<Value>(&PING, json!({}), &credential, request_id, BudgetWait::No)
             .await
         {
-            Ok(_) => Ok(()),
+            Ok(_)
+            | Err(UpstreamError::BudgetExhausted { .. } | UpstreamError::RateLimited { .. }) => {
+                Ok(())
+            }
             Err(UpstreamError::Unauthorized { .. } | UpstreamError::InsufficientScope { .. })
                 if self.tokens.is_none() =>
             {
@@ -206,11 +237,13 @@ impl QpienClient {
         variables: Value,
         credential: &Credential,
         request_id: &str,
+        wait: BudgetWait,
     ) -> Result<T, UpstreamError> {
         let deadline = Instant::now() + self.timeout;
         let attempt = Attempt {
             bearer: None,
-            budget_key: self.budget_key(credential),
+            budget_key: credential.id(),
+            may_wait: wait == BudgetWait::Allowed,
             request_id,
             deadline,
         };
@@ -237,10 +270,7 @@ impl QpienClient {
         attempt: Attempt<'_>,
     ) -> Result<T, UpstreamError> {
         let Some(tokens) = &self.tokens else {
-            let bearer = match credential {
-                Credential::Bearer(bearer) => Some(bearer),
-                Credential::Service => None,
-            };
+            let bearer = credential.bearer();
             return self
                 .with_retries(op, variables, &Attempt { bearer, ..attempt })
                 .await;
@@ -295,6 +325,7 @@ impl QpienClient {
                 &variables,
                 &Attempt {
                     bearer: None,
+                    may_wait: true,
                     ..*attempt
                 },
             )
@@ -361,8 +392,18 @@ impl QpienClient {
         variables: &Value,
         attempt: &Attempt<'_>,
     ) -> Result<T, UpstreamError> {
-        let left = attempt.deadline.saturating_duration_since(Instant::now());
-        match self.budget.admit(attempt.budget_key, left) {
+        let left = if attempt.may_wait {
+            attempt.deadline.saturating_duration_since(Instant::now())
+        } else {
+            Duration::ZERO
+        };
+        // Token renewals and mutations may use the reserve that reads leave.
+        let class = if op.read_only {
+            Class::Read
+        } else {
+            Class::Write
+        };
+        match self.budget.admit(attempt.budget_key, class, left) {
             Admission::Now => {}
             Admission::After(wait) => {
                 self.metrics.rate_limit_waits.inc();

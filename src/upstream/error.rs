@@ -1,9 +1,11 @@
 //! What can go wrong when calling Qpien, in the facade's words. The HTTP status each
 //! outcome becomes is decided in one place, `crate::error`.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-#[derive(Debug, thiserror::Error)]
+/// Clone, so one failed call can be handed to every request that waited on it.
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum UpstreamError {
     /// The facade's own budget of requests toward Qpien for this credential is used up.
     #[error("the upstream request budget is used up; retry in {}s", retry_after.as_secs())]
@@ -39,7 +41,7 @@ pub enum UpstreamError {
     Timeout,
     /// Connection refused, reset, DNS failure, TLS failure.
     #[error("cannot reach the upstream")]
-    Unreachable(#[source] reqwest::Error),
+    Unreachable(#[source] Arc<reqwest::Error>),
     /// An HTTP status that is not a GraphQL answer (5xx, unexpected 4xx).
     #[error("the upstream answered HTTP {status}")]
     BadStatus { status: u16 },

@@ -6,6 +6,7 @@ mod answer;
 mod breaker;
 mod budget;
 mod client;
+mod credential;
 mod error;
 mod operations;
 mod retry;
@@ -13,6 +14,7 @@ mod token;
 mod wire;
 
 pub use breaker::BreakerState;
-pub use budget::BudgetReport;
-pub use client::{Credential, QpienClient};
+pub use budget::{BudgetReport, Class};
+pub use client::{BudgetWait, QpienClient};
+pub use credential::{Credential, CredentialHasher, CredentialId};
 pub use error::UpstreamError;

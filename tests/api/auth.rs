@@ -16,9 +16,10 @@ use crate::helpers::{
 async fn service_mode_fetches_one_token_and_reuses_it() {
     let app = spawn_app().await;
 
-    for _ in 0..5 {
+    // Five different pages: each one a call to Qpien.
+    for page in 1..=5 {
         assert_eq!(
-            app.list_conversations("?pageSize=1")
+            app.list_conversations(&format!("?pageSize=1&page={page}"))
                 .await
                 .status()
                 .as_u16(),
@@ -187,14 +188,17 @@ async fn a_qpien_rate_limit_becomes_a_429_with_retry_after() {
     })
     .await;
 
-    // Three requests a minute: the third or fourth list (the token may count) is refused.
-    assert_eq!(app.list_conversations("").await.status().as_u16(), 200);
-    let mut response = app.list_conversations("").await;
-    for _ in 0..3 {
+    // Three requests a minute: the third or fourth page (the token may count) is refused.
+    assert_eq!(
+        app.list_conversations("?page=1").await.status().as_u16(),
+        200
+    );
+    let mut response = app.list_conversations("?page=2").await;
+    for page in 3..=5 {
         if response.status().as_u16() == 429 {
             break;
         }
-        response = app.list_conversations("").await;
+        response = app.list_conversations(&format!("?page={page}")).await;
     }
 
     let retry_after: u64 = response.headers()["retry-after"]

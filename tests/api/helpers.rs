@@ -268,7 +268,7 @@ pub async fn service_app_whose_token_has_expired() -> TestApp {
     })
     .await;
     assert_eq!(
-        app.list_conversations("?pageSize=1")
+        app.list_conversations("?pageSize=3")
             .await
             .status()
             .as_u16(),

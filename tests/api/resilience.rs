@@ -19,8 +19,11 @@ async fn many_concurrent_requests_meeting_an_expired_token_renew_it_once() {
     // Arrange: a token that lives one second, already used once.
     let app = service_app_whose_token_has_expired().await;
 
-    // Act: twenty requests at once.
-    let responses = join_all((0..20).map(|_| app.list_conversations("?pageSize=1"))).await;
+    // Act: twenty different reads at once (identical ones would share one call).
+    let queries: Vec<String> = (1..=20)
+        .map(|page| format!("?pageSize=1&page={page}"))
+        .collect();
+    let responses = join_all(queries.iter().map(|q| app.list_conversations(q))).await;
 
     // Assert
     assert!(responses.iter().all(|r| r.status().as_u16() == 200));
@@ -75,25 +78,25 @@ async fn the_rate_budget_keeps_the_facade_under_the_limit_and_answers_429() {
     .await;
 
     // The token request and two lists use the budget of three.
-    let first = app.list_conversations("?pageSize=1").await;
+    let first = app.list_conversations("?pageSize=1&page=1").await;
     assert_eq!(first.headers()["x-ratelimit-limit"], "3");
     assert_eq!(first.headers()["x-ratelimit-remaining"], "1");
     assert_eq!(first.headers()["ratelimit-policy"], "\"qpien\";q=3;w=60");
     assert_eq!(
-        app.list_conversations("?pageSize=1")
+        app.list_conversations("?pageSize=1&page=2")
             .await
             .status()
             .as_u16(),
         200
     );
-    let refused = app.list_conversations("?pageSize=1").await;
+    let refused = app.list_conversations("?pageSize=1&page=3").await;
 
     let retry_after: u64 = refused.headers()["retry-after"]
         .to_str()
         .unwrap()
         .parse()
         .unwrap();
-    assert!((1..=60).contains(&retry_after));
+    assert!((1..=60).contains(&retry_after), "{retry_after}");
     assert_problem(refused, 429).await;
     assert_eq!(
         app.upstream_requests(),
@@ -124,7 +127,7 @@ async fn pass_through_callers_have_separate_budgets() {
         app.get_as("/conversations", &alice).await.status().as_u16(),
         200
     );
-    assert_problem(app.get_as("/conversations", &alice).await, 429).await;
+    assert_problem(app.get_as("/conversations?page=2", &alice).await, 429).await;
 
     assert_eq!(
         app.get_as("/conversations", &bob).await.status().as_u16(),

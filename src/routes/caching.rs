@@ -1,0 +1,190 @@
+//! The HTTP side of the read layer: what a request asks of the cache (`If-None-Match`,
+//! `Cache-Control: no-cache`, `If-Match`) and what an answer says about it (`ETag`,
+//! `Cache-Control`, `Vary`, `Age`, RFC 9211 `Cache-Status`, the rate-limit fields).
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderMap, HeaderValue};
+use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder, ResponseError};
+
+use crate::domain::InvalidParam;
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+use crate::reads::cache::CacheLimits;
+use crate::reads::etag::{Condition, ETag};
+use crate::reads::{Freshness, Served, Source};
+use crate::upstream::{BudgetReport, UpstreamError};
+
+/// The name this cache goes by in `Cache-Status`.
+const CACHE_NAME: &str = "qpien-rest";
+
+/// What a GET asks of the cache.
+pub struct Conditional {
+    pub freshness: Freshness,
+    if_none_match: Option<Condition>,
+}
+
+impl Conditional {
+    /// `Cache-Control: no-cache` (or `max-age=0`) asks for Qpien's answer; a malformed
+    /// `If-None-Match` is ignored, as RFC 9110 lets a cache do, and the answer sent.
+    pub fn of(req: &HttpRequest) -> Self {
+        let revalidate = req
+            .headers()
+            .get_all(header::CACHE_CONTROL)
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(|d| d.trim().to_ascii_lowercase())
+            .any(|d| d == "no-cache" || d == "max-age=0");
+        Self {
+            freshness: if revalidate {
+                Freshness::Revalidate
+            } else {
+                Freshness::Cached
+            },
+            if_none_match: joined(req.headers(), header::IF_NONE_MATCH)
+                .and_then(|v| Condition::parse(&v).ok()),
+        }
+    }
+
+    /// Whether the caller already holds the representation tagged `etag`.
+    pub fn not_modified(&self, etag: ETag) -> bool {
+        self.if_none_match
+            .as_ref()
+            .is_some_and(|condition| !condition.none_match(etag))
+    }
+}
+
+/// `If-Match`, or a 400 naming the header when it is no list of entity tags.
+pub fn if_match(req: &HttpRequest) -> Result<Option<Condition>, ApiError> {
+    joined(req.headers(), header::IF_MATCH)
+        .map(|value| {
+            Condition::parse(&value).map_err(|_| {
+                ApiError::InvalidParameters(vec![InvalidParam::parameter(
+                    "If-Match",
+                    "must be * or a list of entity tags such as \"0123456789abcdef\", as the ETag header gives them",
+                )])
+            })
+        })
+        .transpose()
+}
+
+/// Repeated fields joined by commas, as RFC 9110 §5.3 combines them.
+fn joined(headers: &HeaderMap, name: header::HeaderName) -> Option<String> {
+    let values: Vec<&str> = headers
+        .get_all(name)
+        .map(|v| v.to_str().unwrap_or("\u{0}"))
+        .collect();
+    (!values.is_empty()).then(|| values.join(", "))
+}
+
+/// How an answer was made, for its headers.
+pub struct Answered<'a> {
+    pub served: &'a Served,
+    pub etag: ETag,
+    pub limits: CacheLimits,
+    /// Pass-through mode: the answer depends on the caller's `Authorization`.
+    pub per_bearer: bool,
+}
+
+impl Answered<'_> {
+    /// A 200 with `body`, or a 304 when the caller holds this representation already.
+    pub fn respond(
+        &self,
+        conditional: &Conditional,
+        budget: BudgetReport,
+        metrics: &Metrics,
+        body: impl actix_web::body::MessageBody + 'static,
+    ) -> HttpResponse {
+        let not_modified = conditional.not_modified(self.etag);
+        let mut response = if not_modified {
+            metrics.conditional(304);
+            HttpResponse::NotModified()
+        } else {
+            HttpResponse::Ok()
+        };
+        rate_headers(&mut response, budget);
+        response
+            .insert_header((header::ETAG, self.etag.to_header()))
+            .insert_header((header::CACHE_CONTROL, self.cache_control()))
+            .insert_header(("Cache-Status", self.cache_status()));
+        if self.per_bearer {
+            response.insert_header((header::VARY, "Authorization"));
+        }
+        if matches!(self.served.source, Source::Hit | Source::Stale(_)) {
+            let age = self.served.entry.age().as_secs();
+            response.insert_header((header::AGE, age.to_string()));
+        }
+        if not_modified {
+            response.finish()
+        } else {
+            response.content_type(mime_json()).body(body)
+        }
+    }
+
+    fn cache_control(&self) -> String {
+        if self.limits.ttl.is_zero() {
+            "private, no-cache".to_owned()
+        } else {
+            format!("private, max-age={}", self.limits.ttl.as_secs())
+        }
+    }
+
+    /// RFC 9211: `hit` with the seconds of freshness left (negative when stale), or
+    /// `fwd=` why Qpien was asked, `collapsed` when another request's call answered,
+    /// `stored` when the answer was kept.
+    fn cache_status(&self) -> String {
+        let ttl = self.limits.ttl.as_secs_f64() - self.served.entry.age().as_secs_f64();
+        let stored = if self.limits.ttl.is_zero() {
+            ""
+        } else {
+            "; stored"
+        };
+        match self.served.source {
+            Source::Hit => format!("{CACHE_NAME}; hit; ttl={}", ttl.floor() as i64),
+            Source::Miss => format!("{CACHE_NAME}; fwd=miss{stored}"),
+            Source::Coalesced => format!("{CACHE_NAME}; fwd=miss; collapsed"),
+            Source::Stale(reason) => {
+                let status = reason
+                    .upstream_status
+                    .map(|s| format!("; fwd-status={s}"))
+                    .unwrap_or_default();
+                format!(
+                    "{CACHE_NAME}; hit; ttl={}; fwd=stale{status}; detail={}",
+                    ttl.floor() as i64,
+                    reason.detail
+                )
+            }
+        }
+    }
+}
+
+fn mime_json() -> HeaderValue {
+    HeaderValue::from_static("application/json")
+}
+
+/// The remaining upstream budget of the caller's credential.
+pub fn rate_headers(response: &mut HttpResponseBuilder, report: BudgetReport) {
+    for field in report.fields() {
+        response.insert_header(field);
+    }
+}
+
+/// An upstream failure as its problem; a 429 carries the rate-limit fields too, so a
+/// client's retry policy sees the budget as it does on a success.
+pub fn failure(
+    error: UpstreamError,
+    budget: impl FnOnce() -> BudgetReport,
+) -> Result<HttpResponse, ApiError> {
+    let error = ApiError::Upstream(error);
+    if error.status_code() != StatusCode::TOO_MANY_REQUESTS {
+        return Err(error);
+    }
+    let mut response = error.error_response();
+    for (name, value) in budget().fields() {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            response
+                .headers_mut()
+                .insert(header::HeaderName::from_static(name), value);
+        }
+    }
+    Ok(response)
+}

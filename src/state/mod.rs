@@ -1,0 +1,5 @@
+//! State the facade keeps about callers and Qpien, behind one seam: the rate budget's
+//! windows, the service's token, the read cache's shared tier. Each has an in-process
+//! implementation (one replica) and a Redis one (several replicas), chosen at start-up.
+
+pub mod window;
