@@ -2,7 +2,8 @@
 //! facade can be developed against it without reaching Qpien.
 //!
 //! Settings: SANDBOX_HOST (default 127.0.0.1), SANDBOX_PORT (default 8081),
-//! SANDBOX_TOKEN_TTL_SECS, SANDBOX_RATE_LIMIT_PER_MINUTE, RUST_LOG (default "info").
+//! SANDBOX_TOKEN_TTL_SECS, SANDBOX_RATE_LIMIT_PER_MINUTE, SANDBOX_LATENCY_MS, RUST_LOG
+//! (default "info"). `GET /stats` answers its counters as JSON.
 //! A bad setting exits with code 2 and a message on stderr.
 
 use std::net::TcpListener;

@@ -7,7 +7,7 @@ use utoipa::ToSchema;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::telemetry::RequestId;
-use crate::upstream::{BreakerState, QpienClient};
+use crate::upstream::{BreakerState, Class, QpienClient};
 
 /// Health report.
 #[derive(Serialize, ToSchema)]
@@ -24,6 +24,25 @@ pub struct Health {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(example = "closed")]
     circuit_breaker: Option<&'static str>,
+    /// Service mode: what is left of this minute's budget of reads toward Qpien. A spent
+    /// budget does not make the service unready: it still answers from its cache.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    budget: Option<Budget>,
+}
+
+/// The rate budget toward Qpien, as the `X-RateLimit-*` fields report it.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Budget {
+    /// Requests per minute.
+    #[schema(example = 100)]
+    limit: u32,
+    /// Reads that may still be sent in the current window.
+    #[schema(example = 87)]
+    remaining: u32,
+    /// Seconds until the budget is whole again.
+    #[schema(example = 41)]
+    reset_seconds: u64,
 }
 
 /// Liveness
@@ -40,6 +59,7 @@ pub async fn healthz() -> HttpResponse {
         status: "ok",
         mode: None,
         circuit_breaker: None,
+        budget: None,
     })
 }
 
@@ -47,6 +67,9 @@ pub async fn healthz() -> HttpResponse {
 ///
 /// Answers 200 when Qpien answers GraphQL, the circuit breaker is not open and, in service
 /// mode, the facade holds a valid access token (it fetches one if needed); 503 otherwise.
+/// A used-up rate budget is not a reason for 503: the service still answers from its cache
+/// and gives honest 429s, and a load balancer pulling every replica when callers poll
+/// hardest would turn a rate limit into an outage. The body reports the budget.
 #[utoipa::path(
     tag = "Operations",
     operation_id = "checkReadiness",
@@ -77,10 +100,19 @@ pub async fn readyz(
     } else {
         "pass-through"
     };
+    let budget = client.credentials().service().map(|service| {
+        let report = client.budget_report(&service, Class::Read);
+        Budget {
+            limit: report.limit,
+            remaining: report.remaining,
+            reset_seconds: report.reset.as_secs() + u64::from(report.reset.subsec_nanos() > 0),
+        }
+    });
     Ok(HttpResponse::Ok().json(Health {
         status: "ready",
         mode: Some(mode),
         circuit_breaker: Some(client.breaker_state().as_str()),
+        budget,
     }))
 }
 

@@ -44,6 +44,9 @@ pub struct SandboxConfig {
     pub token_ttl: Duration,
     /// Requests per client per fixed 60-second window.
     pub rate_limit_per_minute: u32,
+    /// Time every GraphQL operation takes before it answers, as a remote API's would;
+    /// lets tests and benchmarks see requests that overlap.
+    pub latency: Duration,
 }
 
 impl Default for SandboxConfig {
@@ -51,6 +54,7 @@ impl Default for SandboxConfig {
         Self {
             token_ttl: Duration::from_secs(3600),
             rate_limit_per_minute: 100,
+            latency: Duration::ZERO,
         }
     }
 }
@@ -89,15 +93,29 @@ impl SandboxConfig {
         )? {
             config.rate_limit_per_minute = limit;
         }
+        if let Some(raw) = lookup("SANDBOX_LATENCY_MS") {
+            match raw.trim().parse::<u64>() {
+                Ok(ms) if ms <= 60_000 => config.latency = Duration::from_millis(ms),
+                _ => {
+                    return Err(format!(
+                        "SANDBOX_LATENCY_MS must be a whole number from 0 to 60000, got {raw:?}"
+                    ));
+                }
+            }
+        }
         Ok(config)
     }
 }
 
-/// Counters of what the sandbox received, so tests can prove "zero upstream calls".
-#[derive(Clone, Debug, Default)]
+/// Counters of what the sandbox received, so tests can prove "zero upstream calls". Also
+/// served as JSON at `GET /stats`, for benchmarks that run it as a process of its own.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct SandboxStats {
     /// Every HTTP request to /api/v1, including rejected ones.
     pub requests: u64,
+    /// Requests answered 429 because the client's rate limit was exceeded.
+    pub rate_limited: u64,
     /// Executed operations by GraphQL root field name (e.g. "getConversation").
     /// Requests refused before execution (rate limited, malformed body) are not counted here.
     pub operations: BTreeMap<String, u64>,
@@ -123,6 +141,7 @@ impl Sandbox {
             schema: schema::build(Arc::new(data::Store::seeded()), tokens.clone()),
             tokens,
             limiter: server::RateLimiter::new(config.rate_limit_per_minute),
+            latency: config.latency,
             stats: stats.clone(),
         });
         let server =

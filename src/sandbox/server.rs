@@ -25,12 +25,23 @@ pub(crate) struct AppState {
     pub schema: SandboxSchema,
     pub tokens: Arc<TokenStore>,
     pub limiter: RateLimiter,
+    pub latency: std::time::Duration,
     pub stats: Arc<Mutex<SandboxStats>>,
 }
 
 pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/api/v1", web::post().to(graphql))
-        .route("/healthz", web::get().to(healthz));
+        .route("/healthz", web::get().to(healthz))
+        .route("/stats", web::get().to(stats));
+}
+
+async fn stats(state: web::Data<AppState>) -> HttpResponse {
+    let stats = state
+        .stats
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    HttpResponse::Ok().json(stats)
 }
 
 async fn healthz() -> HttpResponse {
@@ -191,6 +202,11 @@ async fn graphql(req: HttpRequest, body: web::Bytes, state: web::Data<AppState>)
 
     let (status, body) = if !decision.allowed {
         tracing::info!(client = %key, "sandbox: rate limited");
+        state
+            .stats
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .rate_limited += 1;
         (
             StatusCode::TOO_MANY_REQUESTS,
             error_body("RATE_LIMITED", "Too many requests"),
@@ -210,6 +226,9 @@ async fn graphql(req: HttpRequest, body: web::Bytes, state: web::Data<AppState>)
                     for field in &fields {
                         *stats.operations.entry(field.clone()).or_default() += 1;
                     }
+                }
+                if !state.latency.is_zero() {
+                    tokio::time::sleep(state.latency).await;
                 }
                 let response = state.schema.execute(request.data::<Caller>(caller)).await;
                 let body = serde_json::to_value(&response)

@@ -326,3 +326,56 @@ pub fn offending(problem: &Value) -> Vec<String> {
     names.sort();
     names
 }
+
+impl TestApp {
+    /// A GET with extra request headers.
+    pub async fn get_with(&self, path_and_query: &str, headers: &[(&str, &str)]) -> Response {
+        let mut request = self.http.get(format!("{}{path_and_query}", self.address));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        request.send().await.expect("request sent")
+    }
+
+    /// A merge patch sent with `If-Match: if_match`.
+    pub async fn merge_patch_if(&self, id: &str, body: Value, if_match: &str) -> Response {
+        self.http
+            .patch(format!("{}/conversations/{id}", self.address))
+            .header("Content-Type", "application/merge-patch+json")
+            .header("If-Match", if_match)
+            .body(body.to_string())
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    /// Changes a conversation in the sandbox directly, as Qpien's own app would, behind
+    /// the facade's back.
+    pub async fn change_upstream(&self, id: &str, input: Value) {
+        let token = self.sandbox_token(DEMO_CLIENT_ID, DEMO_CLIENT_SECRET).await;
+        let body: Value = self
+            .http
+            .post(self.sandbox.as_ref().unwrap().url())
+            .bearer_auth(token)
+            .json(&json!({
+                "query": "mutation($id: ID!, $input: UpdateConversationInput!) { updateConversation(conversationId: $id, input: $input) { _id } }",
+                "variables": {"id": id, "input": input}
+            }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert!(body["errors"].is_null(), "{body}");
+    }
+}
+
+/// A response header as text ("" when absent).
+pub fn header(response: &Response, name: &str) -> String {
+    response
+        .headers()
+        .get(name)
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default()
+}

@@ -11,6 +11,7 @@ mod list_conversations;
 mod openapi;
 mod operations;
 mod process;
+mod read_cache;
 mod resilience;
 mod update_conversation;
 mod upstream_failures;

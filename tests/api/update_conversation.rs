@@ -31,7 +31,15 @@ async fn patch_applies_a_merge_patch_and_returns_the_updated_conversation() {
         .collect();
     tags.sort();
     assert_eq!(tags, ["billing", "vip"]);
-    let reread: Value = app.get_conversation(&id).await.json().await.unwrap();
+    let reread: Value = app
+        .get_with(
+            &format!("/conversations/{id}"),
+            &[("Cache-Control", "no-cache")],
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(reread, body, "the change persisted upstream");
 }
 
