@@ -43,6 +43,10 @@ pub struct ConversationList {
     pub total_pages: u64,
     /// Absolute URLs of neighbouring pages, also sent in the `Link` header (RFC 8288).
     pub links: PageLinks,
+    /// Absolute URL of the next page, `null` on the last: `links.next` again, at the top
+    /// level where pagers that follow one named field (Power Automate) look for it.
+    #[schema(example = "http://127.0.0.1:8080/conversations?page=2")]
+    pub next_link: Option<String>,
 }
 
 /// Paging links; `next` and `prev` are `null` at the ends.
@@ -63,28 +67,40 @@ pub struct PageLinks {
 }
 
 /// Query parameters of `GET /conversations` (documentation; parsing is `ListQuery::parse`).
+///
+/// Every parameter has an example, and together the examples still match conversations
+/// of the sandbox's demo data: Swagger UI's "Try it out" and Postman fill them all in,
+/// and should show a page that is not empty (clear a field to widen the filter).
 #[derive(IntoParams)]
 #[into_params(parameter_in = Query)]
 #[allow(dead_code)]
 struct ListParams {
     /// Only conversations in this status.
+    #[param(example = "open")]
     status: Option<ConversationStatus>,
     /// Only conversations of this priority.
+    #[param(example = "low")]
     priority: Option<Priority>,
     /// Only starred (`true`) or only unstarred (`false`) conversations.
+    #[param(example = false)]
     starred: Option<bool>,
     /// Only conversations of this type.
-    #[param(rename = "type")]
+    #[param(rename = "type", example = "group")]
     kind: Option<ConversationType>,
     /// Only conversations carrying the tag of this name, e.g. `vip`.
-    // No `example`: Swagger UI would pre-fill it, and "Try it out" would filter by surprise.
-    #[param(min_length = 1, max_length = 64)]
+    #[param(min_length = 1, max_length = 64, example = "vip")]
     tag: Option<String>,
     /// Page number, from 1.
-    #[param(minimum = 1, maximum = 100000, default = 1)]
+    #[param(minimum = 1, maximum = 100000, default = 1, example = 1)]
     page: Option<u32>,
     /// Conversations per page.
-    #[param(rename = "pageSize", minimum = 1, maximum = 100, default = 20)]
+    #[param(
+        rename = "pageSize",
+        minimum = 1,
+        maximum = 100,
+        default = 20,
+        example = 20
+    )]
     page_size: Option<u32>,
 }
 
@@ -137,6 +153,7 @@ pub async fn list_conversations(
         rate_headers(HttpResponse::Ok(), client.budget_report(&caller.0))
             .insert_header((header::LINK, link_header))
             .json(ConversationList {
+                next_link: links.next.clone(),
                 items: page.items,
                 page: query.page,
                 page_size: query.page_size,
