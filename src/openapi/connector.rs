@@ -111,9 +111,10 @@ fn label_operation(operation: &mut Value) {
         operation.insert("x-ms-visibility".into(), json!("important"));
     }
     if id == "listConversations" {
+        // `itemName` defaults to `value` (AutoRest's convention); ours is `items`.
         operation.insert(
             "x-ms-pageable".into(),
-            json!({ "nextLinkName": NEXT_LINK_FIELD }),
+            json!({ "nextLinkName": NEXT_LINK_FIELD, "itemName": "items" }),
         );
     }
     let parameters = operation

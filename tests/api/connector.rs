@@ -130,6 +130,8 @@ async fn the_list_pages_through_a_top_level_next_link() {
         schema["properties"].get(field).is_some(),
         "{field} is not a top-level field of the list"
     );
+    let items = list["x-ms-pageable"]["itemName"].as_str().unwrap();
+    assert_eq!(schema["properties"][items]["type"], "array");
 
     let first: Value = app
         .list_conversations("?status=open&pageSize=15")
