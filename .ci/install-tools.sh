@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Installs what the contract checks (.ci/openapi-checks.sh) need, on a fresh machine or
-# again on a developer's (each step is skipped or quick when already done):
-#   - Debian's chromium (apt), for Swagger UI in a real browser; no browser downloads;
+# Installs what the contract checks (.ci/openapi-checks.sh) and the low-code checks
+# (.ci/lowcode-checks.sh) need, on a fresh machine or again on a developer's (each step
+# is skipped or quick when already done):
+#   - Debian's chromium (apt), for Swagger UI and CORS in a real browser; no browser downloads;
 #   - a virtualenv at .ci/.venv with .ci/requirements.txt (pip);
-#   - .ci/node_modules from .ci/package-lock.json (npm ci).
+#   - .ci/node_modules from .ci/package-lock.json (npm ci): Redocly CLI, playwright-core,
+#     openapi-to-postmanv2, newman, openapi-typescript, openapi-fetch, typescript.
 set -euo pipefail
 cd "$(dirname "$0")"
 

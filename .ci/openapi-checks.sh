@@ -21,14 +21,8 @@ EXAMPLES=${SCHEMATHESIS_EXAMPLES:-300}
 export REDOCLY_TELEMETRY=off REDOCLY_SUPPRESS_UPDATE_NOTICE=true
 
 WORK=$(mktemp -d)
-FACADE_PID=""
-stop_facade() {
-  if [ -n "$FACADE_PID" ]; then
-    kill "$FACADE_PID" 2>/dev/null || true
-    wait "$FACADE_PID" 2>/dev/null || true
-    FACADE_PID=""
-  fi
-}
+# shellcheck source=facade.sh
+source "$CI_DIR/facade.sh"
 cleanup() {
   stop_facade
   rm -rf "$WORK"
@@ -41,32 +35,6 @@ mkdir -p "$ARTIFACTS"
 echo "-- cargo build (the binary cargo test already built)"
 cargo build --locked --quiet --bin qpien-rest
 BIN=$ROOT/target/debug/qpien-rest
-
-free_port() {
-  "$VENV/bin/python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-# Starts the facade in service mode on its embedded sandbox, as `cargo run` does, with
-# rate budgets a fuzzer cannot exhaust; sets BASE.
-start_facade() {
-  local name=$1 port
-  port=$(free_port)
-  env -u QPIEN_API_URL -u QPIEN_CLIENT_ID -u QPIEN_CLIENT_SECRET -u PUBLIC_BASE_URL \
-    HOST=127.0.0.1 PORT="$port" RUST_LOG=warn \
-    SANDBOX_RATE_LIMIT_PER_MINUTE=1000000 QPIEN_RATE_LIMIT_PER_MINUTE=1000000 \
-    "$BIN" >"$ARTIFACTS/facade-$name.log" 2>&1 &
-  FACADE_PID=$!
-  BASE=http://127.0.0.1:$port
-  for _ in $(seq 1 100); do
-    if "$BIN" healthcheck "$BASE/healthz"; then
-      return 0
-    fi
-    sleep 0.1
-  done
-  echo "the facade did not start; ci-artifacts/facade-$name.log:" >&2
-  cat "$ARTIFACTS/facade-$name.log" >&2
-  return 1
-}
 
 echo "== openapi-spec-validator"
 "$VENV/bin/openapi-spec-validator" openapi/openapi.json openapi/openapi-3.0.json openapi/swagger-2.0.json

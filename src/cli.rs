@@ -1,17 +1,21 @@
 //! The command line: `qpien-rest` serves; `qpien-rest openapi` prints an OpenAPI
-//! rendering; `qpien-rest healthcheck` asks a running instance for `/healthz` (for the
-//! container's HEALTHCHECK, which has no curl).
+//! rendering; `qpien-rest connector` writes a Power Platform custom connector folder;
+//! `qpien-rest healthcheck` asks a running instance for `/healthz` (for the container's
+//! HEALTHCHECK, which has no curl).
 
 use std::process::ExitCode;
 
+use crate::connector::{self, ConnectionAuth};
 use crate::settings::Settings;
 use crate::startup::Application;
 use crate::{openapi, telemetry};
 
-const USAGE: &str = "usage: qpien-rest [serve | openapi | healthcheck | help]\n\
+const USAGE: &str = "usage: qpien-rest [serve | openapi | connector | healthcheck | help]\n\
   serve        run the service (default); configuration comes from the environment, see README\n\
   openapi [--version 3.1|3.0|2.0]  print the OpenAPI 3.1 (default), OpenAPI 3.0.3 or\n\
                Swagger 2.0 document, as served at http://127.0.0.1:8080, to stdout\n\
+  connector --out DIR  write a Power Platform custom connector (apiDefinition.swagger.json,\n\
+               apiProperties.json, icon.png) for PUBLIC_BASE_URL and this configuration's mode\n\
   healthcheck [URL]  exit 0 when URL (default http://127.0.0.1:$PORT/healthz) answers 2xx, else 1\n";
 
 pub async fn run(args: Vec<String>) -> ExitCode {
@@ -41,6 +45,13 @@ pub async fn run(args: Vec<String>) -> ExitCode {
             );
             ExitCode::SUCCESS
         }
+        Some("connector") => match args.get(1..).unwrap_or_default() {
+            [flag, dir] if flag == "--out" => write_connector(std::path::Path::new(dir), &settings),
+            _ => {
+                eprint!("qpien-rest: connector takes --out DIR\n{USAGE}");
+                ExitCode::from(2)
+            }
+        },
         Some("healthcheck") => {
             let url = args
                 .get(1)
@@ -95,6 +106,46 @@ async fn serve(settings: Settings) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn write_connector(dir: &std::path::Path, settings: &Settings) -> ExitCode {
+    let written = match connector::write(dir, settings) {
+        Ok(written) => written,
+        Err(error) => {
+            eprintln!(
+                "qpien-rest: cannot write the connector into {}: {error}",
+                dir.display()
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    for file in &written.files {
+        println!("wrote {}", file.display());
+    }
+    println!("host: {}", written.server);
+    match &written.auth {
+        ConnectionAuth::Anonymous => println!(
+            "connection: asks for nothing (service mode: the service uses its own Qpien key)"
+        ),
+        ConnectionAuth::HeaderKey {
+            header,
+            display_name,
+            ..
+        } => println!("connection: asks for {display_name}, sent in the {header} header"),
+    }
+    if settings.public_base_url.is_none() || written.server.scheme() != "https" {
+        eprintln!(
+            "qpien-rest: warning: Power Platform calls the connector from Microsoft's cloud over HTTPS; \
+set PUBLIC_BASE_URL to the https:// address it can reach before importing this connector"
+        );
+    }
+    println!(
+        "import: paconn create --api-def {def} --api-prop {prop} --icon {icon}",
+        def = written.files[0].display(),
+        prop = written.files[1].display(),
+        icon = written.files[2].display(),
+    );
+    ExitCode::SUCCESS
 }
 
 async fn healthcheck(url: &str) -> ExitCode {

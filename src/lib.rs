@@ -3,6 +3,7 @@
 //! the application exactly as production does.
 
 pub mod cli;
+pub mod connector;
 pub mod domain;
 pub mod error;
 pub mod metrics;

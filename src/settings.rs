@@ -32,6 +32,10 @@ pub struct Settings {
     /// `SHUTDOWN_DRAIN_SECS`: on SIGTERM or SIGINT, how long in-flight requests may take
     /// to finish. Default 30.
     pub shutdown_drain: Duration,
+    /// `CORS_ALLOWED_ORIGINS`: the web origins (`scheme://host[:port]`, comma-separated)
+    /// whose pages may call the service from a browser, or `*` for any (pass-through mode
+    /// only). Default: unset, no CORS headers at all.
+    pub cors: CorsOrigins,
     /// `SANDBOX_TOKEN_TTL_SECS` / `SANDBOX_RATE_LIMIT_PER_MINUTE`: the embedded sandbox's
     /// token lifetime (default 3600) and rate limit (default 100); used only when
     /// `QPIEN_API_URL` is unset.
@@ -107,6 +111,21 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// Which web pages may call the service from a browser (CORS).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum CorsOrigins {
+    /// No CORS headers: browsers keep other sites' pages from reading answers.
+    #[default]
+    Off,
+    /// Any origin (`*`): only where each caller brings their own credentials.
+    Any,
+    /// These origins, each as browsers send it: `https://tools.example.com:8443`.
+    List(Vec<String>),
+}
+
+/// Why `CORS_ALLOWED_ORIGINS=*` cannot go with service mode; start-up refuses it.
+pub const CORS_ANY_IN_SERVICE_MODE: &str = "CORS_ALLOWED_ORIGINS=* is refused in service mode: a page on any web site could then call this service and spend its Qpien API key. List the origins of your own tools instead, e.g. CORS_ALLOWED_ORIGINS=https://retool.example.com";
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LogFormat {
     Text,
@@ -161,12 +180,19 @@ impl Default for Settings {
             },
             log_format: LogFormat::Text,
             shutdown_drain: Duration::from_secs(30),
+            cors: CorsOrigins::Off,
             sandbox: SandboxConfig::default(),
         }
     }
 }
 
 impl Settings {
+    /// Service mode: the service calls Qpien with its own key, from `QPIEN_CLIENT_ID` and
+    /// `QPIEN_CLIENT_SECRET`, or the embedded sandbox's demo key.
+    pub fn is_service_mode(&self) -> bool {
+        self.upstream.credentials.is_some() || self.upstream.api_url.is_none()
+    }
+
     /// Reads the process environment.
     pub fn from_env() -> Result<Self, SettingsError> {
         Self::from_lookup(|key| std::env::var(key).ok())
@@ -292,6 +318,15 @@ impl Settings {
                 _ => problems.push(format!("LOG_FORMAT must be text or json, got {v:?}")),
             }
         }
+        if let Some(v) = get("CORS_ALLOWED_ORIGINS") {
+            match parse_origins(&v) {
+                Ok(origins) => settings.cors = origins,
+                Err(why) => problems.push(format!("CORS_ALLOWED_ORIGINS {why}")),
+            }
+        }
+        if settings.cors == CorsOrigins::Any && settings.is_service_mode() {
+            problems.push(CORS_ANY_IN_SERVICE_MODE.to_owned());
+        }
         match SandboxConfig::from_lookup(get) {
             Ok(config) => settings.sandbox = config,
             Err(why) => problems.push(why),
@@ -303,6 +338,45 @@ impl Settings {
             Err(SettingsError(problems))
         }
     }
+}
+
+/// `*`, or origins separated by commas, each `scheme://host[:port]` as a browser sends it
+/// in `Origin` (no path, not even a trailing `/`).
+fn parse_origins(value: &str) -> Result<CorsOrigins, String> {
+    if value == "*" {
+        return Ok(CorsOrigins::Any);
+    }
+    let mut origins = Vec::new();
+    for raw in value.split(',').map(str::trim).filter(|o| !o.is_empty()) {
+        let origin = parse_origin(raw).map_err(|why| {
+            format!("must be * or origins like https://tools.example.com:8443, separated by commas; {raw:?} {why}")
+        })?;
+        if !origins.contains(&origin) {
+            origins.push(origin);
+        }
+    }
+    if origins.is_empty() {
+        return Err(format!("names no origin, got {value:?}"));
+    }
+    Ok(CorsOrigins::List(origins))
+}
+
+fn parse_origin(raw: &str) -> Result<String, &'static str> {
+    if raw == "*" {
+        return Err("is a * among origins: use * alone");
+    }
+    let url = Url::parse(raw).map_err(|_| "is not scheme://host[:port]")?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return Err("is not an http:// or https:// origin with a host");
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("has a user name or password");
+    }
+    if url.path() != "/" || raw.ends_with('/') || url.query().is_some() || url.fragment().is_some()
+    {
+        return Err("has a path, query or fragment; an origin is only scheme://host[:port]");
+    }
+    Ok(url.origin().ascii_serialization())
 }
 
 fn parse_http_url(value: &str) -> Result<Url, &'static str> {
@@ -356,6 +430,60 @@ mod tests {
             "LOG_FORMAT",
         ] {
             assert!(text.contains(key), "{key} missing from: {text}");
+        }
+    }
+
+    #[test]
+    fn cors_origins_are_read_as_browsers_send_them() {
+        let s = settings(&[(
+            "CORS_ALLOWED_ORIGINS",
+            "https://Retool.example.com, http://127.0.0.1:3000,https://retool.example.com:443",
+        )])
+        .unwrap();
+        assert_eq!(
+            s.cors,
+            CorsOrigins::List(vec![
+                "https://retool.example.com".into(),
+                "http://127.0.0.1:3000".into()
+            ])
+        );
+        assert_eq!(settings(&[]).unwrap().cors, CorsOrigins::Off);
+    }
+
+    #[test]
+    fn an_origin_with_a_path_or_another_scheme_is_refused() {
+        for bad in [
+            "https://tools.example.com/",
+            "https://tools.example.com/app",
+            "ftp://tools.example.com",
+            "tools.example.com",
+            "https://a.example.com,*",
+            " , ",
+        ] {
+            let err = settings(&[("CORS_ALLOWED_ORIGINS", bad)]).unwrap_err();
+            assert!(
+                err.to_string().contains("CORS_ALLOWED_ORIGINS"),
+                "{bad:?} accepted"
+            );
+        }
+    }
+
+    #[test]
+    fn any_origin_is_allowed_in_pass_through_mode_only() {
+        let upstream = ("QPIEN_API_URL", "https://api.qpien.com/api/v1");
+        let pass_through = settings(&[upstream, ("CORS_ALLOWED_ORIGINS", "*")]).unwrap();
+        assert_eq!(pass_through.cors, CorsOrigins::Any);
+
+        let service = settings(&[
+            upstream,
+            ("QPIEN_CLIENT_ID", "id-1"),
+            ("QPIEN_CLIENT_SECRET", "secret"),
+            ("CORS_ALLOWED_ORIGINS", "*"),
+        ]);
+        let sandbox = settings(&[("CORS_ALLOWED_ORIGINS", "*")]);
+        for refused in [service, sandbox] {
+            let text = refused.unwrap_err().to_string();
+            assert!(text.contains("refused in service mode"), "{text}");
         }
     }
 

@@ -1,13 +1,14 @@
 //! Builds and runs the application: binds the listener (port 0 in tests), starts the
 //! embedded sandbox when no upstream is configured, wires the routes, the docs and the
-//! middleware.
+//! middleware (CORS outermost, from `CORS_ALLOWED_ORIGINS`).
 
 use std::net::TcpListener;
 use std::sync::Arc;
 
+use actix_cors::Cors;
 use actix_web::dev::Server;
-use actix_web::http::header;
-use actix_web::middleware::from_fn;
+use actix_web::http::{Method, header};
+use actix_web::middleware::{Condition, from_fn};
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use tracing_actix_web::TracingLogger;
 use url::Url;
@@ -18,7 +19,7 @@ use crate::metrics::{self, Metrics};
 use crate::public_url::PublicBaseUrl;
 use crate::reads::Reads;
 use crate::sandbox::{DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, Sandbox};
-use crate::settings::{ClientCredentials, Secret, Settings};
+use crate::settings::{CORS_ANY_IN_SERVICE_MODE, ClientCredentials, CorsOrigins, Secret, Settings};
 use crate::telemetry::{RequestSpan, request_context};
 use crate::upstream::QpienClient;
 use crate::{openapi, routes};
@@ -34,6 +35,8 @@ pub enum StartupError {
     Sandbox(std::io::Error),
     #[error("cannot build the HTTP client: {0}")]
     Client(#[from] reqwest::Error),
+    #[error("{0}")]
+    Settings(&'static str),
 }
 
 pub struct Application {
@@ -69,6 +72,11 @@ impl Application {
             }
         };
         let service_mode = credentials.is_some();
+        // Settings::from_env refuses this too; settings built in code meet it here.
+        if service_mode && settings.cors == CorsOrigins::Any {
+            return Err(StartupError::Settings(CORS_ANY_IN_SERVICE_MODE));
+        }
+        let cors_origins = settings.cors.clone();
         let metrics = web::Data::new(Metrics::default());
         let client = Arc::new(QpienClient::new(
             upstream_url.clone(),
@@ -109,6 +117,12 @@ impl Application {
                 .route("/docs", web::get().to(|| async { redirect("/docs/") }))
                 .route("/", web::get().to(|| async { redirect("/docs/") }))
                 .default_service(web::to(unmatched))
+                // Outermost: preflights are answered before routing, and every answer,
+                // problems included, carries the headers a page needs to read it.
+                .wrap(Condition::new(
+                    cors_origins != CorsOrigins::Off,
+                    cors(&cors_origins),
+                ))
         })
         .shutdown_timeout(settings.shutdown_drain.as_secs())
         .listen(listener)
@@ -149,6 +163,49 @@ impl Application {
             sandbox.stop().await;
         }
         result
+    }
+}
+
+/// Request headers a page may send, beyond the CORS-safelisted ones.
+const CORS_REQUEST_HEADERS: [&str; 6] = [
+    "content-type",
+    "if-match",
+    "if-none-match",
+    "authorization",
+    "x-request-id",
+    "x-api-key",
+];
+
+/// Response headers a page may read, beyond the CORS-safelisted ones.
+const CORS_EXPOSED_HEADERS: [&str; 12] = [
+    "etag",
+    "link",
+    "retry-after",
+    "ratelimit",
+    "ratelimit-policy",
+    "x-ratelimit-limit",
+    "x-ratelimit-remaining",
+    "x-ratelimit-reset",
+    "x-request-id",
+    "location",
+    "cache-status",
+    "age",
+];
+
+/// What pages of `origins` may do. No credentials mode: callers authenticate with a
+/// header, never a cookie, so `*` stays a plain wildcard.
+fn cors(origins: &CorsOrigins) -> Cors {
+    let cors = Cors::default()
+        .allowed_methods([Method::GET, Method::PATCH])
+        .allowed_headers(CORS_REQUEST_HEADERS)
+        .expose_headers(CORS_EXPOSED_HEADERS)
+        .max_age(600);
+    match origins {
+        CorsOrigins::Off => cors,
+        CorsOrigins::Any => cors.allow_any_origin().send_wildcard(),
+        CorsOrigins::List(list) => list
+            .iter()
+            .fold(cors, |cors, origin| cors.allowed_origin(origin)),
     }
 }
 

@@ -156,10 +156,11 @@ fn add_headers(headers: &mut Value, status: &str, budgeted: bool, operation: &st
             ),
         );
     }
-    // Successes report the budget always; a 429 reports it when the service knows it.
+    // Successes and 304s report the budget left; a 429 reports the same fields (usually
+    // nothing left, and when the window is whole again) besides `Retry-After`.
     let rate_headers = budgeted && matches!(status, "200" | "304" | "429");
     if rate_headers {
-        let required = status != "429";
+        let required = true;
         add(
             "X-RateLimit-Limit",
             header(

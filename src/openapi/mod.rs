@@ -3,13 +3,15 @@
 //! operations and schemas; `complete` adds what no single handler can say (problem
 //! responses with examples, response headers, links, security); `v30` and `swagger2`
 //! convert the result for older tools: OpenAPI 3.0.3 for generators that predate 3.1, and
-//! Swagger 2.0 for Power Automate custom connectors.
+//! Swagger 2.0 for Power Automate custom connectors, which `connector` then fits for
+//! connectors (labels, visibility, paging, only the conversation operations).
 //!
 //! `servers` (Swagger 2.0: `host`, `basePath`, `schemes`) is `PUBLIC_BASE_URL`; when that
 //! is unset, the address the document was requested at, as for paging links. The
 //! committed files under `openapi/` are the documents of `cargo run`, at `DEFAULT_SERVER`.
 
 mod complete;
+mod connector;
 mod examples;
 mod swagger2;
 mod v30;
@@ -23,6 +25,8 @@ use utoipa_swagger_ui::{Config, SwaggerUi};
 
 use crate::public_url::{PublicBaseUrl, default_server};
 use crate::routes;
+
+pub use connector::{CONNECTOR_TITLE, NEXT_LINK_FIELD};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -43,6 +47,7 @@ that and reports the budget left on every conversation response (`X-RateLimit-Li
 **Errors.** Every error is an RFC 9457 problem (`application/problem+json`); `GET` its `type` for an \
 explanation.",
         license(name = "MIT", identifier = "MIT"),
+        contact(name = "qpien-rest", url = "https://qpien.com"),
     ),
     tags(
         (name = "Conversations", description = "Customer conversations: list, read, update."),
@@ -106,7 +111,8 @@ impl Renderings {
     pub fn build() -> Self {
         let v31 = openapi_31();
         let v30 = v30::convert(&v31);
-        let swagger2 = swagger2::convert(&v30);
+        let mut swagger2 = swagger2::convert(&v30);
+        connector::fit_for_connector(&mut swagger2);
         Self { v31, v30, swagger2 }
     }
 

@@ -50,6 +50,10 @@ pub struct ConversationList {
     pub total_pages: u64,
     /// Absolute URLs of neighbouring pages, also sent in the `Link` header (RFC 8288).
     pub links: PageLinks,
+    /// Absolute URL of the next page, `null` on the last: `links.next` again, at the top
+    /// level where pagers that follow one named field (Power Automate) look for it.
+    #[schema(example = "http://127.0.0.1:8080/conversations?page=2")]
+    pub next_link: Option<String>,
 }
 
 /// Paging links; `next` and `prev` are `null` at the ends.
@@ -70,28 +74,40 @@ pub struct PageLinks {
 }
 
 /// Query parameters of `GET /conversations` (documentation; parsing is `ListQuery::parse`).
+///
+/// Every parameter has an example, and together the examples still match conversations
+/// of the sandbox's demo data: Swagger UI's "Try it out" and Postman fill them all in,
+/// and should show a page that is not empty (clear a field to widen the filter).
 #[derive(IntoParams)]
 #[into_params(parameter_in = Query)]
 #[allow(dead_code)]
 struct ListParams {
     /// Only conversations in this status.
+    #[param(example = "open")]
     status: Option<ConversationStatus>,
     /// Only conversations of this priority.
+    #[param(example = "low")]
     priority: Option<Priority>,
     /// Only starred (`true`) or only unstarred (`false`) conversations.
+    #[param(example = false)]
     starred: Option<bool>,
     /// Only conversations of this type.
-    #[param(rename = "type")]
+    #[param(rename = "type", example = "group")]
     kind: Option<ConversationType>,
     /// Only conversations carrying the tag of this name, e.g. `vip`.
-    // No `example`: Swagger UI would pre-fill it, and "Try it out" would filter by surprise.
-    #[param(min_length = 1, max_length = 64)]
+    #[param(min_length = 1, max_length = 64, example = "vip")]
     tag: Option<String>,
     /// Page number, from 1.
-    #[param(minimum = 1, maximum = 100000, default = 1)]
+    #[param(minimum = 1, maximum = 100000, default = 1, example = 1)]
     page: Option<u32>,
     /// Conversations per page.
-    #[param(rename = "pageSize", minimum = 1, maximum = 100, default = 20)]
+    #[param(
+        rename = "pageSize",
+        minimum = 1,
+        maximum = 100,
+        default = 20,
+        example = 20
+    )]
     page_size: Option<u32>,
 }
 
@@ -192,6 +208,8 @@ fn page_body(served: &Served, query: &ListQuery, total_pages: u64, links: &PageL
     )
     .expect("writing to a Vec cannot fail");
     serde_json::to_writer(&mut body, links).expect("links serialise");
+    body.extend_from_slice(b",\"nextLink\":");
+    serde_json::to_writer(&mut body, &links.next).expect("a link serialises");
     body.push(b'}');
     body
 }
@@ -433,3 +451,50 @@ struct ConversationPatchDoc {
 )]
 #[allow(dead_code)]
 struct TagName(String);
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use serde_json::Value;
+    use tokio::time::Instant;
+
+    use super::*;
+    use crate::reads::Source;
+    use crate::reads::cache::Entry;
+
+    #[test]
+    fn the_written_page_is_a_serialised_conversation_list() {
+        let query = ListQuery::parse(&[("pageSize".to_owned(), "1".to_owned())]).unwrap();
+        let links = || PageLinks {
+            this: "http://h/conversations?pageSize=1&page=1".into(),
+            first: "http://h/conversations?pageSize=1&page=1".into(),
+            last: "http://h/conversations?pageSize=1&page=2".into(),
+            next: Some("http://h/conversations?pageSize=1&page=2".into()),
+            prev: None,
+        };
+        let items: Vec<Conversation> = Vec::new();
+        let served = Served {
+            entry: Arc::new(Entry::new(
+                serde_json::to_vec(&items).unwrap().into(),
+                2,
+                Instant::now(),
+            )),
+            source: Source::Miss,
+        };
+
+        let written = page_body(&served, &query, 2, &links());
+        let expected = ConversationList {
+            items,
+            page: 1,
+            page_size: 1,
+            total_items: 2,
+            total_pages: 2,
+            links: links(),
+            next_link: links().next,
+        };
+
+        assert_eq!(written, serde_json::to_vec(&expected).unwrap());
+        let _: Value = serde_json::from_slice(&written).unwrap();
+    }
+}

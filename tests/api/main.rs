@@ -5,6 +5,8 @@
 mod helpers;
 
 mod auth;
+mod connector;
+mod cors;
 mod faults;
 mod get_conversation;
 mod list_conversations;

@@ -242,3 +242,78 @@ async fn swagger_ui_offers_the_three_renderings() {
         assert!(config.contains(path), "Swagger UI does not offer {path}");
     }
 }
+
+/// What Postman and Swagger UI's "Try it out" send: every parameter filled with its
+/// example, the body with each of its examples. Each must succeed on the demo data, and
+/// the list must not come back empty.
+#[tokio::test]
+async fn every_documented_example_request_succeeds_on_the_demo_data() {
+    let app = spawn_app().await;
+    let document: Value = app.get("/openapi-3.0.json").await.json().await.unwrap();
+
+    let mut sent = 0;
+    for (path, item) in document["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            let name = format!("{method} {path}");
+            let mut url = Url::parse(&app.address).unwrap();
+            let mut filled = path.clone();
+            let mut headers = Vec::new();
+            for parameter in operation["parameters"].as_array().into_iter().flatten() {
+                let example = &parameter["example"];
+                let value = match example {
+                    Value::String(s) => s.clone(),
+                    Value::Null => panic!("{name}: parameter {} has no example", parameter["name"]),
+                    other => other.to_string(),
+                };
+                let key = parameter["name"].as_str().unwrap();
+                match parameter["in"].as_str() {
+                    Some("path") => filled = filled.replace(&format!("{{{key}}}"), &value),
+                    Some("header") => headers.push((key.to_owned(), value)),
+                    _ => {
+                        url.query_pairs_mut().append_pair(key, &value);
+                    }
+                }
+            }
+            url.set_path(&filled);
+            let bodies: Vec<Value> = match operation.pointer("/requestBody/content") {
+                Some(content) => {
+                    let (media_type, media) = content.as_object().unwrap().iter().next().unwrap();
+                    let examples: Vec<Value> = media["examples"]
+                        .as_object()
+                        .unwrap_or_else(|| panic!("{name}: the body has no examples"))
+                        .values()
+                        .map(|e| e["value"].clone())
+                        .collect();
+                    assert_eq!(media_type, "application/merge-patch+json");
+                    examples
+                }
+                None => vec![Value::Null],
+            };
+            for body in bodies {
+                let method = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+                let mut request = app.http.request(method, url.clone());
+                for (name, value) in &headers {
+                    request = request.header(name, value);
+                }
+                if !body.is_null() {
+                    request = request
+                        .header("Content-Type", "application/merge-patch+json")
+                        .body(body.to_string());
+                }
+                let response = request.send().await.unwrap();
+                let status = response.status();
+                let text = response.text().await.unwrap();
+                assert!(status.is_success(), "{name} {url} {body}: {status} {text}");
+                if operation["operationId"] == "listConversations" {
+                    let list: Value = serde_json::from_str(&text).unwrap();
+                    assert!(
+                        !list["items"].as_array().unwrap().is_empty(),
+                        "the example filters match nothing: {url}"
+                    );
+                }
+                sent += 1;
+            }
+        }
+    }
+    assert!(sent >= 9, "only {sent} example requests");
+}
