@@ -1,8 +1,9 @@
-//! Builds and runs the application: binds the listener (port 0 in tests), starts the
-//! embedded sandbox when no upstream is configured, wires the routes, the docs and the
-//! middleware.
+//! Builds and runs the application: checks who may call it, loads and watches the caller
+//! keys, binds the listener (port 0 in tests), starts the embedded sandbox when no
+//! upstream is configured, wires the routes, the docs and the middleware.
 
 use std::net::TcpListener;
+use std::sync::Arc;
 
 use actix_web::dev::Server;
 use actix_web::http::header;
@@ -12,11 +13,12 @@ use tracing_actix_web::TracingLogger;
 use url::Url;
 use utoipa_actix_web::AppExt;
 
+use crate::callers::{KeyFileError, KeyStore, Reload};
 use crate::error::ApiError;
 use crate::metrics::{self, Metrics};
 use crate::public_url::PublicBaseUrl;
 use crate::sandbox::{DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, Sandbox};
-use crate::settings::{ClientCredentials, Secret, Settings};
+use crate::settings::{ClientCredentials, Secret, Settings, SettingsError};
 use crate::telemetry::{RequestSpan, request_context};
 use crate::upstream::QpienClient;
 use crate::{openapi, routes};
@@ -32,6 +34,18 @@ pub enum StartupError {
     Sandbox(std::io::Error),
     #[error("cannot build the HTTP client: {0}")]
     Client(#[from] reqwest::Error),
+    #[error("{0}")]
+    Settings(#[from] SettingsError),
+    #[error("API_KEYS_FILE {path}: {error}")]
+    Keys { path: String, error: KeyFileError },
+}
+
+impl StartupError {
+    /// A mistake in the configuration (exit code 2, as for settings), rather than a
+    /// failure of the machine (exit code 1).
+    pub fn is_configuration(&self) -> bool {
+        matches!(self, Self::Settings(_) | Self::Keys { .. })
+    }
 }
 
 pub struct Application {
@@ -41,10 +55,27 @@ pub struct Application {
     service_mode: bool,
     /// Kept so the embedded sandbox lives as long as the application.
     _sandbox: Option<Sandbox>,
+    /// Watches the caller keys file while the application runs.
+    key_watch: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Application {
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
+        settings.check_access()?;
+        let keys = match &settings.api_keys_file {
+            Some(path) => Some(Arc::new(KeyStore::load(path).map_err(|error| {
+                StartupError::Keys {
+                    path: path.display().to_string(),
+                    error,
+                }
+            })?)),
+            None => None,
+        };
+        if keys.is_some() && settings.allow_anonymous {
+            tracing::warn!(
+                "ALLOW_ANONYMOUS=true has no effect: API_KEYS_FILE is set, so every caller needs a key"
+            );
+        }
         let (upstream_url, credentials, sandbox) = match &settings.upstream.api_url {
             Some(url) => (url.clone(), settings.upstream.credentials.clone(), None),
             None => {
@@ -74,6 +105,26 @@ impl Application {
             credentials,
             metrics.clone().into_inner(),
         )?);
+        let key_watch = keys.as_ref().map(|keys| {
+            let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+            metrics.caller_keys.set(count(keys.current().len()));
+            let recorder = metrics.clone();
+            keys.clone().watch(move |outcome| {
+                let outcome = match outcome {
+                    Reload::Unchanged => return,
+                    Reload::Reloaded(n) => {
+                        recorder.caller_keys.set(count(*n));
+                        "reloaded"
+                    }
+                    Reload::Kept(_) => "kept",
+                };
+                recorder
+                    .caller_keys_reloads
+                    .get_or_create(&metrics::OutcomeLabels { outcome })
+                    .inc();
+            })
+        });
+        let keys = keys.map(web::Data::from);
         let base = web::Data::new(PublicBaseUrl(settings.public_base_url.clone()));
         let docs = web::Data::new(openapi::Renderings::build());
 
@@ -86,14 +137,17 @@ impl Application {
             .port();
 
         let server = HttpServer::new(move || {
-            App::new()
+            let mut app = App::new()
                 .wrap(TracingLogger::<RequestSpan>::new())
                 .wrap(from_fn(metrics::record))
                 .wrap(from_fn(request_context))
                 .app_data(client.clone())
                 .app_data(metrics.clone())
-                .app_data(base.clone())
-                .into_utoipa_app()
+                .app_data(base.clone());
+            if let Some(keys) = &keys {
+                app = app.app_data(keys.clone());
+            }
+            app.into_utoipa_app()
                 .configure(routes::configure)
                 .into_app()
                 .configure(|cfg| openapi::configure(cfg, docs.clone()))
@@ -115,6 +169,7 @@ impl Application {
             upstream_url,
             service_mode,
             _sandbox: sandbox,
+            key_watch,
         })
     }
 
@@ -133,9 +188,15 @@ impl Application {
     /// Serves until SIGINT or SIGTERM, then drains in-flight requests.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let Self {
-            server, _sandbox, ..
+            server,
+            _sandbox,
+            key_watch,
+            ..
         } = self;
         let result = server.await;
+        if let Some(watch) = key_watch {
+            watch.abort();
+        }
         if let Some(sandbox) = _sandbox {
             sandbox.stop().await;
         }

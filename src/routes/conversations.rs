@@ -7,6 +7,7 @@ use serde::Serialize;
 use utoipa::{IntoParams, ToSchema};
 
 use super::Caller;
+use crate::callers::Scope;
 use crate::domain::{
     Conversation, ConversationId, ConversationPatch, ConversationStatus, ConversationType,
     InvalidParam, ListQuery, PatchError, Priority,
@@ -110,6 +111,7 @@ pub async fn list_conversations(
     base: web::Data<PublicBaseUrl>,
     request_id: web::ReqData<RequestId>,
 ) -> Result<HttpResponse, ApiError> {
+    caller.require(Scope::Read)?;
     let pairs =
         web::Query::<Vec<(String, String)>>::from_query(req.query_string()).map_err(|_| {
             ApiError::InvalidParameters(vec![InvalidParam::parameter(
@@ -203,6 +205,7 @@ pub async fn get_conversation(
     client: web::Data<QpienClient>,
     request_id: web::ReqData<RequestId>,
 ) -> Result<HttpResponse, ApiError> {
+    caller.require(Scope::Read)?;
     let id = parse_id(&id)?;
     let conversation = client
         .get_conversation(&caller.0, &request_id.0, &id)
@@ -249,6 +252,7 @@ pub async fn update_conversation(
     client: web::Data<QpienClient>,
     request_id: web::ReqData<RequestId>,
 ) -> Result<HttpResponse, ApiError> {
+    caller.require(Scope::Write)?;
     let id = parse_id(&id)?;
     check_media_type(&req)?;
     let body = read_body(&req, payload).await?;

@@ -5,6 +5,7 @@
 mod helpers;
 
 mod auth;
+mod caller_keys;
 mod faults;
 mod get_conversation;
 mod list_conversations;
