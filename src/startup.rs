@@ -62,20 +62,7 @@ pub struct Application {
 impl Application {
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
         settings.check_access()?;
-        let keys = match &settings.api_keys_file {
-            Some(path) => Some(Arc::new(KeyStore::load(path).map_err(|error| {
-                StartupError::Keys {
-                    path: path.display().to_string(),
-                    error,
-                }
-            })?)),
-            None => None,
-        };
-        if keys.is_some() && settings.allow_anonymous {
-            tracing::warn!(
-                "ALLOW_ANONYMOUS=true has no effect: API_KEYS_FILE is set, so every caller needs a key"
-            );
-        }
+        let keys = load_caller_keys(&settings)?;
         let (upstream_url, credentials, sandbox) = match &settings.upstream.api_url {
             Some(url) => (url.clone(), settings.upstream.credentials.clone(), None),
             None => {
@@ -105,25 +92,7 @@ impl Application {
             credentials,
             metrics.clone().into_inner(),
         )?);
-        let key_watch = keys.as_ref().map(|keys| {
-            let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
-            metrics.caller_keys.set(count(keys.current().len()));
-            let recorder = metrics.clone();
-            keys.clone().watch(move |outcome| {
-                let outcome = match outcome {
-                    Reload::Unchanged => return,
-                    Reload::Reloaded(n) => {
-                        recorder.caller_keys.set(count(*n));
-                        "reloaded"
-                    }
-                    Reload::Kept(_) => "kept",
-                };
-                recorder
-                    .caller_keys_reloads
-                    .get_or_create(&metrics::OutcomeLabels { outcome })
-                    .inc();
-            })
-        });
+        let key_watch = keys.as_ref().map(|k| watch_caller_keys(k, metrics.clone()));
         let keys = keys.map(web::Data::from);
         let base = web::Data::new(PublicBaseUrl(settings.public_base_url.clone()));
         let docs = web::Data::new(openapi::Renderings::build());
@@ -202,6 +171,51 @@ impl Application {
         }
         result
     }
+}
+
+/// The caller keys of `API_KEYS_FILE`, read now: a broken file stops the start rather
+/// than serving with no keys.
+fn load_caller_keys(settings: &Settings) -> Result<Option<Arc<KeyStore>>, StartupError> {
+    let Some(path) = &settings.api_keys_file else {
+        if settings.is_service_mode() && !settings.host.is_loopback() {
+            tracing::warn!(host = %settings.host, "serving callers without keys on a non-loopback address, as ALLOW_ANONYMOUS=true says");
+        }
+        return Ok(None);
+    };
+    let keys = KeyStore::load(path).map_err(|error| StartupError::Keys {
+        path: path.display().to_string(),
+        error,
+    })?;
+    tracing::info!(keys.file = %path.display(), keys.count = keys.current().len(), "caller keys loaded");
+    if settings.allow_anonymous {
+        tracing::warn!(
+            "ALLOW_ANONYMOUS=true has no effect: API_KEYS_FILE is set, so every caller needs a key"
+        );
+    }
+    Ok(Some(Arc::new(keys)))
+}
+
+/// Keeps `keys` equal to the file while the application runs, and the metrics told.
+fn watch_caller_keys(
+    keys: &Arc<KeyStore>,
+    metrics: web::Data<Metrics>,
+) -> tokio::task::JoinHandle<()> {
+    let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+    metrics.caller_keys.set(count(keys.current().len()));
+    keys.clone().watch(move |outcome| {
+        let outcome = match outcome {
+            Reload::Unchanged => return,
+            Reload::Reloaded(n) => {
+                metrics.caller_keys.set(count(*n));
+                "reloaded"
+            }
+            Reload::Kept(_) => "kept",
+        };
+        metrics
+            .caller_keys_reloads
+            .get_or_create(&metrics::OutcomeLabels { outcome })
+            .inc();
+    })
 }
 
 fn redirect(to: &'static str) -> HttpResponse {
