@@ -206,9 +206,10 @@ impl Metrics {
 }
 
 impl Metrics {
-    /// The hook for the upstream path: call it once for each request actually sent to
-    /// Qpien on behalf of caller key `key_id` (`Caller::key_id`), not for answers served
-    /// without Qpien (cache hits, refusals).
+    /// The hook for the upstream path: call it once for each HTTP request actually sent
+    /// to Qpien on behalf of caller key `key_id` (`Caller::key_id`), retries included,
+    /// where the key's share is spent; never for answers served without Qpien (cache
+    /// hits, coalesced reads, refusals).
     pub fn key_upstream_call(&self, key_id: &str) {
         self.caller_upstream_calls
             .get_or_create(&KeyLabels {

@@ -120,8 +120,8 @@ fn bearer(req: &HttpRequest) -> Option<&str> {
         .filter(|token| !token.is_empty())
 }
 
-/// Service mode with caller keys: `X-API-Key` if sent (and not empty), else the bearer, must be a key
-/// in force. The key id goes on the request's span and, for the metrics, into the
+/// Service mode with caller keys: `X-API-Key` (when not empty), else the bearer, must be
+/// a key in force. The key id goes on the request's span and, for the metrics, into the
 /// request's extensions; the key itself goes nowhere.
 fn with_key(req: &HttpRequest, keys: &KeyStore) -> Result<Caller, ApiError> {
     let metrics = req.app_data::<web::Data<Metrics>>();
