@@ -19,6 +19,9 @@ COPY src ./src
 RUN touch src/main.rs src/lib.rs src/bin/qpien-sandbox.rs \
     && cargo build --release --locked --bins
 
+# HOST=0.0.0.0 makes the service reachable from outside the container, so in service mode
+# it starts only with caller keys (API_KEYS_FILE, e.g. a mounted secret) or with
+# ALLOW_ANONYMOUS=true; the image sets neither (README, "Caller keys").
 FROM gcr.io/distroless/cc-debian12:nonroot AS runtime
 COPY --from=build /src/target/release/qpien-rest /src/target/release/qpien-sandbox /usr/local/bin/
 ENV HOST=0.0.0.0 \

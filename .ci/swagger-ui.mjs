@@ -1,14 +1,16 @@
 // Swagger UI in headless Chromium (Debian's package, driven by playwright-core): open
 // /docs/, use "Try it out" on GET /conversations, execute, and expect a 200 listing
-// conversations. Saves a screenshot either way.
+// conversations. With CALLER_KEY, first enter it through the Authorize dialog (the
+// X-API-Key scheme), as against a service that requires caller keys. Saves a screenshot
+// either way.
 //
-// usage: node swagger-ui.mjs BASE_URL SCREENSHOT_PATH
+// usage: node swagger-ui.mjs BASE_URL SCREENSHOT_PATH [CALLER_KEY]
 
 import { chromium } from 'playwright-core';
 
-const [baseUrl, screenshot] = process.argv.slice(2);
+const [baseUrl, screenshot, callerKey] = process.argv.slice(2);
 if (!baseUrl || !screenshot) {
-  console.error('usage: node swagger-ui.mjs BASE_URL SCREENSHOT_PATH');
+  console.error('usage: node swagger-ui.mjs BASE_URL SCREENSHOT_PATH [CALLER_KEY]');
   process.exit(2);
 }
 
@@ -29,6 +31,14 @@ try {
   page.setDefaultTimeout(20_000);
   await page.goto(`${baseUrl}/docs/`);
 
+  if (callerKey) {
+    await page.locator('.auth-wrapper button.authorize').click();
+    const scheme = page.locator('.auth-container').filter({ hasText: 'X-API-Key' });
+    await scheme.locator('input').fill(callerKey);
+    await scheme.locator('button.authorize').click();
+    await page.locator('.modal-ux button.close-modal').click();
+  }
+
   const operation = page.locator('#operations-Conversations-listConversations');
   await operation.locator('.opblock-summary').click();
   await operation.locator('button.try-out__btn').click();
@@ -45,7 +55,8 @@ try {
   } else if (!Array.isArray(list.items) || list.items.length === 0) {
     failure = 'Swagger UI showed a 200 without conversations';
   } else {
-    console.log(`Swagger UI: GET /conversations answered ${code} with ${list.items.length} of ${list.totalItems} conversations`);
+    const how = callerKey ? ' (authorized with a caller key)' : '';
+    console.log(`Swagger UI${how}: GET /conversations answered ${code} with ${list.items.length} of ${list.totalItems} conversations`);
   }
   await status.scrollIntoViewIfNeeded();
 } catch (error) {

@@ -1,24 +1,30 @@
 //! The command line: `qpien-rest` serves; `qpien-rest openapi` prints an OpenAPI
 //! rendering; `qpien-rest connector` writes a Power Platform custom connector folder;
 //! `qpien-rest healthcheck` asks a running instance for `/healthz` (for the container's
-//! HEALTHCHECK, which has no curl).
+//! HEALTHCHECK, which has no curl); `qpien-rest keys` manages caller keys.
 
 use std::process::ExitCode;
 
 use crate::connector::{self, ConnectionAuth};
 use crate::settings::Settings;
 use crate::startup::Application;
-use crate::{openapi, telemetry};
+use crate::{callers, openapi, telemetry};
 
-const USAGE: &str = "usage: qpien-rest [serve | openapi | connector | healthcheck | help]\n\
+const USAGE: &str = "usage: qpien-rest [serve | openapi | connector | healthcheck | keys | help]\n\
   serve        run the service (default); configuration comes from the environment, see README\n\
   openapi [--version 3.1|3.0|2.0]  print the OpenAPI 3.1 (default), OpenAPI 3.0.3 or\n\
                Swagger 2.0 document, as served at http://127.0.0.1:8080, to stdout\n\
   connector --out DIR  write a Power Platform custom connector (apiDefinition.swagger.json,\n\
                apiProperties.json, icon.png) for PUBLIC_BASE_URL and this configuration's mode\n\
-  healthcheck [URL]  exit 0 when URL (default http://127.0.0.1:$PORT/healthz) answers 2xx, else 1\n";
+  healthcheck [URL]  exit 0 when URL (default http://127.0.0.1:$PORT/healthz) answers 2xx, else 1\n\
+  keys add|list|revoke --file F ...  manage caller keys (see `qpien-rest keys help`)\n";
 
 pub async fn run(args: Vec<String>) -> ExitCode {
+    // Needs no settings: an operator manages keys wherever the file is, whatever the
+    // environment of that shell says.
+    if args.first().is_some_and(|a| a == "keys") {
+        return callers::cli::run(&args[1..]);
+    }
     let settings = match Settings::from_env() {
         Ok(settings) => settings,
         Err(error) => {
@@ -60,11 +66,14 @@ pub async fn run(args: Vec<String>) -> ExitCode {
             healthcheck(&url).await
         }
         Some("help" | "--help" | "-h") => {
-            print!("{USAGE}");
+            print!("{USAGE}{}", callers::cli::USAGE);
             ExitCode::SUCCESS
         }
         Some(other) => {
-            eprint!("qpien-rest: unknown command {other:?}\n{USAGE}");
+            eprint!(
+                "qpien-rest: unknown command {other:?}\n{USAGE}{}",
+                callers::cli::USAGE
+            );
             ExitCode::from(2)
         }
     }
@@ -77,7 +86,11 @@ async fn serve(settings: Settings) -> ExitCode {
         Err(error) => {
             tracing::error!(error = %error, "cannot start");
             eprintln!("qpien-rest: cannot start: {error}");
-            return ExitCode::FAILURE;
+            return if error.is_configuration() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            };
         }
     };
     let shown_host = if settings.host.is_unspecified() {

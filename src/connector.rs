@@ -3,10 +3,10 @@
 //! Swagger 2.0 rendering for `PUBLIC_BASE_URL`), `apiProperties.json` (connection
 //! parameters, brand colour, publisher) and `icon.png`.
 //!
-//! What a connection asks for follows the service's mode, through `ConnectionAuth`: in
-//! pass-through mode the caller's Qpien token in `Authorization`; in service mode nothing,
-//! as the service holds the key. Caller API keys in service mode would be one more arm of
-//! `ConnectionAuth::for_settings` (a `HeaderKey` on `X-API-Key`), nothing else.
+//! What a connection asks for follows the configuration, through `ConnectionAuth`: in
+//! service mode with caller keys (`API_KEYS_FILE`) the caller key in `X-API-Key`; in
+//! service mode without keys nothing, as the service holds the Qpien key; in pass-through
+//! mode the caller's Qpien token in `Authorization`.
 
 use std::path::{Path, PathBuf};
 
@@ -47,7 +47,13 @@ pub enum ConnectionAuth {
 
 impl ConnectionAuth {
     pub fn for_settings(settings: &Settings) -> Self {
-        if settings.is_service_mode() {
+        if settings.is_service_mode() && settings.api_keys_file.is_some() {
+            ConnectionAuth::HeaderKey {
+                header: "X-API-Key",
+                display_name: "Caller key",
+                description: "The caller key the operator of this service made for you (qpien-rest keys add); it starts with qpk_.",
+            }
+        } else if settings.is_service_mode() {
             ConnectionAuth::Anonymous
         } else {
             ConnectionAuth::HeaderKey {

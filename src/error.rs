@@ -10,6 +10,7 @@ use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::callers::Scope;
 use crate::domain::InvalidParam;
 use crate::upstream::UpstreamError;
 
@@ -25,6 +26,8 @@ pub struct RequestContext {
 }
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
+/// The RFC 6750 challenge for caller keys; realm `qpien` is Qpien's own token.
+const CALLER_REALM: &str = "Bearer realm=\"qpien-rest\"";
 /// Media types `PATCH` accepts, as announced in `Accept-Patch`.
 pub const ACCEPT_PATCH: &str = "application/merge-patch+json, application/json";
 
@@ -42,6 +45,12 @@ pub enum ApiError {
     PayloadTooLarge(usize),
     #[error("no bearer token in pass-through mode")]
     MissingCredentials,
+    #[error("no caller key")]
+    MissingApiKey,
+    #[error("unknown caller key")]
+    InvalidApiKey,
+    #[error("caller key {key_id:?} lacks the scope {}", scope.as_str())]
+    KeyLacksScope { key_id: String, scope: Scope },
     #[error("no such route")]
     RouteNotFound,
     #[error("method not allowed")]
@@ -84,7 +93,7 @@ pub struct Problem {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(example = "INSUFFICIENT_SCOPES")]
     pub code: Option<String>,
-    /// The scope the token lacks, with 403.
+    /// The scope the token or caller key lacks, with 403.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(example = "write_conversations")]
     pub required_scope: Option<String>,
@@ -117,6 +126,18 @@ pub const MISSING_CREDENTIALS: ProblemKind = (
     "Missing bearer token",
     "In pass-through mode every request must carry `Authorization: Bearer <Qpien access token>`. Nothing was sent to Qpien.",
 );
+pub const MISSING_API_KEY: ProblemKind = (
+    "missing-api-key",
+    401,
+    "Missing caller key",
+    "This service requires a caller key: send it as `Authorization: Bearer <key>` or as `X-API-Key: <key>`. The operator of the service creates keys (`qpien-rest keys add`). Nothing was sent to Qpien.",
+);
+pub const INVALID_API_KEY: ProblemKind = (
+    "invalid-api-key",
+    401,
+    "Unknown caller key",
+    "The caller key is not one this service knows: mistyped, truncated, or revoked. Ask the operator of the service for a valid key. Nothing was sent to Qpien.",
+);
 pub const UPSTREAM_UNAUTHORIZED: ProblemKind = (
     "upstream-unauthorized",
     401,
@@ -128,6 +149,12 @@ pub const INSUFFICIENT_SCOPE: ProblemKind = (
     403,
     "The token lacks a scope",
     "Qpien answered INSUFFICIENT_SCOPES; `requiredScope` names the scope the API key needs. Scope changes apply to new tokens only.",
+);
+pub const INSUFFICIENT_KEY_SCOPE: ProblemKind = (
+    "insufficient-key-scope",
+    403,
+    "The caller key lacks a scope",
+    "The caller key is valid but does not allow this operation: reads need the scope `read`, updates the scope `write`. `requiredScope` names the one missing. Ask the operator of the service for a key with that scope. Nothing was sent to Qpien.",
 );
 pub const NOT_FOUND: ProblemKind = (
     "not-found",
@@ -207,8 +234,11 @@ pub const PROBLEM_KINDS: &[ProblemKind] = &[
     INVALID_PARAMETERS,
     MALFORMED_BODY,
     MISSING_CREDENTIALS,
+    MISSING_API_KEY,
+    INVALID_API_KEY,
     UPSTREAM_UNAUTHORIZED,
     INSUFFICIENT_SCOPE,
+    INSUFFICIENT_KEY_SCOPE,
     NOT_FOUND,
     METHOD_NOT_ALLOWED,
     PRECONDITION_FAILED,
@@ -232,6 +262,9 @@ impl ApiError {
             Self::UnsupportedMediaType(_) => UNSUPPORTED_MEDIA_TYPE,
             Self::PayloadTooLarge(_) => PAYLOAD_TOO_LARGE,
             Self::MissingCredentials => MISSING_CREDENTIALS,
+            Self::MissingApiKey => MISSING_API_KEY,
+            Self::InvalidApiKey => INVALID_API_KEY,
+            Self::KeyLacksScope { .. } => INSUFFICIENT_KEY_SCOPE,
             Self::RouteNotFound => NOT_FOUND,
             Self::MethodNotAllowed => METHOD_NOT_ALLOWED,
             Self::NotReady(_) => NOT_READY,
@@ -270,6 +303,14 @@ impl ApiError {
             Self::MissingCredentials => {
                 "Send your Qpien access token as `Authorization: Bearer <token>`.".to_owned()
             }
+            Self::MissingApiKey => {
+                "Send your caller key as `Authorization: Bearer <key>` or `X-API-Key: <key>`.".to_owned()
+            }
+            Self::InvalidApiKey => "This caller key is unknown or has been revoked.".to_owned(),
+            Self::KeyLacksScope { scope, .. } => format!(
+                "This caller key lacks the scope {}, which this operation needs.",
+                scope.as_str()
+            ),
             Self::RouteNotFound => "No route matches this path.".to_owned(),
             Self::MethodNotAllowed => "This route does not support this method.".to_owned(),
             Self::NotReady(why) => why.clone(),
@@ -338,6 +379,7 @@ impl ApiError {
                 Self::Upstream(UpstreamError::InsufficientScope { required_scope, .. }) => {
                     required_scope.clone()
                 }
+                Self::KeyLacksScope { scope, .. } => Some(scope.as_str().to_owned()),
                 _ => None,
             },
             request_id: context.map(|c| c.id).unwrap_or_default(),
@@ -388,6 +430,20 @@ impl ResponseError for ApiError {
         match self {
             Self::MissingCredentials => {
                 response.insert_header((header::WWW_AUTHENTICATE, "Bearer realm=\"qpien\""));
+            }
+            Self::MissingApiKey => {
+                response.insert_header((header::WWW_AUTHENTICATE, CALLER_REALM));
+            }
+            Self::InvalidApiKey => {
+                let value = format!("{CALLER_REALM}, error=\"invalid_token\"");
+                response.insert_header((header::WWW_AUTHENTICATE, value));
+            }
+            Self::KeyLacksScope { scope, .. } => {
+                let value = format!(
+                    "{CALLER_REALM}, error=\"insufficient_scope\", scope=\"{}\"",
+                    scope.as_str()
+                );
+                response.insert_header((header::WWW_AUTHENTICATE, value));
             }
             Self::Upstream(UpstreamError::Unauthorized { .. }) => {
                 response.insert_header((

@@ -1,8 +1,13 @@
 //! Prometheus metrics, served as text at `/metrics`. One `Metrics` per application (not a
 //! process global), so tests that run many applications in one process each read their own.
+//!
+//! Series labelled by caller `key` stay bounded: key ids come from the keys file only,
+//! never from what a request sends.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use actix_web::HttpMessage;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
@@ -10,6 +15,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+
+use crate::callers::CallerKey;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HttpLabels {
@@ -51,6 +58,22 @@ pub struct OutcomeLabels {
     pub outcome: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KeyStatusLabels {
+    pub key: String,
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KeyLabels {
+    pub key: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: &'static str,
+}
+
 pub struct Metrics {
     registry: Registry,
     pub http_requests: Family<HttpLabels, Counter>,
@@ -65,6 +88,17 @@ pub struct Metrics {
     pub token_renewals: Family<OutcomeLabels, Counter>,
     pub reads: Family<ReadLabels, Counter>,
     pub conditional_responses: Family<StatusLabels, Counter>,
+    /// Requests made with a caller key, by key id and status (403 and 429 included).
+    pub caller_requests: Family<KeyStatusLabels, Counter>,
+    /// 401s for a missing or unknown caller key: no key id to name.
+    pub caller_unauthorized: Family<ReasonLabels, Counter>,
+    /// Calls to Qpien on behalf of a caller key; see `key_upstream_call`.
+    pub caller_upstream_calls: Family<KeyLabels, Counter>,
+    /// Caller keys in force.
+    pub caller_keys: Gauge,
+    /// Looks at a changed keys file, by outcome (`reloaded` or `kept`: the file could not
+    /// be used and the last good keys stayed).
+    pub caller_keys_reloads: Family<OutcomeLabels, Counter>,
 }
 
 fn latency() -> Histogram {
@@ -87,6 +121,11 @@ impl Default for Metrics {
             token_renewals: Family::default(),
             reads: Family::default(),
             conditional_responses: Family::default(),
+            caller_requests: Family::default(),
+            caller_unauthorized: Family::default(),
+            caller_upstream_calls: Family::default(),
+            caller_keys: Gauge::default(),
+            caller_keys_reloads: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -144,6 +183,27 @@ impl Default for Metrics {
             "Answers to conditional requests: 304 Not Modified (If-None-Match) and 412 Precondition Failed (If-Match)",
             m.conditional_responses.clone(),
         );
+        registry.register(
+            "caller_requests",
+            "Requests made with a caller key, by key id and status",
+            m.caller_requests.clone(),
+        );
+        registry.register(
+            "caller_unauthorized",
+            "Requests refused with 401 for a missing or unknown caller key, by reason",
+            m.caller_unauthorized.clone(),
+        );
+        registry.register(
+            "caller_upstream_calls",
+            "Calls to Qpien made on behalf of a caller key, by key id",
+            m.caller_upstream_calls.clone(),
+        );
+        registry.register("caller_keys", "Caller keys in force", m.caller_keys.clone());
+        registry.register(
+            "caller_keys_reloads",
+            "Changes of the caller keys file seen, by outcome (reloaded, or kept the last good keys)",
+            m.caller_keys_reloads.clone(),
+        );
         Self { registry, ..m }
     }
 }
@@ -180,6 +240,27 @@ impl Metrics {
     }
 }
 
+impl Metrics {
+    /// The hook for the upstream path: call it once for each HTTP request actually sent
+    /// to Qpien on behalf of caller key `key_id` (`Caller::key_id`), retries included,
+    /// where the key's share is spent; never for answers served without Qpien (cache
+    /// hits, coalesced reads, refusals).
+    pub fn key_upstream_call(&self, key_id: &str) {
+        self.caller_upstream_calls
+            .get_or_create(&KeyLabels {
+                key: key_id.to_owned(),
+            })
+            .inc();
+    }
+
+    /// A 401 for a missing (`missing`) or unknown (`unknown`) caller key.
+    pub fn caller_unauthorized(&self, reason: &'static str) {
+        self.caller_unauthorized
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
+    }
+}
+
 /// Middleware: counts every response by route pattern (not raw path, so ids do not
 /// explode the label set) and status, and times it.
 pub async fn record(
@@ -208,6 +289,42 @@ pub async fn record(
             .http_duration
             .get_or_create(&RouteLabels { method, route })
             .observe(started.elapsed().as_secs_f64());
+        // Put there by the `Caller` extractor once the key is known.
+        let key = response
+            .request()
+            .extensions()
+            .get::<Arc<CallerKey>>()
+            .map(|k| k.id.clone());
+        if let Some(key) = key {
+            metrics
+                .caller_requests
+                .get_or_create(&KeyStatusLabels { key, status })
+                .inc();
+        }
     }
     Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstream_calls_are_counted_by_key_id() {
+        let metrics = Metrics::default();
+
+        metrics.key_upstream_call("crm");
+        metrics.key_upstream_call("crm");
+        metrics.key_upstream_call("bi");
+
+        let text = metrics.encode();
+        assert!(
+            text.contains(r#"qpien_rest_caller_upstream_calls_total{key="crm"} 2"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"qpien_rest_caller_upstream_calls_total{key="bi"} 1"#),
+            "{text}"
+        );
+    }
 }

@@ -3,6 +3,7 @@
 
 use std::fmt;
 use std::net::IpAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use url::Url;
@@ -27,6 +28,14 @@ pub struct Settings {
     /// `READ_CACHE_STALE_IF_ERROR_SECS` (300), `READ_CACHE_MAX_ENTRIES` (10000) and
     /// `READ_CACHE_MAX_BYTES` (32 MiB).
     pub read_cache: CacheLimits,
+    /// `API_KEYS_FILE`: the caller keys of a service-mode instance (one per line: id,
+    /// SHA-256 of the key, scopes, share; see `callers`). Re-read when it changes.
+    /// Default: unset, callers send no key (see `allow_anonymous`).
+    pub api_keys_file: Option<PathBuf>,
+    /// `ALLOW_ANONYMOUS`: `true` lets a service-mode instance without `API_KEYS_FILE`
+    /// serve anyone on a non-loopback `HOST` (e.g. behind a gateway that authenticates).
+    /// Default `false`: such an instance refuses to start.
+    pub allow_anonymous: bool,
     /// `LOG_FORMAT`: `text` (default) or `json` (one JSON object per line).
     pub log_format: LogFormat,
     /// `SHUTDOWN_DRAIN_SECS`: on SIGTERM or SIGINT, how long in-flight requests may take
@@ -178,6 +187,8 @@ impl Default for Settings {
                 max_entries: 10_000,
                 max_bytes: 32 * 1024 * 1024,
             },
+            api_keys_file: None,
+            allow_anonymous: false,
             log_format: LogFormat::Text,
             shutdown_drain: Duration::from_secs(30),
             cors: CorsOrigins::Off,
@@ -327,6 +338,16 @@ impl Settings {
         if settings.cors == CorsOrigins::Any && settings.is_service_mode() {
             problems.push(CORS_ANY_IN_SERVICE_MODE.to_owned());
         }
+        if let Some(v) = get("API_KEYS_FILE") {
+            settings.api_keys_file = Some(PathBuf::from(v));
+        }
+        if let Some(v) = get("ALLOW_ANONYMOUS") {
+            match v.to_ascii_lowercase().as_str() {
+                "true" => settings.allow_anonymous = true,
+                "false" => settings.allow_anonymous = false,
+                _ => problems.push(format!("ALLOW_ANONYMOUS must be true or false, got {v:?}")),
+            }
+        }
         match SandboxConfig::from_lookup(get) {
             Ok(config) => settings.sandbox = config,
             Err(why) => problems.push(why),
@@ -377,6 +398,30 @@ fn parse_origin(raw: &str) -> Result<String, &'static str> {
         return Err("has a path, query or fragment; an origin is only scheme://host[:port]");
     }
     Ok(url.origin().ascii_serialization())
+}
+
+impl Settings {
+    /// Whether this combination may serve: checked before listening, not at parse time,
+    /// so `healthcheck`, `openapi` and `keys` work in any environment.
+    pub fn check_access(&self) -> Result<(), SettingsError> {
+        let problem = if !self.is_service_mode() {
+            self.api_keys_file.as_ref().map(|_| {
+                "API_KEYS_FILE is set in pass-through mode, where Qpien checks each caller's own access token and caller keys have no place: unset API_KEYS_FILE, or set QPIEN_CLIENT_ID and QPIEN_CLIENT_SECRET for service mode".to_owned()
+            })
+        } else if self.api_keys_file.is_none() && !self.allow_anonymous && !self.host.is_loopback()
+        {
+            Some(format!(
+                "HOST={} is reachable from other machines, and without API_KEYS_FILE anyone who reaches the port could read and change every conversation with this service's Qpien key: set API_KEYS_FILE to a caller keys file (create keys with `qpien-rest keys add --file F --id NAME --scopes read,write`), or set ALLOW_ANONYMOUS=true if something in front of the service (a gateway, a private network) decides who may call it",
+                self.host
+            ))
+        } else {
+            None
+        };
+        match problem {
+            Some(problem) => Err(SettingsError(vec![problem])),
+            None => Ok(()),
+        }
+    }
 }
 
 fn parse_http_url(value: &str) -> Result<Url, &'static str> {
@@ -485,6 +530,33 @@ mod tests {
             let text = refused.unwrap_err().to_string();
             assert!(text.contains("refused in service mode"), "{text}");
         }
+    }
+
+    #[test]
+    fn a_service_mode_instance_serves_anonymous_callers_only_on_loopback_or_when_allowed() {
+        let check = |pairs: &[(&str, &str)]| settings(pairs).unwrap().check_access();
+
+        assert!(check(&[]).is_ok(), "cargo run");
+        assert!(check(&[("HOST", "::1")]).is_ok());
+        let refused = check(&[("HOST", "0.0.0.0")]).unwrap_err().to_string();
+        assert!(refused.contains("API_KEYS_FILE") && refused.contains("ALLOW_ANONYMOUS=true"));
+        assert!(check(&[("HOST", "0.0.0.0"), ("ALLOW_ANONYMOUS", "true")]).is_ok());
+        assert!(check(&[("HOST", "0.0.0.0"), ("API_KEYS_FILE", "/etc/keys")]).is_ok());
+        assert!(settings(&[("ALLOW_ANONYMOUS", "yes")]).is_err());
+    }
+
+    #[test]
+    fn caller_keys_in_pass_through_mode_are_refused_and_anonymous_pass_through_is_fine() {
+        let pass_through = [
+            ("QPIEN_API_URL", "https://api.qpien.com/api/v1"),
+            ("HOST", "0.0.0.0"),
+        ];
+        let mut with_keys = pass_through.to_vec();
+        with_keys.push(("API_KEYS_FILE", "/etc/keys"));
+
+        assert!(settings(&pass_through).unwrap().check_access().is_ok());
+        let refused = settings(&with_keys).unwrap().check_access().unwrap_err();
+        assert!(refused.to_string().contains("pass-through mode"));
     }
 
     #[test]

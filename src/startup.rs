@@ -1,6 +1,7 @@
-//! Builds and runs the application: binds the listener (port 0 in tests), starts the
-//! embedded sandbox when no upstream is configured, wires the routes, the docs and the
-//! middleware (CORS outermost, from `CORS_ALLOWED_ORIGINS`).
+//! Builds and runs the application: checks who may call it, loads and watches the caller
+//! keys, binds the listener (port 0 in tests), starts the embedded sandbox when no
+//! upstream is configured, wires the routes, the docs and the middleware (CORS
+//! outermost, from `CORS_ALLOWED_ORIGINS`).
 
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -14,12 +15,15 @@ use tracing_actix_web::TracingLogger;
 use url::Url;
 use utoipa_actix_web::AppExt;
 
+use crate::callers::{KeyFileError, KeyStore, Reload};
 use crate::error::ApiError;
 use crate::metrics::{self, Metrics};
 use crate::public_url::PublicBaseUrl;
 use crate::reads::Reads;
 use crate::sandbox::{DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, Sandbox};
-use crate::settings::{CORS_ANY_IN_SERVICE_MODE, ClientCredentials, CorsOrigins, Secret, Settings};
+use crate::settings::{
+    CORS_ANY_IN_SERVICE_MODE, ClientCredentials, CorsOrigins, Secret, Settings, SettingsError,
+};
 use crate::telemetry::{RequestSpan, request_context};
 use crate::upstream::QpienClient;
 use crate::{openapi, routes};
@@ -36,7 +40,17 @@ pub enum StartupError {
     #[error("cannot build the HTTP client: {0}")]
     Client(#[from] reqwest::Error),
     #[error("{0}")]
-    Settings(&'static str),
+    Settings(#[from] SettingsError),
+    #[error("API_KEYS_FILE {path}: {error}")]
+    Keys { path: String, error: KeyFileError },
+}
+
+impl StartupError {
+    /// A mistake in the configuration (exit code 2, as for settings), rather than a
+    /// failure of the machine (exit code 1).
+    pub fn is_configuration(&self) -> bool {
+        matches!(self, Self::Settings(_) | Self::Keys { .. })
+    }
 }
 
 pub struct Application {
@@ -46,10 +60,14 @@ pub struct Application {
     service_mode: bool,
     /// Kept so the embedded sandbox lives as long as the application.
     _sandbox: Option<Sandbox>,
+    /// Watches the caller keys file while the application runs.
+    key_watch: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Application {
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
+        settings.check_access()?;
+        let keys = load_caller_keys(&settings)?;
         let (upstream_url, credentials, sandbox) = match &settings.upstream.api_url {
             Some(url) => (url.clone(), settings.upstream.credentials.clone(), None),
             None => {
@@ -74,7 +92,7 @@ impl Application {
         let service_mode = credentials.is_some();
         // Settings::from_env refuses this too; settings built in code meet it here.
         if service_mode && settings.cors == CorsOrigins::Any {
-            return Err(StartupError::Settings(CORS_ANY_IN_SERVICE_MODE));
+            return Err(SettingsError(vec![CORS_ANY_IN_SERVICE_MODE.to_owned()]).into());
         }
         let cors_origins = settings.cors.clone();
         let metrics = web::Data::new(Metrics::default());
@@ -90,6 +108,8 @@ impl Application {
             metrics.clone().into_inner(),
         ));
         let client = web::Data::from(client);
+        let key_watch = keys.as_ref().map(|k| watch_caller_keys(k, metrics.clone()));
+        let keys = keys.map(web::Data::from);
         let base = web::Data::new(PublicBaseUrl(settings.public_base_url.clone()));
         let docs = web::Data::new(openapi::Renderings::build());
 
@@ -102,15 +122,18 @@ impl Application {
             .port();
 
         let server = HttpServer::new(move || {
-            App::new()
+            let mut app = App::new()
                 .wrap(TracingLogger::<RequestSpan>::new())
                 .wrap(from_fn(metrics::record))
                 .wrap(from_fn(request_context))
                 .app_data(client.clone())
                 .app_data(reads.clone())
                 .app_data(metrics.clone())
-                .app_data(base.clone())
-                .into_utoipa_app()
+                .app_data(base.clone());
+            if let Some(keys) = &keys {
+                app = app.app_data(keys.clone());
+            }
+            app.into_utoipa_app()
                 .configure(routes::configure)
                 .into_app()
                 .configure(|cfg| openapi::configure(cfg, docs.clone()))
@@ -138,6 +161,7 @@ impl Application {
             upstream_url,
             service_mode,
             _sandbox: sandbox,
+            key_watch,
         })
     }
 
@@ -156,9 +180,15 @@ impl Application {
     /// Serves until SIGINT or SIGTERM, then drains in-flight requests.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let Self {
-            server, _sandbox, ..
+            server,
+            _sandbox,
+            key_watch,
+            ..
         } = self;
         let result = server.await;
+        if let Some(watch) = key_watch {
+            watch.abort();
+        }
         if let Some(sandbox) = _sandbox {
             sandbox.stop().await;
         }
@@ -207,6 +237,51 @@ fn cors(origins: &CorsOrigins) -> Cors {
             .iter()
             .fold(cors, |cors, origin| cors.allowed_origin(origin)),
     }
+}
+
+/// The caller keys of `API_KEYS_FILE`, read now: a broken file stops the start rather
+/// than serving with no keys.
+fn load_caller_keys(settings: &Settings) -> Result<Option<Arc<KeyStore>>, StartupError> {
+    let Some(path) = &settings.api_keys_file else {
+        if settings.is_service_mode() && !settings.host.is_loopback() {
+            tracing::warn!(host = %settings.host, "serving callers without keys on a non-loopback address, as ALLOW_ANONYMOUS=true says");
+        }
+        return Ok(None);
+    };
+    let keys = KeyStore::load(path).map_err(|error| StartupError::Keys {
+        path: path.display().to_string(),
+        error,
+    })?;
+    tracing::info!(keys.file = %path.display(), keys.count = keys.current().len(), "caller keys loaded");
+    if settings.allow_anonymous {
+        tracing::warn!(
+            "ALLOW_ANONYMOUS=true has no effect: API_KEYS_FILE is set, so every caller needs a key"
+        );
+    }
+    Ok(Some(Arc::new(keys)))
+}
+
+/// Keeps `keys` equal to the file while the application runs, and the metrics told.
+fn watch_caller_keys(
+    keys: &Arc<KeyStore>,
+    metrics: web::Data<Metrics>,
+) -> tokio::task::JoinHandle<()> {
+    let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+    metrics.caller_keys.set(count(keys.current().len()));
+    keys.clone().watch(move |outcome| {
+        let outcome = match outcome {
+            Reload::Unchanged => return,
+            Reload::Reloaded(n) => {
+                metrics.caller_keys.set(count(*n));
+                "reloaded"
+            }
+            Reload::Kept(_) => "kept",
+        };
+        metrics
+            .caller_keys_reloads
+            .get_or_create(&metrics::OutcomeLabels { outcome })
+            .inc();
+    })
 }
 
 fn redirect(to: &'static str) -> HttpResponse {

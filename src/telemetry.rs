@@ -90,6 +90,7 @@ impl RootSpanBuilder for RequestSpan {
             http.target = %request.path(),
             http.status_code = tracing::field::Empty,
             request_id = %request_id,
+            caller.key_id = tracing::field::Empty,
         )
     }
 

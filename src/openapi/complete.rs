@@ -1,13 +1,14 @@
 //! What no single handler annotation can say, added to every operation from shared
 //! tables: one problem response per status of `PROBLEM_STATUSES` (schema, and an example
 //! per problem kind that can cause it), the response headers each route sends, the links
-//! between operations, the security scheme, and the error table in the description.
+//! between operations, the security schemes and the scope each operation needs of a
+//! caller key, and the error table in the description.
 
 use serde_json::{Map, Value, json};
 
 use super::examples::problem_example;
 use crate::error::{PROBLEM_JSON, PROBLEM_KINDS, ProblemKind};
-use crate::routes::PROBLEM_STATUSES;
+use crate::routes::{PROBLEM_STATUSES, REQUIRED_SCOPES};
 
 const METHODS: [&str; 8] = [
     "get", "put", "post", "delete", "options", "head", "patch", "trace",
@@ -76,6 +77,28 @@ fn complete_operation(path: &str, operation: &mut Value) {
     if operation.get("security").is_none() {
         operation["security"] = json!([]);
     }
+    add_caller_key(operation, &id);
+}
+
+/// Wherever a bearer is accepted, a caller key in `X-API-Key` is too; the scope the key
+/// needs is in the description, for people, and in `x-required-scope`, for tools.
+fn add_caller_key(operation: &mut Value, id: &str) {
+    let security = operation["security"]
+        .as_array_mut()
+        .expect("security is a list");
+    if let Some(at) = security.iter().position(|r| r.get("bearer").is_some()) {
+        security.insert(at + 1, json!({ "apiKey": [] }));
+    }
+    let Some((_, scope)) = REQUIRED_SCOPES.iter().find(|(op, _)| *op == id) else {
+        return;
+    };
+    let scope = scope.as_str();
+    if let Some(Value::String(description)) = operation.get_mut("description") {
+        description.push_str(&format!(
+            "\n\n**Caller key scope:** `{scope}`. When the service requires caller keys, a key without this scope gets 403 (`/problems/insufficient-key-scope`)."
+        ));
+    }
+    operation["x-required-scope"] = json!(scope);
 }
 
 /// The kinds of problem `operation` can answer with `status`.
@@ -334,7 +357,13 @@ fn add_security_scheme(document: &mut Value) {
         "bearer": {
             "type": "http",
             "scheme": "bearer",
-            "description": "Pass-through mode: your Qpien access token (from `generateOAuthToken` with your API key's client id and secret), forwarded to Qpien as it is; without it, 401. Service mode: send nothing; the service uses its own API key and ignores this header.",
+            "description": "Service mode with caller keys: your caller key (`qpk_…`), from the operator of the service. Pass-through mode: your Qpien access token (from `generateOAuthToken` with your API key's client id and secret), forwarded to Qpien as it is. Without it, 401. Service mode without caller keys: send nothing; the header is ignored.",
+        },
+        "apiKey": {
+            "type": "apiKey",
+            "in": "header",
+            "name": "X-API-Key",
+            "description": "Service mode with caller keys: your caller key (`qpk_…`), for clients that cannot send a bearer. Taken before `Authorization` when both are sent.",
         }
     });
 }

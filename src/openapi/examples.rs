@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use crate::callers::Scope;
 use crate::domain::{ConversationId, ConversationPatch, ListQuery, PatchError};
 use crate::error::{ApiError, PROBLEM_KINDS, REQUEST, RequestContext};
 use crate::routes::MAX_BODY_BYTES;
@@ -60,6 +61,16 @@ pub(super) fn example_error(operation: &str, slug: &str) -> Option<ApiError> {
         "unsupported-media-type" => ApiError::UnsupportedMediaType(Some("text/plain".into())),
         "payload-too-large" => ApiError::PayloadTooLarge(MAX_BODY_BYTES),
         "missing-credentials" => ApiError::MissingCredentials,
+        "missing-api-key" => ApiError::MissingApiKey,
+        "invalid-api-key" => ApiError::InvalidApiKey,
+        "insufficient-key-scope" => ApiError::KeyLacksScope {
+            key_id: "crm".into(),
+            scope: if operation == "updateConversation" {
+                Scope::Write
+            } else {
+                Scope::Read
+            },
+        },
         "upstream-unauthorized" => ApiError::Upstream(UpstreamError::Unauthorized {
             code: "TOKEN_EXPIRED",
             message: String::new(),

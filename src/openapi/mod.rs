@@ -33,10 +33,14 @@ pub use connector::{CONNECTOR_TITLE, NEXT_LINK_FIELD};
     info(
         title = "Qpien conversations REST API",
         description = "A REST facade over Qpien's GraphQL API for customer conversations (WhatsApp, e-mail, live chat).\n\n\
-**Authentication.** In pass-through mode send your Qpien access token as `Authorization: Bearer <token>`; \
-without it every conversation route answers 401 and nothing reaches Qpien. In service mode the service holds \
-its own Qpien API key and callers send nothing (an `Authorization` header is ignored): each conversation \
-operation therefore accepts either the bearer or no credentials at all.\n\n\
+**Authentication.** In service mode the service holds its own Qpien API key. When its operator has set up \
+caller keys (`API_KEYS_FILE`), send yours as `Authorization: Bearer <key>` or as `X-API-Key: <key>`: without \
+a valid key every conversation route answers 401, and a key without the operation's scope (`read` for the \
+reads, `write` for updates; see each operation) gets 403, with nothing sent to Qpien. Without caller keys, \
+callers send nothing (an `Authorization` header is ignored). In pass-through mode send your Qpien access \
+token as `Authorization: Bearer <token>`; without it every conversation route answers 401 and nothing \
+reaches Qpien. Each conversation operation therefore accepts the bearer, the `X-API-Key` header, or no \
+credentials at all, depending on how the service runs.\n\n\
 **Request ids.** Send `X-Request-Id` (1 to 128 characters of `A-Z a-z 0-9 - _ . :`) to trace a request; \
 otherwise the service makes a UUID. It comes back in the `X-Request-Id` header of every response and in \
 every problem body, and is passed on to Qpien.\n\n\

@@ -2,9 +2,10 @@
 //! only). Servers become `host`, `basePath` and `schemes`; request bodies a `body`
 //! parameter with `consumes`; media type maps a single schema with `produces` and
 //! `examples` by media type; `nullable` becomes `x-nullable`; parameters and headers
-//! carry their constraints inline (2.0 cannot `$ref` a schema there); the bearer scheme
-//! becomes the one security definition Power Automate understands for it, an API key in
-//! the `Authorization` header. Links have no 2.0 form and are left out.
+//! carry their constraints inline (2.0 cannot `$ref` a schema there). Power Automate
+//! takes one security definition, so there is one: the caller key in `X-API-Key`, which
+//! the connection asks for (a pass-through Qpien token lasts an hour, too short for a
+//! connection). Links have no 2.0 form and are left out.
 
 use serde_json::{Map, Value, json};
 use url::Url;
@@ -41,11 +42,11 @@ pub(super) fn convert(v30: &Value) -> Value {
         "paths": paths,
         "definitions": definitions,
         "securityDefinitions": {
-            "bearer": {
+            "apiKey": {
                 "type": "apiKey",
                 "in": "header",
-                "name": "Authorization",
-                "description": "Pass-through mode: `Bearer ` followed by your Qpien access token, forwarded to Qpien as it is. Service mode: leave empty; the service uses its own API key.",
+                "name": "X-API-Key",
+                "description": "Your caller key (`qpk_…`), from the operator of the service. A service without caller keys ignores it.",
             }
         },
     })
@@ -127,8 +128,9 @@ fn operation_20(operation: &Value, schemas: &Map<String, Value>) -> Value {
         out.insert("parameters".into(), Value::Array(parameters));
     }
     out.insert("responses".into(), Value::Object(responses));
-    if let Some(security) = operation.get("security") {
-        out.insert("security".into(), security.clone());
+    if let Some(Value::Array(security)) = operation.get("security") {
+        let defined = security.iter().filter(|r| r.get("bearer").is_none());
+        out.insert("security".into(), Value::Array(defined.cloned().collect()));
     }
     Value::Object(out)
 }

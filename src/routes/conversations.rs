@@ -10,6 +10,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::Caller;
 use super::caching::{self, Answered, Conditional};
+use crate::callers::Scope;
 use crate::domain::{
     Conversation, ConversationId, ConversationPatch, ConversationStatus, ConversationType,
     InvalidParam, ListQuery, PatchError, Priority,
@@ -152,6 +153,7 @@ pub async fn list_conversations(
     metrics: web::Data<Metrics>,
     request_id: web::ReqData<RequestId>,
 ) -> Result<HttpResponse, ApiError> {
+    caller.require(Scope::Read)?;
     let pairs =
         web::Query::<Vec<(String, String)>>::from_query(req.query_string()).map_err(|_| {
             ApiError::InvalidParameters(vec![InvalidParam::parameter(
@@ -276,6 +278,7 @@ pub async fn get_conversation(
     metrics: web::Data<Metrics>,
     request_id: web::ReqData<RequestId>,
 ) -> Result<HttpResponse, ApiError> {
+    caller.require(Scope::Read)?;
     let id = parse_id(&id)?;
     let conditional = Conditional::of(&req);
     let client = reads.client();
@@ -339,6 +342,7 @@ pub async fn update_conversation(
     metrics: web::Data<Metrics>,
     request_id: web::ReqData<RequestId>,
 ) -> Result<HttpResponse, ApiError> {
+    caller.require(Scope::Write)?;
     let id = parse_id(&id)?;
     check_media_type(&req)?;
     let condition = caching::if_match(&req)?;

@@ -8,15 +8,19 @@ mod health;
 mod problems;
 
 use std::future::{Ready, ready};
+use std::sync::Arc;
 
 use actix_web::dev::Payload;
-use actix_web::http::header::AUTHORIZATION;
-use actix_web::{FromRequest, HttpRequest, web};
+use actix_web::http::header::{AUTHORIZATION, HeaderName};
+use actix_web::{FromRequest, HttpMessage, HttpRequest, web};
+use tracing_actix_web::RootSpan;
 use utoipa_actix_web::service_config::ServiceConfig;
 
 pub use conversations::{ConversationList, MAX_BODY_BYTES, PageLinks};
 
+use crate::callers::{CallerKey, KeyStore, Scope};
 use crate::error::ApiError;
+use crate::metrics::Metrics;
 use crate::upstream::{Credential, QpienClient};
 
 /// Problem statuses each operation can answer, by `operationId`; the OpenAPI document
@@ -39,9 +43,51 @@ pub fn configure(cfg: &mut ServiceConfig) {
         .service(problems::describe);
 }
 
+/// Scopes each operation needs of a caller key, by `operationId`, for the OpenAPI
+/// document; each handler checks its own with `Caller::require` (a test compares them).
+pub const REQUIRED_SCOPES: &[(&str, Scope)] = &[
+    ("listConversations", Scope::Read),
+    ("getConversation", Scope::Read),
+    ("updateConversation", Scope::Write),
+];
+
+/// The header for callers that cannot send a bearer (e.g. Power Automate connectors).
+pub const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
+
 /// The authority a request runs under, decided before any input reaches the upstream:
-/// service mode ignores the caller's `Authorization`; pass-through mode requires a bearer.
-pub struct Caller(pub Credential);
+/// the Qpien credential to use, and in service mode with `API_KEYS_FILE`, the caller key
+/// that was presented (`None`: pass-through mode, or an anonymous service-mode caller).
+/// Service mode without keys ignores the caller's `Authorization`; with keys it requires
+/// a known one; pass-through mode requires a bearer.
+pub struct Caller(pub Credential, pub Option<Arc<CallerKey>>);
+
+impl Caller {
+    /// The caller key, for later layers (budget shares, metrics).
+    pub fn key(&self) -> Option<&Arc<CallerKey>> {
+        self.1.as_ref()
+    }
+
+    pub fn key_id(&self) -> Option<&str> {
+        self.1.as_deref().map(|k| k.id.as_str())
+    }
+
+    /// The key's share of the upstream budget, requests a minute.
+    pub fn per_minute(&self) -> Option<u32> {
+        self.1.as_deref().and_then(|k| k.per_minute)
+    }
+
+    /// 403 unless the caller key allows `scope`; callers without a key pass (their
+    /// authority is Qpien's to judge, or the operator chose anonymous access).
+    pub fn require(&self, scope: Scope) -> Result<(), ApiError> {
+        match self.1.as_deref() {
+            Some(key) if !key.scopes.contains(scope) => Err(ApiError::KeyLacksScope {
+                key_id: key.id.clone(),
+                scope,
+            }),
+            _ => Ok(()),
+        }
+    }
+}
 
 impl FromRequest for Caller {
     type Error = ApiError;
@@ -53,19 +99,51 @@ impl FromRequest for Caller {
             .expect("the client is registered")
             .credentials();
         if let Some(service) = credentials.service() {
-            return ready(Ok(Caller(service)));
+            return ready(match req.app_data::<web::Data<KeyStore>>() {
+                Some(keys) => with_key(req, keys, service),
+                None => Ok(Caller(service, None)),
+            });
         }
-        let bearer = req
-            .headers()
-            .get(AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split_once(' '))
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .map(|(_, token)| token.trim())
-            .filter(|token| !token.is_empty());
-        ready(match bearer {
-            Some(token) => Ok(Caller(credentials.bearer(token))),
+        ready(match bearer(req) {
+            Some(token) => Ok(Caller(credentials.bearer(token), None)),
             None => Err(ApiError::MissingCredentials),
         })
     }
+}
+
+fn bearer(req: &HttpRequest) -> Option<&str> {
+    req.headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim())
+        .filter(|token| !token.is_empty())
+}
+
+/// Service mode with caller keys: `X-API-Key` (when not empty), else the bearer, must be
+/// a key in force. The key id goes on the request's span and, for the metrics, into the
+/// request's extensions; the key itself goes nowhere.
+fn with_key(req: &HttpRequest, keys: &KeyStore, service: Credential) -> Result<Caller, ApiError> {
+    let metrics = req.app_data::<web::Data<Metrics>>();
+    let presented = req
+        .headers()
+        .get(X_API_KEY)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .or_else(|| bearer(req));
+    let Some(presented) = presented else {
+        metrics.inspect(|m| m.caller_unauthorized("missing"));
+        return Err(ApiError::MissingApiKey);
+    };
+    let Some(key) = keys.authenticate(presented) else {
+        metrics.inspect(|m| m.caller_unauthorized("unknown"));
+        return Err(ApiError::InvalidApiKey);
+    };
+    if let Some(span) = req.extensions().get::<RootSpan>() {
+        span.record("caller.key_id", tracing::field::display(&key.id));
+    }
+    req.extensions_mut().insert(key.clone());
+    Ok(Caller(service, Some(key)))
 }

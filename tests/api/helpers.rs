@@ -1,6 +1,8 @@
 //! `spawn_app` and one helper per endpoint.
 
 use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::sync::LazyLock;
 use std::time::Duration;
 
@@ -60,6 +62,46 @@ impl Setup {
             ..Self::default()
         }
     }
+}
+
+impl Setup {
+    /// Service mode against a fresh sandbox, with the caller keys of `file`.
+    pub fn with_keys(file: &Path) -> Self {
+        let file: PathBuf = file.to_owned();
+        Self {
+            settings: Box::new(move |s| s.api_keys_file = Some(file)),
+            ..Self::default()
+        }
+    }
+}
+
+/// Creates a caller key in `file` with the real binary (`qpien-rest keys add`), as an
+/// operator would, and returns the key it printed.
+pub fn add_key(file: &Path, id: &str, scopes: &str, per_minute: Option<u32>) -> String {
+    let mut args = vec![
+        "keys",
+        "add",
+        "--file",
+        file.to_str().unwrap(),
+        "--id",
+        id,
+        "--scopes",
+        scopes,
+    ];
+    let share = per_minute.map(|n| n.to_string());
+    if let Some(share) = &share {
+        args.extend(["--per-minute", share]);
+    }
+    let output = Command::new(env!("CARGO_BIN_EXE_qpien-rest"))
+        .args(&args)
+        .output()
+        .expect("the binary runs");
+    assert!(
+        output.status.success(),
+        "keys add failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap().trim().to_owned()
 }
 
 /// Service mode against a fresh sandbox with the demo key.
@@ -161,6 +203,17 @@ impl TestApp {
         self.http
             .get(url)
             .bearer_auth(bearer)
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    /// A GET carrying `key` in `X-API-Key`, as a caller that cannot send a bearer does.
+    pub async fn get_with_api_key(&self, path_and_query: &str, key: &str) -> Response {
+        let url = format!("{}{path_and_query}", self.address);
+        self.http
+            .get(url)
+            .header("X-API-Key", key)
             .send()
             .await
             .expect("request sent")

@@ -14,15 +14,16 @@ use crate::helpers::{graphql_error, token_answer};
 
 const ID: &str = "6650a1000000000000000001";
 
-struct Service {
+/// The real binary, serving; killed when dropped.
+pub struct Service {
     child: Child,
-    address: String,
+    pub address: String,
     /// Everything the process wrote to stdout and stderr.
     output: Arc<Mutex<String>>,
 }
 
 impl Service {
-    fn start(env: &[(&str, &str)]) -> Service {
+    pub fn start(env: &[(&str, &str)]) -> Service {
         qpien_rest::install_tls_provider();
         let mut command = Command::new(env!("CARGO_BIN_EXE_qpien-rest"));
         command
@@ -67,6 +68,10 @@ impl Service {
         }
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     fn terminate(&self) {
         let status = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
@@ -89,7 +94,7 @@ impl Service {
         }
     }
 
-    fn output(&self) -> String {
+    pub fn output(&self) -> String {
         self.output.lock().unwrap().clone()
     }
 }
