@@ -59,7 +59,8 @@ build_facade() {
 
 # ---------------------------------------------------------------- processes
 
-declare -a STARTED=() # every pid we started, stopped on exit
+declare -a STARTED=()  # every pid we started, stopped on exit
+declare -a PROFILED=() # names of the runs perf recorded
 
 # A port nothing listens on, below Linux's ephemeral range so that no outgoing connection
 # holds it. Another process may still take it first: the starters retry on a new one.
@@ -75,13 +76,32 @@ free_port() {
     die "found no free port"
 }
 
-# Waits until $2 accepts connections; fails early if process $1 died (port taken, bad
-# config), so the caller can try another port.
+# The inode of the socket listening on 127.0.0.1:$1, from the kernel's socket table.
+listening_inode() {
+    awk -v local_address="0100007F:$(printf '%04X' "$1")" \
+        '$2 == local_address && $4 == "0A" { print $10; exit }' /proc/net/tcp
+}
+
+# Whether process $1 holds the listening socket of port $2. Accepting connections is not
+# proof enough: when the port was taken meanwhile, the other listener answers while our
+# process is still retrying its bind.
+owns_listener() {
+    local inode fd
+    inode=$(listening_inode "$2")
+    [[ -n $inode ]] || return 1
+    for fd in /proc/"$1"/fd/*; do
+        [[ $(readlink "$fd" 2>/dev/null) == "socket:[$inode]" ]] && return 0
+    done
+    return 1
+}
+
+# Waits until process $1 listens on port $2; fails within seconds if it cannot (port
+# taken, bad config), so the caller can try another port.
 wait_listening() {
     local pid=$1 port=$2
-    for _ in {1..200}; do
+    for _ in {1..100}; do
         kill -0 "$pid" 2>/dev/null || return 1
-        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
+        owns_listener "$pid" "$port" && return 0
         sleep 0.05
     done
     return 1
@@ -229,12 +249,17 @@ warm_up() {
 }
 
 PERF_PID=
+PERF_CALL_GRAPH=${PERF_CALL_GRAPH:-dwarf}
 # Samples the facade on a software clock: virtual machines often expose no hardware
 # counters. The release binary keeps its symbols but has no frame pointers, so call
-# chains are shallow; the flat self-time list is what the report shows.
+# chains come from DWARF unwinding of a copied stack (PERF_CALL_GRAPH=fp for a build
+# with frame pointers): bigger data, but the callers of a hotspot are then known.
 start_profile() {
     local name=$1
-    perf record -g -e cpu-clock -F 999 -p "$FACADE_PID" -o "$TMP/perf-$name.data" \
+    local -a mode=(-g -F 999)
+    # shellcheck disable=SC2054 # "dwarf,16384" is one argument
+    [[ $PERF_CALL_GRAPH == dwarf ]] && mode=(--call-graph dwarf,16384 -F 499)
+    perf record "${mode[@]}" -e cpu-clock -p "$FACADE_PID" -o "$TMP/perf-$name.data" \
         >"$TMP/perf-$name.log" 2>&1 &
     PERF_PID=$!
     STARTED+=("$PERF_PID")
@@ -242,17 +267,37 @@ start_profile() {
 }
 
 stop_profile() {
-    local name=$1
     kill -INT "$PERF_PID" 2>/dev/null || true
     wait "$PERF_PID" 2>/dev/null || true
     forget "$PERF_PID"
-    {
+    if [[ -s $TMP/perf-$1.data ]]; then
+        PROFILED+=("$1")
+    else
+        log "perf recorded nothing for $1: $(tail -n 3 "$TMP/perf-$1.log")"
+    fi
+}
+
+# perf's column padding and comment lines, away.
+tidy() { grep -v "^#" | sed -e "s/[ -]*$//" -e "/^$/d" || true; }
+
+# Per profiled run: the self-time hotspots, then the inclusive time of the facade's own
+# functions (which of our calls the hotspots sit under). --no-inline keeps perf from
+# resolving inlined frames through addr2line, which takes minutes.
+write_profile_report() {
+    local name data
+    for name in "${PROFILED[@]}"; do
+        data=$TMP/perf-$name.data
         echo "## facade, $name: perf report --no-children --percent-limit 2"
         echo
-        perf report -i "$TMP/perf-$name.data" --stdio --no-children --percent-limit 2 \
-            --sort dso,symbol -g none 2>&1 | grep -v '^#' | grep -v '^$' || true
+        perf report -i "$data" --stdio --no-children --percent-limit 2 --no-inline \
+            --sort dso,symbol -g none 2>&1 | tidy
         echo
-    } >>"$PROFILE_REPORT"
+        echo "## facade, $name: inclusive time of qpien_rest functions (perf report --children, >= 1 %)"
+        echo
+        perf report -i "$data" --stdio --children --percent-limit 1 --no-inline \
+            --sort symbol -g none 2>&1 | tidy | grep 'qpien_rest::' || true
+        echo
+    done >"$PROFILE_REPORT"
 }
 
 declare -a ROWS=() # "label|target|tokens|cache|req/s|p50|p99|non2xx|sockerr|cpu|canned|rss"
@@ -377,7 +422,7 @@ main() {
     install_missing
     build_facade
     PATH=$PATH:/usr/sbin
-    [[ $PROFILE == 1 ]] && PROFILE_REPORT=$TMP/profile.txt && : >"$PROFILE_REPORT"
+    PROFILE_REPORT=$TMP/profile.txt
 
     local body
     body=$(<"$BENCH_DIR/canned-conversation.json")
@@ -407,6 +452,8 @@ main() {
     echo
     echo "table saved to bench/out/hotpath-$stamp.md"
     if [[ $PROFILE == 1 ]]; then
+        log "writing the profile report"
+        write_profile_report
         cp "$PROFILE_REPORT" "$OUT_DIR/profile-$stamp.txt"
         echo "profile: $PROFILE_REPORT (copied to bench/out/profile-$stamp.txt);" \
             "perf data: $TMP/perf-*.data"
