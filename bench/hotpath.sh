@@ -134,7 +134,7 @@ cleanup() {
     for pid in "${STARTED[@]}"; do stop "$pid"; done
     STARTED=()
     if [[ $status != 0 ]]; then
-        log "failed; logs kept in $TMP"
+        log "exit status $status; logs kept in $TMP"
     elif [[ $PROFILE == 1 ]]; then
         log "temp dir kept for the perf data: $TMP"
     else
@@ -287,6 +287,10 @@ write_profile_report() {
     local name data
     for name in "${PROFILED[@]}"; do
         data=$TMP/perf-$name.data
+        echo "## facade, $name: share of samples by object (kernel: system calls, loopback TCP)"
+        echo
+        perf report -i "$data" --stdio --no-children --no-inline --sort dso -g none 2>&1 | tidy
+        echo
         echo "## facade, $name: perf report --no-children --percent-limit 2"
         echo
         perf report -i "$data" --stdio --no-children --percent-limit 2 --no-inline \
