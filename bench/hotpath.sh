@@ -21,8 +21,8 @@ CONVERSATION_ID=6650a1000000000000000001
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO_DIR=$(dirname "$BENCH_DIR")
 OUT_DIR=$BENCH_DIR/out
-TMP=$(mktemp -d -t qpien-hotpath.XXXXXX)
 CLK_TCK=$(getconf CLK_TCK)
+PATH=$PATH:/usr/sbin # nginx lives there, outside a non-root PATH
 
 log() { printf '>> %s\n' "$*" >&2; }
 die() {
@@ -30,11 +30,17 @@ die() {
     exit 1
 }
 
+for setting in CONNECTIONS DURATION THREADS; do
+    [[ ${!setting} =~ ^[1-9][0-9]*$ ]] || die "$setting must be a whole number above 0, got '${!setting}'"
+done
+((CONNECTIONS >= THREADS)) || die "CONNECTIONS ($CONNECTIONS) must be at least THREADS ($THREADS)"
+TMP=$(mktemp -d -t qpien-hotpath.XXXXXX)
+
 # ---------------------------------------------------------------- tools and build
 
 install_missing() {
     local -a packages=()
-    command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || packages+=(nginx)
+    command -v nginx >/dev/null || packages+=(nginx)
     command -v wrk >/dev/null || packages+=(wrk)
     command -v curl >/dev/null || packages+=(curl)
     command -v pgrep >/dev/null || packages+=(procps)
@@ -44,7 +50,9 @@ install_missing() {
     local sudo=()
     ((EUID == 0)) || sudo=(sudo)
     "${sudo[@]}" apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends \
+    # RUNLEVEL=1 keeps the nginx package from starting its own service (on port 80) where
+    # invoke-rc.d decides; ours are started below on free ports.
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 apt-get install -y -qq --no-install-recommends \
         "${packages[@]}" >"$TMP/apt.log" 2>&1 || {
         cat "$TMP/apt.log" >&2
         die "apt-get install ${packages[*]} failed"
@@ -425,7 +433,6 @@ main() {
     cd "$REPO_DIR"
     install_missing
     build_facade
-    PATH=$PATH:/usr/sbin
     PROFILE_REPORT=$TMP/profile.txt
 
     local body
