@@ -67,73 +67,10 @@ build_facade() {
 
 # ---------------------------------------------------------------- processes
 
-declare -a STARTED=()  # every pid we started, stopped on exit
-declare -a PROFILED=() # names of the runs perf recorded
-
-# A port nothing listens on, below Linux's ephemeral range so that no outgoing connection
-# holds it. Another process may still take it first: the starters retry on a new one.
-free_port() {
-    local port
-    for _ in {1..100}; do
-        port=$((20000 + RANDOM % 12000))
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-            echo "$port"
-            return
-        fi
-    done
-    die "found no free port"
-}
-
-# The inode of the socket listening on 127.0.0.1:$1, from the kernel's socket table.
-listening_inode() {
-    awk -v local_address="0100007F:$(printf '%04X' "$1")" \
-        '$2 == local_address && $4 == "0A" { print $10; exit }' /proc/net/tcp
-}
-
-# Whether process $1 holds the listening socket of port $2. Accepting connections is not
-# proof enough: when the port was taken meanwhile, the other listener answers while our
-# process is still retrying its bind.
-owns_listener() {
-    local inode fd
-    inode=$(listening_inode "$2")
-    [[ -n $inode ]] || return 1
-    for fd in /proc/"$1"/fd/*; do
-        [[ $(readlink "$fd" 2>/dev/null) == "socket:[$inode]" ]] && return 0
-    done
-    return 1
-}
-
-# Waits until process $1 listens on port $2; fails within seconds if it cannot (port
-# taken, bad config), so the caller can try another port.
-wait_listening() {
-    local pid=$1 port=$2
-    for _ in {1..100}; do
-        kill -0 "$pid" 2>/dev/null || return 1
-        owns_listener "$pid" "$port" && return 0
-        sleep 0.05
-    done
-    return 1
-}
-
-# Drops a pid from STARTED once it is gone, so that a later recycled pid is never hit.
-forget() {
-    local other
-    local -a kept=()
-    for other in "${STARTED[@]}"; do [[ $other == "$1" ]] || kept+=("$other"); done
-    STARTED=("${kept[@]}")
-}
-
-stop() {
-    local pid=$1
-    forget "$pid"
-    kill -TERM "$pid" 2>/dev/null || return 0
-    for _ in {1..50}; do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.05
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-}
+# shellcheck source=bench/procs.sh
+source "$BENCH_DIR/procs.sh"
+# shellcheck source=bench/profile.sh
+source "$BENCH_DIR/profile.sh"
 
 cleanup() {
     local status=$?
@@ -210,31 +147,6 @@ start_facade() {
 
 # ---------------------------------------------------------------- measuring
 
-# nginx's master and its workers, or the facade alone.
-family() { echo "$1" "$(pgrep -P "$1" | tr '\n' ' ' || true)"; }
-
-# utime+stime in clock ticks, summed over the pids given. Fields are counted after the
-# last ")" because the command name may itself hold spaces.
-cpu_ticks() {
-    local pid stat total=0
-    for pid in "$@"; do
-        stat=$(<"/proc/$pid/stat") || continue
-        stat=${stat##*) }
-        read -r -a fields <<<"$stat"
-        total=$((total + fields[11] + fields[12]))
-    done
-    echo "$total"
-}
-
-rss_kib() {
-    local pid total=0 kib
-    for pid in "$@"; do
-        kib=$(awk '/^VmRSS:/ { print $2 }' "/proc/$pid/status" 2>/dev/null || true)
-        total=$((total + ${kib:-0}))
-    done
-    echo "$total"
-}
-
 # One request per token before measuring: every target starts the run with warm
 # connections, and a read cache (when on) holds each token's answer. Any answer but 200
 # stops the benchmark, since its figures would describe an error path.
@@ -254,62 +166,6 @@ warm_up() {
             "http://127.0.0.1:$port/conversations/$CONVERSATION_ID" >&2 || true
         die "warm-up of $name answered (count, status):$codes"
     fi
-}
-
-PERF_PID=
-PERF_CALL_GRAPH=${PERF_CALL_GRAPH:-dwarf}
-# Samples the facade on a software clock: virtual machines often expose no hardware
-# counters. The release binary keeps its symbols but has no frame pointers, so call
-# chains come from DWARF unwinding of a copied stack (PERF_CALL_GRAPH=fp for a build
-# with frame pointers): bigger data, but the callers of a hotspot are then known.
-start_profile() {
-    local name=$1
-    local -a mode=(-g -F 999)
-    # shellcheck disable=SC2054 # "dwarf,16384" is one argument
-    [[ $PERF_CALL_GRAPH == dwarf ]] && mode=(--call-graph dwarf,16384 -F 499)
-    perf record "${mode[@]}" -e cpu-clock -p "$FACADE_PID" -o "$TMP/perf-$name.data" \
-        >"$TMP/perf-$name.log" 2>&1 &
-    PERF_PID=$!
-    STARTED+=("$PERF_PID")
-    sleep 0.3 # perf attaches asynchronously
-}
-
-stop_profile() {
-    kill -INT "$PERF_PID" 2>/dev/null || true
-    wait "$PERF_PID" 2>/dev/null || true
-    forget "$PERF_PID"
-    if [[ -s $TMP/perf-$1.data ]]; then
-        PROFILED+=("$1")
-    else
-        log "perf recorded nothing for $1: $(tail -n 3 "$TMP/perf-$1.log")"
-    fi
-}
-
-# perf's column padding and comment lines, away.
-tidy() { grep -v "^#" | sed -e "s/[ -]*$//" -e "/^$/d" || true; }
-
-# Per profiled run: the self-time hotspots, then the inclusive time of the facade's own
-# functions (which of our calls the hotspots sit under). --no-inline keeps perf from
-# resolving inlined frames through addr2line, which takes minutes.
-write_profile_report() {
-    local name data
-    for name in "${PROFILED[@]}"; do
-        data=$TMP/perf-$name.data
-        echo "## facade, $name: share of samples by object (kernel: system calls, loopback TCP)"
-        echo
-        perf report -i "$data" --stdio --no-children --no-inline --sort dso -g none 2>&1 | tidy
-        echo
-        echo "## facade, $name: perf report --no-children --percent-limit 2"
-        echo
-        perf report -i "$data" --stdio --no-children --percent-limit 2 --no-inline \
-            --sort dso,symbol -g none 2>&1 | tidy
-        echo
-        echo "## facade, $name: inclusive time of qpien_rest functions (perf report --children, >= 1 %)"
-        echo
-        perf report -i "$data" --stdio --children --percent-limit 1 --no-inline \
-            --sort symbol -g none 2>&1 | tidy | grep 'qpien_rest::' || true
-        echo
-    done >"$PROFILE_REPORT"
 }
 
 declare -a ROWS=() # "label|target|tokens|cache|req/s|p50|p99|non2xx|sockerr|cpu|canned|rss"
