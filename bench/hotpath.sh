@@ -1,0 +1,330 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark of the read hot path: GET /conversations/{id} through one nginx
+# proxy hop and through the facade (pass-through mode), both over the same canned GraphQL
+# upstream, driven by the same wrk load. Prints one markdown table: throughput, latency,
+# errors, CPU per request of every process involved, RSS, and the ratios we aim for.
+#
+#   bash bench/hotpath.sh                  # CONNECTIONS=32 DURATION=5 THREADS=2
+#   PROFILE=1 bash bench/hotpath.sh        # plus a perf profile of the facade
+#
+# Not part of CI: figures from a shared machine are noisy, so compare rows of one run.
+set -euo pipefail
+shopt -u patsub_replacement 2>/dev/null || true
+
+CONNECTIONS=${CONNECTIONS:-32}
+DURATION=${DURATION:-5}
+THREADS=${THREADS:-2}
+PROFILE=${PROFILE:-0}
+MANY_TOKENS=500
+CONVERSATION_ID=6650a1000000000000000001
+
+BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO_DIR=$(dirname "$BENCH_DIR")
+OUT_DIR=$BENCH_DIR/out
+CLK_TCK=$(getconf CLK_TCK)
+PATH=$PATH:/usr/sbin # nginx lives there, outside a non-root PATH
+
+log() { printf '>> %s\n' "$*" >&2; }
+die() {
+    printf 'hotpath: %s\n' "$*" >&2
+    exit 1
+}
+
+for setting in CONNECTIONS DURATION THREADS; do
+    [[ ${!setting} =~ ^[1-9][0-9]*$ ]] || die "$setting must be a whole number above 0, got '${!setting}'"
+done
+((CONNECTIONS >= THREADS)) || die "CONNECTIONS ($CONNECTIONS) must be at least THREADS ($THREADS)"
+TMP=$(mktemp -d -t qpien-hotpath.XXXXXX)
+
+# ---------------------------------------------------------------- tools and build
+
+install_missing() {
+    local -a packages=()
+    command -v nginx >/dev/null || packages+=(nginx)
+    command -v wrk >/dev/null || packages+=(wrk)
+    command -v curl >/dev/null || packages+=(curl)
+    command -v pgrep >/dev/null || packages+=(procps)
+    if [[ $PROFILE == 1 ]] && ! command -v perf >/dev/null; then packages+=(linux-perf); fi
+    ((${#packages[@]} == 0)) && return
+    log "installing ${packages[*]} with apt-get (Debian packages; needs root)"
+    local sudo=()
+    ((EUID == 0)) || sudo=(sudo)
+    "${sudo[@]}" apt-get update -qq
+    # RUNLEVEL=1 keeps the nginx package from starting its own service (on port 80) where
+    # invoke-rc.d decides; ours are started below on free ports.
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 apt-get install -y -qq --no-install-recommends \
+        "${packages[@]}" >"$TMP/apt.log" 2>&1 || {
+        cat "$TMP/apt.log" >&2
+        die "apt-get install ${packages[*]} failed"
+    }
+}
+
+build_facade() {
+    log "building the release binary (cargo build --release --locked --bin qpien-rest)"
+    (cd "$REPO_DIR" && cargo build --release --locked --bin qpien-rest --quiet)
+    FACADE_BIN=$REPO_DIR/target/release/qpien-rest
+}
+
+# ---------------------------------------------------------------- processes
+
+# shellcheck source=bench/procs.sh
+source "$BENCH_DIR/procs.sh"
+# shellcheck source=bench/profile.sh
+source "$BENCH_DIR/profile.sh"
+
+cleanup() {
+    local status=$?
+    trap - EXIT INT TERM
+    local pid
+    for pid in "${STARTED[@]}"; do stop "$pid"; done
+    STARTED=()
+    if [[ $status != 0 ]]; then
+        log "exit status $status; logs kept in $TMP"
+    elif [[ $PROFILE == 1 ]]; then
+        log "temp dir kept for the perf data: $TMP"
+    else
+        rm -rf "$TMP"
+    fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# Renders an nginx template into $dir/nginx.conf and starts nginx on a free port; sets
+# NGINX_PID and NGINX_PORT. Extra "@KEY@=value" arguments fill the template.
+start_nginx() {
+    local name=$1 template=$2
+    shift 2
+    local dir=$TMP/$name conf port pid pair attempt
+    mkdir -p "$dir"
+    for attempt in 1 2 3 4 5; do
+        port=$(free_port)
+        conf=$(<"$template")
+        conf=${conf//@DIR@/"$dir"}
+        conf=${conf//@PORT@/"$port"}
+        for pair in "$@"; do conf=${conf//"${pair%%=*}"/"${pair#*=}"}; done
+        printf '%s\n' "$conf" >"$dir/nginx.conf"
+        nginx -p "$dir" -c "$dir/nginx.conf" -e "$dir/error.log" 2>>"$dir/stderr.log" &
+        pid=$!
+        STARTED+=("$pid")
+        if wait_listening "$pid" "$port"; then
+            NGINX_PID=$pid NGINX_PORT=$port
+            return
+        fi
+        stop "$pid"
+        log "$name did not start on port $port (attempt $attempt): $(cat "$dir/error.log" "$dir/stderr.log" 2>/dev/null | tail -n 1)"
+    done
+    die "$name did not start; see $dir/error.log"
+}
+
+# Starts a fresh facade in pass-through mode over the canned upstream, with a clean
+# environment so that nothing from the caller's shell (credentials, REDIS_URL) leaks in.
+# $1 is READ_CACHE_TTL_MS, or "" to leave the default. Sets FACADE_PID and FACADE_PORT.
+start_facade() {
+    local cache_ttl=$1 port pid attempt
+    local -a cache_env=()
+    [[ -n $cache_ttl ]] && cache_env=("READ_CACHE_TTL_MS=$cache_ttl")
+    for attempt in 1 2 3 4 5; do
+        port=$(free_port)
+        env -i PATH="$PATH" \
+            HOST=127.0.0.1 PORT="$port" \
+            QPIEN_API_URL="http://127.0.0.1:$CANNED_PORT/api/v1" \
+            QPIEN_RATE_LIMIT_PER_MINUTE=1000000 \
+            SHUTDOWN_DRAIN_SECS=0 \
+            RUST_LOG=warn \
+            "${cache_env[@]}" \
+            "$FACADE_BIN" >>"$TMP/facade.log" 2>&1 &
+        pid=$!
+        STARTED+=("$pid")
+        if wait_listening "$pid" "$port"; then
+            FACADE_PID=$pid FACADE_PORT=$port
+            return
+        fi
+        stop "$pid"
+        log "facade did not start on port $port (attempt $attempt)"
+    done
+    die "the facade did not start; see $TMP/facade.log"
+}
+
+# ---------------------------------------------------------------- measuring
+
+# One request per token before measuring: every target starts the run with warm
+# connections, and a read cache (when on) holds each token's answer. Any answer but 200
+# stops the benchmark, since its figures would describe an error path.
+warm_up() {
+    local port=$1 tokens=$2 name=$3 k
+    local config=$TMP/warm-up-$name.curl
+    : >"$config"
+    for ((k = 1; k <= tokens; k++)); do
+        ((k == 1)) || echo next >>"$config"
+        printf 'url = "http://127.0.0.1:%s/conversations/%s"\nheader = "Authorization: Bearer bench-token-%s"\noutput = "/dev/null"\nwrite-out = "%%{http_code}\\n"\n' \
+            "$port" "$CONVERSATION_ID" "$k" >>"$config"
+    done
+    local codes
+    codes=$(curl -s -K "$config" | sort | uniq -c | tr -s ' ' || true)
+    if [[ $codes != " $tokens 200" ]]; then
+        curl -s -i -H "Authorization: Bearer bench-token-1" \
+            "http://127.0.0.1:$port/conversations/$CONVERSATION_ID" >&2 || true
+        die "warm-up of $name answered (count, status):$codes"
+    fi
+}
+
+declare -a ROWS=() # "label|target|tokens|cache|req/s|p50|p99|non2xx|sockerr|cpu|canned|rss"
+
+# Runs one scenario against a freshly started target and appends its row.
+#   $1 label, $2 target (hop|facade), $3 tokens, $4 READ_CACHE_TTL_MS ("" = default)
+#   $5 profile name ("" = no profile)
+scenario() {
+    local label=$1 target=$2 tokens=$3 cache=$4 profile_name=$5 pid port
+    log "$label: $tokens token(s), $CONNECTIONS connections, ${DURATION}s"
+    if [[ $target == hop ]]; then
+        start_nginx "hop-$RANDOM" "$BENCH_DIR/nginx-hop.conf.in" \
+            "@UPSTREAM_PORT@=$CANNED_PORT" "@WORKERS@=$(nproc)"
+        pid=$NGINX_PID port=$NGINX_PORT
+    else
+        start_facade "$cache"
+        pid=$FACADE_PID port=$FACADE_PORT
+    fi
+    warm_up "$port" "$tokens" "$target-$tokens"
+
+    local -a target_pids canned_pids
+    read -r -a target_pids <<<"$(family "$pid")"
+    read -r -a canned_pids <<<"$(family "$CANNED_PID")"
+    [[ -n $profile_name ]] && start_profile "$profile_name"
+    local target_before canned_before target_after canned_after
+    target_before=$(cpu_ticks "${target_pids[@]}")
+    canned_before=$(cpu_ticks "${canned_pids[@]}")
+
+    BENCH_TOKENS=$tokens wrk --latency -t "$THREADS" -c "$CONNECTIONS" -d "${DURATION}s" \
+        -s "$BENCH_DIR/hotpath.lua" "http://127.0.0.1:$port/conversations/$CONVERSATION_ID" \
+        >"$TMP/wrk-$label.txt" 2>&1 || die "wrk failed: $(cat "$TMP/wrk-$label.txt")"
+
+    target_after=$(cpu_ticks "${target_pids[@]}")
+    canned_after=$(cpu_ticks "${canned_pids[@]}")
+    local rss
+    rss=$(rss_kib "${target_pids[@]}")
+    [[ -n $profile_name ]] && stop_profile "$profile_name"
+    stop "$pid"
+
+    local line
+    line=$(grep '^BENCH ' "$TMP/wrk-$label.txt") || die "no summary from wrk: $(cat "$TMP/wrk-$label.txt")"
+    ROWS+=("$(awk -v line="$line" -v tick_us=$((1000000 / CLK_TCK)) \
+        -v t=$((target_after - target_before)) -v c=$((canned_after - canned_before)) \
+        -v rss="$rss" -v label="$label" -v target="$target" -v tokens="$tokens" -v cache="$cache" '
+        BEGIN {
+            n = split(line, kv, /[ =]/)
+            for (i = 2; i < n; i += 2) f[kv[i]] = kv[i + 1]
+            req = f["requests"]; if (req == 0) req = 1
+            printf "%s|%s|%s|%s|%.0f|%.2f|%.2f|%d|%d|%.1f|%.1f|%.1f\n",
+                label, target, tokens, cache, f["requests"] / (f["duration_us"] / 1e6),
+                f["p50_us"] / 1000, f["p99_us"] / 1000, f["non2xx"], f["socket_errors"],
+                t * tick_us / req, c * tick_us / req, rss / 1024
+        }')")
+}
+
+# ---------------------------------------------------------------- report
+
+field() { # field ROW N
+    local -a parts
+    IFS='|' read -r -a parts <<<"$1"
+    echo "${parts[$2]}"
+}
+
+row_named() {
+    local row
+    for row in "${ROWS[@]}"; do
+        [[ ${row%%|*} == "$1" ]] && echo "$row" && return
+    done
+}
+
+ratio_line() { # title, numerator row, denominator row, target
+    local num den
+    num=$(row_named "$2") den=$(row_named "$3")
+    awk -v title="$1" -v a="$(field "$num" 9)" -v b="$(field "$den" 9)" -v target="$4" \
+        -v bad="$(($(field "$num" 7) + $(field "$num" 8) + $(field "$den" 7) + $(field "$den" 8)))" '
+        BEGIN {
+            note = bad > 0 ? " (rows with errors: not valid)" : ""
+            printf "| %s | %.2f%s | %s |\n", title, (b > 0 ? a / b : 0), note, target
+        }'
+}
+
+print_report() {
+    local row cache
+    echo "### Hot path: GET /conversations/{id}, $CONNECTIONS connections, ${DURATION}s, $THREADS wrk threads"
+    echo
+    echo "commit $(git -C "$REPO_DIR" rev-parse --short HEAD)$(git -C "$REPO_DIR" diff --quiet HEAD -- src || echo ' (src modified)')," \
+        "$(nproc) cores, $(date -u +%Y-%m-%dT%H:%MZ); CPU in µs of utime+stime per request."
+    echo
+    echo "| scenario | tokens | READ_CACHE_TTL_MS | req/s | p50 ms | p99 ms | non-2xx | socket errors | target CPU µs/req | canned upstream CPU µs/req | target RSS MiB |"
+    echo "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+    for row in "${ROWS[@]}"; do
+        IFS='|' read -r label target tokens cache rps p50 p99 non2xx sockerr cpu canned rss <<<"$row"
+        [[ $target == hop ]] && cache=n/a
+        [[ -z $cache ]] && cache="unset (default)"
+        echo "| $label | $tokens | $cache | $rps | $p50 | $p99 | $non2xx | $sockerr | $cpu | $canned | $rss |"
+    done
+    echo
+    echo "| ratio (CPU per request of the target) | value | target |"
+    echo "|---|---:|---|"
+    ratio_line "facade ÷ nginx hop, 1 token" "facade, 1 token" "nginx hop, 1 token" "≤ 3"
+    ratio_line "facade ÷ nginx hop, $MANY_TOKENS tokens" "facade, $MANY_TOKENS tokens" "nginx hop, $MANY_TOKENS tokens" "≤ 3"
+    ratio_line "facade cache off ÷ nginx hop, 1 token" "facade cache off, 1 token" "nginx hop, 1 token" "≤ 3"
+    ratio_line "facade cache off ÷ nginx hop, $MANY_TOKENS tokens" "facade cache off, $MANY_TOKENS tokens" "nginx hop, $MANY_TOKENS tokens" "≤ 3"
+    ratio_line "cached facade ÷ nginx hop, 1 token" "facade cache on, 1 token" "nginx hop, 1 token" "≤ 1"
+    ratio_line "cached facade ÷ nginx hop, $MANY_TOKENS tokens" "facade cache on, $MANY_TOKENS tokens" "nginx hop, $MANY_TOKENS tokens" "≤ 1"
+    local max_rss=0
+    for row in "${ROWS[@]}"; do
+        [[ $(field "$row" 1) == facade ]] || continue
+        max_rss=$(awk -v a="$max_rss" -v b="$(field "$row" 11)" 'BEGIN { print (b > a ? b : a) }')
+    done
+    echo "| facade RSS after the run, MiB (largest row) | $max_rss | ≤ 32 |"
+    echo
+    echo "READ_CACHE_TTL_MS rows: a build without the read cache ignores the variable, so they then measure the plain facade."
+    [[ $PROFILE == 1 ]] && echo "PROFILE=1: perf was attached to the facade during the two default facade rows; its sampling cost is in their figures."
+    return 0
+}
+
+# ---------------------------------------------------------------- main
+
+main() {
+    cd "$REPO_DIR"
+    install_missing
+    build_facade
+    PROFILE_REPORT=$TMP/profile.txt
+
+    local body
+    body=$(<"$BENCH_DIR/canned-conversation.json")
+    [[ $body == *[\$\'\\]* ]] && die "canned-conversation.json must not hold \$, ' or \\ (nginx string)"
+    start_nginx canned "$BENCH_DIR/canned-upstream.conf.in" "@BODY@=$body"
+    CANNED_PID=$NGINX_PID CANNED_PORT=$NGINX_PORT
+    log "canned upstream on 127.0.0.1:$CANNED_PORT; temp dir $TMP"
+
+    local profile_one="" profile_many=""
+    [[ $PROFILE == 1 ]] && profile_one=one-token profile_many=$MANY_TOKENS-tokens
+    scenario "nginx hop, 1 token" hop 1 "" ""
+    scenario "nginx hop, $MANY_TOKENS tokens" hop "$MANY_TOKENS" "" ""
+    scenario "facade, 1 token" facade 1 "" "$profile_one"
+    scenario "facade, $MANY_TOKENS tokens" facade "$MANY_TOKENS" "" "$profile_many"
+    scenario "facade cache on, 1 token" facade 1 60000 ""
+    scenario "facade cache on, $MANY_TOKENS tokens" facade "$MANY_TOKENS" 60000 ""
+    scenario "facade cache off, 1 token" facade 1 0 ""
+    scenario "facade cache off, $MANY_TOKENS tokens" facade "$MANY_TOKENS" 0 ""
+
+    mkdir -p "$OUT_DIR"
+    local stamp report
+    stamp=$(date -u +%Y%m%d-%H%M%S)
+    report=$(print_report)
+    echo
+    echo "$report"
+    echo "$report" >"$OUT_DIR/hotpath-$stamp.md"
+    echo
+    echo "table saved to bench/out/hotpath-$stamp.md"
+    if [[ $PROFILE == 1 ]]; then
+        log "writing the profile report"
+        write_profile_report
+        cp "$PROFILE_REPORT" "$OUT_DIR/profile-$stamp.txt"
+        echo "profile: $PROFILE_REPORT (copied to bench/out/profile-$stamp.txt);" \
+            "perf data: $TMP/perf-*.data"
+    fi
+}
+
+main "$@"

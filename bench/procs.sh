@@ -1,0 +1,95 @@
+# Process control and /proc readings for hotpath.sh (sourced, not run): free ports, starting
+# checks, stopping only what we started, CPU time and RSS of a process family.
+# shellcheck shell=bash
+
+declare -a STARTED=() # every pid we started, stopped on exit
+
+# A port nothing listens on, below Linux's ephemeral range so that no outgoing connection
+# holds it. Another process may still take it first: the starters retry on a new one.
+free_port() {
+    local port
+    for _ in {1..100}; do
+        port=$((20000 + RANDOM % 12000))
+        if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+            echo "$port"
+            return
+        fi
+    done
+    die "found no free port"
+}
+
+# The inode of the socket listening on 127.0.0.1:$1, from the kernel's socket table.
+listening_inode() {
+    awk -v local_address="0100007F:$(printf '%04X' "$1")" \
+        '$2 == local_address && $4 == "0A" { print $10; exit }' /proc/net/tcp
+}
+
+# Whether process $1 holds the listening socket of port $2. Accepting connections is not
+# proof enough: when the port was taken meanwhile, the other listener answers while our
+# process is still retrying its bind.
+owns_listener() {
+    local inode fd
+    inode=$(listening_inode "$2")
+    [[ -n $inode ]] || return 1
+    for fd in /proc/"$1"/fd/*; do
+        [[ $(readlink "$fd" 2>/dev/null) == "socket:[$inode]" ]] && return 0
+    done
+    return 1
+}
+
+# Waits until process $1 listens on port $2; fails within seconds if it cannot (port
+# taken, bad config), so the caller can try another port.
+wait_listening() {
+    local pid=$1 port=$2
+    for _ in {1..100}; do
+        kill -0 "$pid" 2>/dev/null || return 1
+        owns_listener "$pid" "$port" && return 0
+        sleep 0.05
+    done
+    return 1
+}
+
+# Drops a pid from STARTED once it is gone, so that a later recycled pid is never hit.
+forget() {
+    local other
+    local -a kept=()
+    for other in "${STARTED[@]}"; do [[ $other == "$1" ]] || kept+=("$other"); done
+    STARTED=("${kept[@]}")
+}
+
+stop() {
+    local pid=$1
+    forget "$pid"
+    kill -TERM "$pid" 2>/dev/null || return 0
+    for _ in {1..50}; do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.05
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+}
+
+# nginx's master and its workers, or the facade alone.
+family() { echo "$1" "$(pgrep -P "$1" | tr '\n' ' ' || true)"; }
+
+# utime+stime in clock ticks, summed over the pids given. Fields are counted after the
+# last ")" because the command name may itself hold spaces.
+cpu_ticks() {
+    local pid stat total=0
+    for pid in "$@"; do
+        stat=$(<"/proc/$pid/stat") || continue
+        stat=${stat##*) }
+        read -r -a fields <<<"$stat"
+        total=$((total + fields[11] + fields[12]))
+    done
+    echo "$total"
+}
+
+rss_kib() {
+    local pid total=0 kib
+    for pid in "$@"; do
+        kib=$(awk '/^VmRSS:/ { print $2 }' "/proc/$pid/status" 2>/dev/null || true)
+        total=$((total + ${kib:-0}))
+    done
+    echo "$total"
+}
