@@ -21,7 +21,7 @@ pub use conversations::{ConversationList, MAX_BODY_BYTES, PageLinks};
 use crate::callers::{CallerKey, KeyStore, Scope};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
-use crate::upstream::{Credential, QpienClient};
+use crate::upstream::{Credential, CredentialHasher, QpienClient};
 
 /// Problem statuses each operation can answer, by `operationId`; the OpenAPI document
 /// gets one response per status from this table.
@@ -100,7 +100,7 @@ impl FromRequest for Caller {
             .credentials();
         if let Some(service) = credentials.service() {
             return ready(match req.app_data::<web::Data<KeyStore>>() {
-                Some(keys) => with_key(req, keys, service),
+                Some(keys) => with_key(req, keys, credentials),
                 None => Ok(Caller(service, None)),
             });
         }
@@ -124,7 +124,11 @@ fn bearer(req: &HttpRequest) -> Option<&str> {
 /// Service mode with caller keys: `X-API-Key` (when not empty), else the bearer, must be
 /// a key in force. The key id goes on the request's span and, for the metrics, into the
 /// request's extensions; the key itself goes nowhere.
-fn with_key(req: &HttpRequest, keys: &KeyStore, service: Credential) -> Result<Caller, ApiError> {
+fn with_key(
+    req: &HttpRequest,
+    keys: &KeyStore,
+    credentials: &CredentialHasher,
+) -> Result<Caller, ApiError> {
     let metrics = req.app_data::<web::Data<Metrics>>();
     let presented = req
         .headers()
@@ -145,5 +149,8 @@ fn with_key(req: &HttpRequest, keys: &KeyStore, service: Credential) -> Result<C
         span.record("caller.key_id", tracing::field::display(&key.id));
     }
     req.extensions_mut().insert(key.clone());
-    Ok(Caller(service, Some(key)))
+    let credential = credentials
+        .service_for_key(&key.id, key.per_minute)
+        .expect("caller keys exist in service mode only");
+    Ok(Caller(credential, Some(key)))
 }

@@ -106,6 +106,35 @@ impl RateBudget {
         window.admit(now, self.limit_for(class), self.max_wait.min(wait_allowed))
     }
 
+    /// A slot under a caller key's own share of `per_minute`, besides the account's.
+    pub fn admit_share(
+        &self,
+        key: CredentialId,
+        per_minute: u32,
+        wait_allowed: Duration,
+    ) -> Admission {
+        let now = Instant::now();
+        let window = self.window(key, now);
+        let mut window = window.lock().expect("not poisoned");
+        window.admit(now, per_minute, self.max_wait.min(wait_allowed))
+    }
+
+    /// What is left of a caller key's share.
+    pub fn share_report(&self, key: CredentialId, per_minute: u32) -> BudgetReport {
+        let (remaining, reset) = match self.windows.get(&key) {
+            Some(window) => window
+                .lock()
+                .expect("not poisoned")
+                .remaining(Instant::now(), per_minute),
+            None => (per_minute, Duration::ZERO),
+        };
+        BudgetReport {
+            limit: per_minute,
+            remaining,
+            reset,
+        }
+    }
+
     /// What Qpien reported with its answer: the requests left and the seconds until its
     /// window resets.
     pub fn upstream_report(

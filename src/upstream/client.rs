@@ -16,7 +16,7 @@ use super::UpstreamError;
 use super::answer;
 use super::breaker::{Breaker, BreakerState};
 use super::budget::{Admission, BudgetReport, Class, RateBudget};
-use super::credential::{Credential, CredentialHasher, CredentialId};
+use super::credential::{CallerShare, Credential, CredentialHasher, CredentialId};
 use super::operations::{
     GENERATE_OAUTH_TOKEN, GET_CONVERSATION, GET_CONVERSATION_LIST, Operation, PING,
     UPDATE_CONVERSATION,
@@ -51,6 +51,8 @@ const FRESH_EVIDENCE: Duration = Duration::from_secs(30);
 struct Attempt<'a> {
     bearer: Option<&'a Secret>,
     budget_key: CredentialId,
+    /// The caller key that asked, whose share the call spends too.
+    caller: Option<&'a CallerShare>,
     may_wait: bool,
     request_id: &'a str,
     deadline: Instant,
@@ -104,8 +106,18 @@ impl QpienClient {
 
     /// The budget left for the caller's credential and requests of `class`, for the
     /// rate-limit response headers.
+    /// With a caller key that has a share, whichever of the share and the account has
+    /// less left.
     pub fn budget_report(&self, credential: &Credential, class: Class) -> BudgetReport {
-        self.budget.report(credential.id(), class)
+        let account = self.budget.report(credential.id(), class);
+        let share = credential.caller().and_then(|caller| {
+            let per_minute = caller.per_minute?;
+            Some(self.budget.share_report(caller.budget_key, per_minute))
+        });
+        match share {
+            Some(share) if share.remaining < account.remaining => share,
+            _ => account,
+        }
     }
 
     pub fn is_service_mode(&self) -> bool {
@@ -243,6 +255,7 @@ impl QpienClient {
         let attempt = Attempt {
             bearer: None,
             budget_key: credential.id(),
+            caller: credential.caller(),
             may_wait: wait == BudgetWait::Allowed,
             request_id,
             deadline,
@@ -323,8 +336,10 @@ impl QpienClient {
             .with_retries(
                 &GENERATE_OAUTH_TOKEN,
                 &variables,
+                // The service's token serves every caller: no key's share pays for it.
                 &Attempt {
                     bearer: None,
+                    caller: None,
                     may_wait: true,
                     ..*attempt
                 },
@@ -403,19 +418,17 @@ impl QpienClient {
         } else {
             Class::Write
         };
-        match self.budget.admit(attempt.budget_key, class, left) {
-            Admission::Now => {}
-            Admission::After(wait) => {
-                self.metrics.rate_limit_waits.inc();
-                sleep(wait).await;
-            }
-            Admission::Refused(wait) => {
-                self.metrics.rate_limit_rejections.inc();
-                return Err(UpstreamError::BudgetExhausted {
-                    retry_after: round_up(wait),
-                });
-            }
+        // The caller key's share first, then the account's limit: a key past its share
+        // is refused without touching what the others may use.
+        if let Some(caller) = attempt.caller
+            && let Some(per_minute) = caller.per_minute
+        {
+            let admission = self.budget.admit_share(caller.budget_key, per_minute, left);
+            self.wait_for(admission).await?;
         }
+        let left = left.min(attempt.deadline.saturating_duration_since(Instant::now()));
+        self.wait_for(self.budget.admit(attempt.budget_key, class, left))
+            .await?;
         let permit = self
             .breaker
             .try_acquire()
@@ -441,6 +454,23 @@ impl QpienClient {
         result
     }
 
+    async fn wait_for(&self, admission: Admission) -> Result<(), UpstreamError> {
+        match admission {
+            Admission::Now => Ok(()),
+            Admission::After(wait) => {
+                self.metrics.rate_limit_waits.inc();
+                sleep(wait).await;
+                Ok(())
+            }
+            Admission::Refused(wait) => {
+                self.metrics.rate_limit_rejections.inc();
+                Err(UpstreamError::BudgetExhausted {
+                    retry_after: round_up(wait),
+                })
+            }
+        }
+    }
+
     /// One HTTP exchange. The span records the operation and outcome, never variables
     /// (they may hold the client secret) nor the token.
     async fn send<T: DeserializeOwned>(
@@ -462,6 +492,9 @@ impl QpienClient {
                 .json(&json!({ "query": op.document, "variables": variables, "operationName": op.name }));
             if let Some(bearer) = attempt.bearer {
                 request = request.bearer_auth(bearer.expose());
+            }
+            if let Some(caller) = attempt.caller {
+                self.metrics.key_upstream_call(&caller.key_id);
             }
             let response = request.send().await.map_err(answer::transport_error)?;
             let status = response.status();

@@ -8,6 +8,7 @@
 //! other's cached answers) practically impossible, even over billions of tokens.
 
 use std::fmt;
+use std::sync::Arc;
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -19,6 +20,18 @@ use crate::settings::Secret;
 pub struct Credential {
     kind: CredentialKind,
     id: CredentialId,
+    /// Service mode with caller keys: the key that asked, whose own share of the budget
+    /// the call also spends.
+    caller: Option<Arc<CallerShare>>,
+}
+
+/// A caller key's part in a call: its id (for metrics) and its share of the budget.
+pub struct CallerShare {
+    pub key_id: String,
+    /// What the key's share is counted under.
+    pub budget_key: CredentialId,
+    /// Requests a minute; `None`: no share of its own, the account's limit only.
+    pub per_minute: Option<u32>,
 }
 
 #[derive(Clone)]
@@ -40,6 +53,10 @@ impl Credential {
 
     pub fn id(&self) -> CredentialId {
         self.id
+    }
+
+    pub fn caller(&self) -> Option<&CallerShare> {
+        self.caller.as_deref()
     }
 }
 
@@ -108,6 +125,20 @@ impl CredentialHasher {
         self.service.map(|id| Credential {
             kind: CredentialKind::Service,
             id,
+            caller: None,
+        })
+    }
+
+    /// The facade's own credential, used on behalf of the caller key `key_id`.
+    pub fn service_for_key(&self, key_id: &str, per_minute: Option<u32>) -> Option<Credential> {
+        let caller = Arc::new(CallerShare {
+            key_id: key_id.to_owned(),
+            budget_key: self.id_of(b"caller-key\0", key_id.as_bytes()),
+            per_minute,
+        });
+        self.service().map(|credential| Credential {
+            caller: Some(caller),
+            ..credential
         })
     }
 
@@ -116,6 +147,7 @@ impl CredentialHasher {
         Credential {
             id: self.id_of(b"bearer\0", token.as_bytes()),
             kind: CredentialKind::Bearer(Secret::new(token)),
+            caller: None,
         }
     }
 
@@ -124,6 +156,7 @@ impl CredentialHasher {
         Credential {
             id: self.id_of(b"anonymous\0", b""),
             kind: CredentialKind::Service,
+            caller: None,
         }
     }
 }

@@ -16,5 +16,5 @@ mod wire;
 pub use breaker::BreakerState;
 pub use budget::{BudgetReport, Class};
 pub use client::{BudgetWait, QpienClient};
-pub use credential::{Credential, CredentialHasher, CredentialId};
+pub use credential::{CallerShare, Credential, CredentialHasher, CredentialId};
 pub use error::UpstreamError;

@@ -71,6 +71,9 @@ async fn a_key_flooding_past_its_share_gets_429_while_another_key_is_served() {
         vec![200; 10],
         "the CRM is served while the poller is refused"
     );
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    let line = format!("qpien_rest_caller_upstream_calls_total{{key=\"poller\"}} {poller_reads}");
+    assert!(metrics.contains(&line), "{line} missing from:\n{metrics}");
 }
 
 #[tokio::test]

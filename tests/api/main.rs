@@ -5,6 +5,7 @@
 mod helpers;
 
 mod auth;
+mod caller_key_shares;
 mod caller_keys;
 mod connector;
 mod cors;
