@@ -45,9 +45,12 @@ topology_log() { echo "topology: $*" >&2; }
 # Refuses clearly when a program is missing, naming the package that brings it.
 topology_check_tools() {
   local missing=() tool
-  for tool in redis-server redis-cli haproxy python3; do
+  for tool in redis-server redis-cli python3; do
     command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
   done
+  # /usr/sbin is not on every user's PATH.
+  TOPOLOGY_HAPROXY=$(command -v haproxy || echo /usr/sbin/haproxy)
+  [ -x "$TOPOLOGY_HAPROXY" ] || missing+=(haproxy)
   if [ ${#missing[@]} -gt 0 ]; then
     topology_log "missing: ${missing[*]}"
     topology_log "install them with: apt-get install -y redis-server haproxy python3 (as root or with sudo)"
@@ -166,12 +169,12 @@ topology__up() {
   done
 
   local haproxy_env=(env LB_BIND="127.0.0.1:$lb_port" "${replica_env[@]}")
-  if ! "${haproxy_env[@]}" haproxy -q -c -f "$TOPOLOGY_ROOT/deploy/haproxy.cfg"; then
+  if ! "${haproxy_env[@]}" "$TOPOLOGY_HAPROXY" -q -c -f "$TOPOLOGY_ROOT/deploy/haproxy.cfg"; then
     topology_log "deploy/haproxy.cfg does not check"
     return 1
   fi
   # -db: stay in the foreground, so the PID recorded is HAProxy's.
-  topology_start haproxy "${haproxy_env[@]}" haproxy -db -f "$TOPOLOGY_ROOT/deploy/haproxy.cfg"
+  topology_start haproxy "${haproxy_env[@]}" "$TOPOLOGY_HAPROXY" -db -f "$TOPOLOGY_ROOT/deploy/haproxy.cfg"
   topology_wait haproxy "$TOPOLOGY_FACADE_BIN" healthcheck "$TOPOLOGY_URL/readyz" || return 1
 }
 
