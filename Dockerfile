@@ -28,7 +28,9 @@ ENV HOST=0.0.0.0 \
     PORT=8080 \
     LOG_FORMAT=json
 EXPOSE 8080
-USER nonroot:nonroot
+# Numeric, so a runtime that checks "non-root" without the image's /etc/passwd
+# (Kubernetes runAsNonRoot) can tell; 65532 is distroless's `nonroot`.
+USER 65532:65532
 HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \
     CMD ["/usr/local/bin/qpien-rest", "healthcheck"]
 ENTRYPOINT ["/usr/local/bin/qpien-rest"]
