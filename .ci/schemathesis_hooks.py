@@ -8,7 +8,16 @@ test environment: each tag name that is valid by the document is swapped for one
 sandbox's six seeded tags before the request is sent. Names the document forbids are left
 as they are, so negative cases still reach the service, and Schemathesis re-derives the
 case's positive/negative classification from what is actually sent.
+
+Likewise an `If-Match` that is a valid list of entity tags by the document is swapped for
+the conversation's current `ETag`, read just before (with `Cache-Control: no-cache`, so
+from Qpien): a tag the service never issued rightly gets 412, and no schema can name the
+current one. Malformed values are left, so the service's 400 is still exercised.
 """
+
+import re
+import urllib.error
+import urllib.request
 
 import schemathesis
 
@@ -28,10 +37,38 @@ def _valid_tag_name(value):
     )
 
 
+# The document's pattern for If-Match (see the parameter in the 3.1 document).
+ENTITY_TAGS = re.compile(r'^(\*|(W/)?"[!#-~]*"( *, *(W/)?"[!#-~]*")*)$')
+
+
+def _current_etag(url, headers):
+    """The ETag of a GET of `url` with the case's own credentials, or None."""
+    ask = {k: v for k, v in headers.items() if k.lower() in ("authorization", "x-api-key")}
+    ask["Cache-Control"] = "no-cache"
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=ask), timeout=10) as r:
+            return r.headers.get("ETag")
+    except (urllib.error.URLError, OSError):
+        return None
+
+
+def _swap_if_match(case, kwargs):
+    headers = case.headers or {}
+    name = next((k for k in headers if k.lower() == "if-match"), None)
+    if name is None or not isinstance(headers[name], str) or not ENTITY_TAGS.match(headers[name]):
+        return
+    url = kwargs.get("url")
+    etag = _current_etag(url, headers) if url else None
+    if etag is not None:
+        headers[name] = etag
+        kwargs.setdefault("headers", {})[name] = etag
+
+
 @schemathesis.hook
 def before_call(context, case, kwargs):
     if context.operation is None or context.operation.label != "PATCH /conversations/{id}":
         return
+    _swap_if_match(case, kwargs)
     body = case.body
     if not isinstance(body, dict) or not isinstance(body.get("tags"), list):
         return

@@ -120,7 +120,11 @@ struct ReadConditions {
     /// The `ETag` of the representation you hold: while it is still current the answer
     /// is `304 Not Modified` without a body, and, while the cached answer is fresh,
     /// costs Qpien nothing.
-    #[param(rename = "If-None-Match", example = "\"0000000000000000\"")]
+    #[param(
+        rename = "If-None-Match",
+        example = "\"0000000000000000\"",
+        pattern = r#"^(\*|(W/)?"[!#-~]*"( *, *(W/)?"[!#-~]*")*)$"#
+    )]
     if_none_match: Option<String>,
 }
 
@@ -314,7 +318,7 @@ pub async fn get_conversation(
     operation_id = "updateConversation",
     params(("id" = String, Path, description = "Id of the conversation: 24 hexadecimal digits (either case).",
         pattern = "^[0-9a-fA-F]{24}$", example = "6650a1000000000000000001"),
-        ("If-Match" = Option<String>, Header, example = "*", description = "Update only if the conversation is still as you read it: the `ETag` of your last read (or several, comma-separated). Checked against the conversation as Qpien has it now; if it changed, 412 and nothing is changed. `*` or no header: update whatever its state.")),
+        ("If-Match" = Option<String>, Header, example = "*", pattern = r#"^(\*|(W/)?"[!#-~]*"( *, *(W/)?"[!#-~]*")*)$"#, description = "Update only if the conversation is still as you read it: the `ETag` of your last read (or several, comma-separated). Checked against the conversation as Qpien has it now; if it changed, 412 and nothing is changed. `*` or no header: update whatever its state.")),
     // One media type: generators given two (even of one schema) make clumsy or broken
     // code, e.g. openapi-python-client 0.29; the description names the other.
     request_body(
