@@ -57,9 +57,9 @@ pub enum ApiError {
     MethodNotAllowed,
     #[error("not ready: {0}")]
     NotReady(String),
-    /// `If-Match` named no current tag; the conversation's current `ETag`, if it exists.
+    /// `If-Match` named no current tag; the conversation's current `ETag`.
     #[error("If-Match does not match the conversation as Qpien has it")]
-    PreconditionFailed(Option<String>),
+    PreconditionFailed(String),
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
 }
@@ -314,8 +314,7 @@ impl ApiError {
             Self::RouteNotFound => "No route matches this path.".to_owned(),
             Self::MethodNotAllowed => "This route does not support this method.".to_owned(),
             Self::NotReady(why) => why.clone(),
-            Self::PreconditionFailed(Some(_)) => "The conversation changed since the tag in If-Match was issued; its current tag is in the ETag header.".to_owned(),
-            Self::PreconditionFailed(None) => "Qpien has no conversation with this id, so If-Match cannot match.".to_owned(),
+            Self::PreconditionFailed(_) => "The conversation changed since the tag in If-Match was issued; its current tag is in the ETag header.".to_owned(),
             Self::Upstream(e) => match e {
                 UpstreamError::Unauthorized { code: "TOKEN_EXPIRED", .. } => {
                     "Qpien says the access token has expired; generate a new one.".to_owned()
@@ -463,7 +462,7 @@ impl ResponseError for ApiError {
             Self::UnsupportedMediaType(_) => {
                 response.insert_header(("Accept-Patch", ACCEPT_PATCH));
             }
-            Self::PreconditionFailed(Some(etag)) => {
+            Self::PreconditionFailed(etag) => {
                 response.insert_header((header::ETAG, etag.as_str()));
             }
             _ => {}

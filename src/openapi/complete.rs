@@ -73,6 +73,7 @@ fn complete_operation(path: &str, operation: &mut Value) {
     if id == "describeProblem" {
         constrain_problem_slug(operation);
     }
+    not_null_headers(operation);
     // Said outright, so no reader (or linter) wonders whether it was forgotten.
     if operation.get("security").is_none() {
         operation["security"] = json!([]);
@@ -276,9 +277,9 @@ fn add_headers(headers: &mut Value, status: &str, budgeted: bool, operation: &st
         "412" => add(
             "ETag",
             header(
-                "The conversation's current entity tag, when it exists.",
+                "The conversation's current entity tag.",
                 text("\"5f0c6e1d2a3b4c59\""),
-                false,
+                true,
             ),
         ),
         "401" => add(
@@ -340,6 +341,22 @@ fn add_links(ok: &mut Value, operation: &str) {
         _ => return,
     };
     ok["links"] = links;
+}
+
+/// An optional header is absent, never `null`: HTTP has no null field value, and a tool
+/// that believed the schema would send the text "null".
+fn not_null_headers(operation: &mut Value) {
+    for parameter in operation["parameters"].as_array_mut().into_iter().flatten() {
+        if parameter["in"] == "header"
+            && let Some(types) = parameter["schema"]["type"].as_array()
+        {
+            let types: Vec<Value> = types.iter().filter(|t| *t != "null").cloned().collect();
+            parameter["schema"]["type"] = match types.as_slice() {
+                [single] => single.clone(),
+                _ => Value::Array(types),
+            };
+        }
+    }
 }
 
 /// The `slug` of `GET /problems/{slug}` is one of the kinds the service knows.

@@ -96,7 +96,7 @@ pub(super) fn example_error(operation: &str, slug: &str) -> Option<ApiError> {
         "not-ready" => ApiError::NotReady("the circuit breaker toward Qpien is open".into()),
         "upstream-timeout" => ApiError::Upstream(UpstreamError::Timeout),
         "method-not-allowed" => ApiError::MethodNotAllowed,
-        "precondition-failed" => ApiError::PreconditionFailed(Some("\"5f0c6e1d2a3b4c59\"".into())),
+        "precondition-failed" => ApiError::PreconditionFailed("\"5f0c6e1d2a3b4c59\"".into()),
         _ => return None,
     })
 }

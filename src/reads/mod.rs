@@ -85,9 +85,8 @@ impl StaleReason {
 #[derive(Debug)]
 pub enum UpdateError {
     Upstream(UpstreamError),
-    /// `If-Match` named no tag of the conversation as Qpien has it; its current tag,
-    /// if it exists.
-    PreconditionFailed(Option<ETag>),
+    /// `If-Match` named no tag of the conversation as Qpien has it; its current tag.
+    PreconditionFailed(ETag),
 }
 
 impl From<UpstreamError> for UpdateError {
@@ -248,10 +247,9 @@ impl Reads {
             .await;
             match current {
                 Ok(entry) if condition.matches(entry.etag) => {}
-                Ok(entry) => return Err(UpdateError::PreconditionFailed(Some(entry.etag))),
-                Err(UpstreamError::NotFound { .. }) => {
-                    return Err(UpdateError::PreconditionFailed(None));
-                }
+                Ok(entry) => return Err(UpdateError::PreconditionFailed(entry.etag)),
+                // A missing conversation is a 404 with or without If-Match: RFC 9110
+                // §13.2.1 has preconditions ignored when the answer would not be 2xx.
                 Err(error) => return Err(error.into()),
             }
         }

@@ -24,9 +24,10 @@ pub struct Conditional {
 }
 
 impl Conditional {
-    /// `Cache-Control: no-cache` (or `max-age=0`) asks for Qpien's answer; a malformed
-    /// `If-None-Match` is ignored, as RFC 9110 lets a cache do, and the answer sent.
-    pub fn of(req: &HttpRequest) -> Self {
+    /// `Cache-Control: no-cache` (or `max-age=0`) asks for Qpien's answer. A malformed
+    /// `If-None-Match` is a 400 naming it, as any other invalid input is: a client that
+    /// sends one has a bug it should hear about, not a silent full answer.
+    pub fn of(req: &HttpRequest) -> Result<Self, ApiError> {
         let revalidate = req
             .headers()
             .get_all(header::CACHE_CONTROL)
@@ -34,15 +35,14 @@ impl Conditional {
             .flat_map(|v| v.split(','))
             .map(|d| d.trim().to_ascii_lowercase())
             .any(|d| d == "no-cache" || d == "max-age=0");
-        Self {
+        Ok(Self {
             freshness: if revalidate {
                 Freshness::Revalidate
             } else {
                 Freshness::Cached
             },
-            if_none_match: joined(req.headers(), header::IF_NONE_MATCH)
-                .and_then(|v| Condition::parse(&v).ok()),
-        }
+            if_none_match: condition(req, header::IF_NONE_MATCH)?,
+        })
     }
 
     /// Whether the caller already holds the representation tagged `etag`.
@@ -55,11 +55,16 @@ impl Conditional {
 
 /// `If-Match`, or a 400 naming the header when it is no list of entity tags.
 pub fn if_match(req: &HttpRequest) -> Result<Option<Condition>, ApiError> {
-    joined(req.headers(), header::IF_MATCH)
+    condition(req, header::IF_MATCH)
+}
+
+fn condition(req: &HttpRequest, name: header::HeaderName) -> Result<Option<Condition>, ApiError> {
+    joined(req.headers(), name.clone())
         .map(|value| {
             Condition::parse(&value).map_err(|_| {
+                let name = if name == header::IF_MATCH { "If-Match" } else { "If-None-Match" };
                 ApiError::InvalidParameters(vec![InvalidParam::parameter(
-                    "If-Match",
+                    name,
                     "must be * or a list of entity tags such as \"0123456789abcdef\", as the ETag header gives them",
                 )])
             })

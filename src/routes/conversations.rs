@@ -166,7 +166,7 @@ pub async fn list_conversations(
             )])
         })?;
     let query = ListQuery::parse(&pairs).map_err(ApiError::InvalidParameters)?;
-    let conditional = Conditional::of(&req);
+    let conditional = Conditional::of(&req)?;
     let client = reads.client();
     let budget = || client.budget_report(&caller.0, Class::Read);
     let served = match reads
@@ -284,7 +284,7 @@ pub async fn get_conversation(
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Scope::Read)?;
     let id = parse_id(&id)?;
-    let conditional = Conditional::of(&req);
+    let conditional = Conditional::of(&req)?;
     let client = reads.client();
     let budget = || client.budget_report(&caller.0, Class::Read);
     let served = match reads
@@ -371,7 +371,7 @@ pub async fn update_conversation(
         }
         Err(UpdateError::PreconditionFailed(current)) => {
             metrics.conditional(412);
-            Err(ApiError::PreconditionFailed(current.map(ETag::to_header)))
+            Err(ApiError::PreconditionFailed(current.to_header()))
         }
         Err(UpdateError::Upstream(error)) => caching::failure(error, budget),
     }

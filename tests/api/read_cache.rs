@@ -556,3 +556,27 @@ async fn the_cache_reports_hits_misses_coalesced_reads_stale_answers_304s_and_41
         assert!(metrics.contains(line), "{line} missing from:\n{metrics}");
     }
 }
+
+#[tokio::test]
+async fn a_malformed_if_none_match_is_a_400_and_if_match_on_a_missing_conversation_a_404() {
+    let app = spawn_app().await;
+
+    let malformed = app
+        .get_with(
+            "/conversations/6650a1000000000000000001",
+            &[("If-None-Match", "not-a-tag")],
+        )
+        .await;
+    let missing = app
+        .merge_patch_if(
+            crate::helpers::UNKNOWN_ID,
+            json!({"starred": true}),
+            "\"0000000000000000\"",
+        )
+        .await;
+
+    let problem = assert_problem(malformed, 400).await;
+    assert_eq!(problem["errors"][0]["parameter"], "If-None-Match");
+    assert_problem(missing, 404).await;
+    assert_eq!(app.upstream_calls_of("updateConversation"), 0);
+}
