@@ -87,6 +87,8 @@ pub struct Metrics {
     pub rate_limit_rejections: Counter,
     pub token_renewals: Family<OutcomeLabels, Counter>,
     pub reads: Family<ReadLabels, Counter>,
+    /// 1 while Redis (`REDIS_URL`) answers, 0 while it does not or none is configured.
+    pub redis_up: Gauge,
     pub conditional_responses: Family<StatusLabels, Counter>,
     /// Requests made with a caller key, by key id and status (403 and 429 included).
     pub caller_requests: Family<KeyStatusLabels, Counter>,
@@ -120,6 +122,7 @@ impl Default for Metrics {
             rate_limit_rejections: Counter::default(),
             token_renewals: Family::default(),
             reads: Family::default(),
+            redis_up: Gauge::default(),
             conditional_responses: Family::default(),
             caller_requests: Family::default(),
             caller_unauthorized: Family::default(),
@@ -177,6 +180,11 @@ impl Default for Metrics {
             "reads",
             "Reads of conversations and pages by result: hit (fresh from the cache), miss (this request called Qpien), coalesced (waited on another request's call), stale (cached answer served because Qpien could not answer)",
             m.reads.clone(),
+        );
+        registry.register(
+            "redis_up",
+            "1 while Redis (REDIS_URL) answers and the replicas share their state through it; 0 while it does not, or none is configured",
+            m.redis_up.clone(),
         );
         registry.register(
             "conditional_responses",

@@ -45,6 +45,9 @@ pub struct Settings {
     /// whose pages may call the service from a browser, or `*` for any (pass-through mode
     /// only). Default: unset, no CORS headers at all.
     pub cors: CorsOrigins,
+    /// Shared state for several replicas (`REDIS_*`, `QPIEN_REPLICAS`); `None` keeps
+    /// everything in this process.
+    pub redis: Option<RedisSettings>,
     /// `SANDBOX_TOKEN_TTL_SECS` / `SANDBOX_RATE_LIMIT_PER_MINUTE`: the embedded sandbox's
     /// token lifetime (default 3600) and rate limit (default 100); used only when
     /// `QPIEN_API_URL` is unset.
@@ -74,6 +77,10 @@ pub struct UpstreamSettings {
     /// `QPIEN_RATE_LIMIT_MAX_WAIT_MS`: how long a request may wait for budget before it is
     /// refused with 429. Default 1000.
     pub rate_limit_max_wait: Duration,
+    /// `QPIEN_REPLICAS`: how many replicas share the Qpien account. Without Redis, or
+    /// while it is out of reach, each replica sends at most its share: the limit divided
+    /// by this. Default 1.
+    pub replicas: u32,
     /// `QPIEN_RATE_LIMIT_WRITE_RESERVE`: requests of each minute's budget that reads never
     /// take, so updates (and token renewals) get through while pollers spend the rest.
     /// Default: a tenth of the limit, rounded down. Must be below the limit.
@@ -92,6 +99,24 @@ impl UpstreamSettings {
         self.write_reserve
             .unwrap_or(self.rate_limit_per_minute / 10)
     }
+}
+
+/// Where replicas share their rate budget, token and read cache.
+#[derive(Clone, Debug)]
+pub struct RedisSettings {
+    /// `REDIS_URL`: `redis://[:password@]host:port[/db]`, or `rediss://` for TLS.
+    /// Default: unset, nothing is shared.
+    pub url: Secret,
+    /// `REDIS_KEY_PREFIX`: the start of every key this service writes. Default
+    /// `qpien-rest:`.
+    pub key_prefix: String,
+    /// `REDIS_TIMEOUT_MS`: the most one Redis command may take before the service goes on
+    /// without Redis. Default 250.
+    pub timeout: Duration,
+    /// `REDIS_HASH_SECRET`: the key of the hashes that name credentials in Redis, the
+    /// same on every replica. Default: derived from `QPIEN_CLIENT_SECRET` (service mode);
+    /// required in pass-through mode.
+    pub hash_secret: Option<Secret>,
 }
 
 #[derive(Clone, Debug)]
@@ -167,6 +192,7 @@ impl Default for UpstreamSettings {
             max_retries: 2,
             rate_limit_per_minute: 100,
             rate_limit_max_wait: Duration::from_millis(1_000),
+            replicas: 1,
             write_reserve: None,
             breaker_failures: 5,
             breaker_cool_down: Duration::from_millis(30_000),
@@ -192,6 +218,7 @@ impl Default for Settings {
             log_format: LogFormat::Text,
             shutdown_drain: Duration::from_secs(30),
             cors: CorsOrigins::Off,
+            redis: None,
             sandbox: SandboxConfig::default(),
         }
     }
@@ -293,6 +320,9 @@ impl Settings {
         if let Some(ms) = number("QPIEN_RATE_LIMIT_MAX_WAIT_MS", 0..=600_000) {
             upstream.rate_limit_max_wait = Duration::from_millis(ms);
         }
+        if let Some(n) = number("QPIEN_REPLICAS", 1..=1_000) {
+            upstream.replicas = n as u32;
+        }
         let limit = upstream.rate_limit_per_minute;
         if let Some(n) = number(
             "QPIEN_RATE_LIMIT_WRITE_RESERVE",
@@ -328,6 +358,13 @@ impl Settings {
                 "json" => settings.log_format = LogFormat::Json,
                 _ => problems.push(format!("LOG_FORMAT must be text or json, got {v:?}")),
             }
+        }
+        settings.redis = redis_settings(&get, &mut problems);
+        if let Some(redis) = &settings.redis
+            && redis.hash_secret.is_none()
+            && !settings.is_service_mode()
+        {
+            problems.push("REDIS_URL in pass-through mode needs REDIS_HASH_SECRET: the same random value on every replica (e.g. from `openssl rand -hex 32`), the key of the hashes that name callers' tokens in Redis".into());
         }
         if let Some(v) = get("CORS_ALLOWED_ORIGINS") {
             match parse_origins(&v) {
@@ -422,6 +459,43 @@ impl Settings {
             None => Ok(()),
         }
     }
+}
+
+/// `REDIS_URL` and the settings that only mean something with it.
+fn redis_settings(
+    get: &impl Fn(&str) -> Option<String>,
+    problems: &mut Vec<String>,
+) -> Option<RedisSettings> {
+    let url = get("REDIS_URL")?;
+    match Url::parse(&url) {
+        Ok(parsed) if matches!(parsed.scheme(), "redis" | "rediss") && parsed.host().is_some() => {}
+        // The value may hold a password: never echo it.
+        _ => problems.push(
+            "REDIS_URL must be redis://[:password@]host[:port][/db] or rediss://… for TLS".into(),
+        ),
+    }
+    let mut redis = RedisSettings {
+        url: Secret::new(url),
+        key_prefix: get("REDIS_KEY_PREFIX").unwrap_or_else(|| "qpien-rest:".into()),
+        timeout: Duration::from_millis(250),
+        hash_secret: get("REDIS_HASH_SECRET").map(Secret::new),
+    };
+    if redis.key_prefix.len() > 64 || redis.key_prefix.chars().any(char::is_whitespace) {
+        problems.push("REDIS_KEY_PREFIX must be at most 64 characters without white space".into());
+    }
+    match get("REDIS_TIMEOUT_MS").map(|v| v.parse::<u64>()) {
+        Some(Ok(ms)) if (1..=10_000).contains(&ms) => redis.timeout = Duration::from_millis(ms),
+        Some(_) => problems.push("REDIS_TIMEOUT_MS must be a whole number from 1 to 10000".into()),
+        None => {}
+    }
+    if redis
+        .hash_secret
+        .as_ref()
+        .is_some_and(|s| s.expose().len() < 16)
+    {
+        problems.push("REDIS_HASH_SECRET must be at least 16 characters".into());
+    }
+    Some(redis)
 }
 
 fn parse_http_url(value: &str) -> Result<Url, &'static str> {

@@ -24,6 +24,7 @@ use crate::sandbox::{DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, Sandbox};
 use crate::settings::{
     CORS_ANY_IN_SERVICE_MODE, ClientCredentials, CorsOrigins, Secret, Settings, SettingsError,
 };
+use crate::state::redis::RedisState;
 use crate::telemetry::{RequestSpan, request_context};
 use crate::upstream::QpienClient;
 use crate::{openapi, routes};
@@ -39,6 +40,8 @@ pub enum StartupError {
     Sandbox(std::io::Error),
     #[error("cannot build the HTTP client: {0}")]
     Client(#[from] reqwest::Error),
+    #[error("REDIS_URL cannot be used: {0}")]
+    Redis(redis::RedisError),
     #[error("{0}")]
     Settings(#[from] SettingsError),
     #[error("API_KEYS_FILE {path}: {error}")]
@@ -49,7 +52,7 @@ impl StartupError {
     /// A mistake in the configuration (exit code 2, as for settings), rather than a
     /// failure of the machine (exit code 1).
     pub fn is_configuration(&self) -> bool {
-        matches!(self, Self::Settings(_) | Self::Keys { .. })
+        matches!(self, Self::Settings(_) | Self::Keys { .. } | Self::Redis(_))
     }
 }
 
@@ -96,15 +99,38 @@ impl Application {
         }
         let cors_origins = settings.cors.clone();
         let metrics = web::Data::new(Metrics::default());
+        let redis = match &settings.redis {
+            Some(redis) => Some(
+                RedisState::connect(redis, metrics.clone().into_inner())
+                    .await
+                    .map_err(StartupError::Redis)?,
+            ),
+            None => None,
+        };
+        // What names credentials in Redis alike on every replica: REDIS_HASH_SECRET, else
+        // (service mode) the client secret.
+        let hash_secret = settings.redis.as_ref().and_then(|r| {
+            r.hash_secret
+                .clone()
+                .or_else(|| credentials.as_ref().map(|c| c.client_secret.clone()))
+        });
+        if redis.is_some() && hash_secret.is_none() {
+            return Err(SettingsError(vec![
+                "REDIS_URL in pass-through mode needs REDIS_HASH_SECRET".to_owned(),
+            ])
+            .into());
+        }
         let client = Arc::new(QpienClient::new(
             upstream_url.clone(),
             &settings.upstream,
             credentials,
+            redis.clone().zip(hash_secret.as_ref().map(Secret::expose)),
             metrics.clone().into_inner(),
         )?);
         let reads = web::Data::new(Reads::new(
             Arc::clone(&client),
             settings.read_cache,
+            redis.clone(),
             metrics.clone().into_inner(),
         ));
         let client = web::Data::from(client);

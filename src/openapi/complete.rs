@@ -346,7 +346,9 @@ fn add_links(ok: &mut Value, operation: &str) {
 /// An optional header is absent, never `null`: HTTP has no null field value, and a tool
 /// that believed the schema would send the text "null".
 fn not_null_headers(operation: &mut Value) {
-    let parameters = operation.get_mut("parameters").and_then(Value::as_array_mut);
+    let parameters = operation
+        .get_mut("parameters")
+        .and_then(Value::as_array_mut);
     for parameter in parameters.into_iter().flatten() {
         if parameter["in"] == "header"
             && let Some(types) = parameter["schema"]["type"].as_array()

@@ -6,10 +6,14 @@
 //! credential moves on: every page cached before the update becomes unreachable at
 //! once, and a page fetched by a flight that started before it can never be found
 //! again. Items are replaced in place, by the newer of two answers.
+//!
+//! With Redis, answers and generations live there too, shared by the replicas, and
+//! Redis is the truth while it answers: this process's copy only stands in while it
+//! does not, so a write made through one replica is what every replica reads next.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use actix_web::web::Bytes;
 use moka::ops::compute::Op;
@@ -17,7 +21,14 @@ use tokio::time::Instant;
 
 use super::etag::ETag;
 use crate::domain::{ConversationId, ListQuery};
+use crate::state::redis::RedisState;
 use crate::upstream::CredentialId;
+
+fn unix_ms(at: SystemTime) -> u64 {
+    at.duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as u64
+}
 
 /// What a read asks for, under whose credential.
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]
@@ -29,7 +40,17 @@ pub struct ReadKey {
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]
 pub enum Read {
     Conversation(ConversationId),
-    List { query: ListQuery, generation: u64 },
+    List {
+        query: ListQuery,
+        generation: Generation,
+    },
+}
+
+/// Whose count a list generation is: Redis's, or this process's while Redis is away.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum Generation {
+    Shared(u64),
+    Local(u64),
 }
 
 /// One answer, as its JSON: a conversation, or the `items` of a page.
@@ -45,7 +66,61 @@ pub struct Entry {
     pub fetched_at: Instant,
 }
 
+impl ReadKey {
+    /// The key's name in Redis: the credential, then what was read, in a fixed spelling.
+    pub fn name(&self) -> String {
+        let credential = self.credential.to_hex();
+        match &self.read {
+            Read::Conversation(id) => format!("{credential}:c:{id}"),
+            Read::List { query, generation } => {
+                // A page counted while Redis was away never meets a shared one.
+                let generation = match generation {
+                    Generation::Shared(n) => format!("g{n}"),
+                    Generation::Local(n) => format!("local{n}"),
+                };
+                let f = &query.filter;
+                let text = |v: Option<&str>| v.unwrap_or("").to_owned();
+                let mut name = url::form_urlencoded::Serializer::new(String::new());
+                name.append_pair("status", &text(f.status.map(|v| v.as_str())))
+                    .append_pair("priority", &text(f.priority.map(|v| v.as_str())))
+                    .append_pair(
+                        "starred",
+                        &f.starred.map_or(String::new(), |v| v.to_string()),
+                    )
+                    .append_pair("type", &text(f.kind.map(|v| v.as_str())))
+                    .append_pair("tag", &text(f.tag.as_deref()))
+                    .append_pair("page", &query.page.to_string())
+                    .append_pair("pageSize", &query.page_size.to_string());
+                format!("{credential}:l:{generation}:{}", name.finish())
+            }
+        }
+    }
+}
+
 impl Entry {
+    /// For Redis: `<fetched, ms since 1970>:<total items>:<json>`, fetched first so a
+    /// script can keep the newer of two answers.
+    pub fn encode(&self) -> (Vec<u8>, u64) {
+        let fetched_ms = unix_ms(SystemTime::now()).saturating_sub(self.age().as_millis() as u64);
+        let mut value = format!("{fetched_ms}:{}:", self.total_items).into_bytes();
+        value.extend_from_slice(&self.json);
+        (value, fetched_ms)
+    }
+
+    /// What `encode` made; `None` for anything else.
+    pub fn decode(value: &[u8]) -> Option<Self> {
+        let mut parts = value.splitn(3, |b| *b == b':');
+        let number = |part: Option<&[u8]>| std::str::from_utf8(part?).ok()?.parse::<u64>().ok();
+        let fetched_ms = number(parts.next())?;
+        let total_items = number(parts.next())?;
+        let json = Bytes::copy_from_slice(parts.next()?);
+        let age = unix_ms(SystemTime::now()).saturating_sub(fetched_ms);
+        let fetched_at = Instant::now()
+            .checked_sub(Duration::from_millis(age))
+            .unwrap_or_else(Instant::now);
+        Some(Self::new(json, total_items, fetched_at))
+    }
+
     pub fn new(json: Bytes, total_items: u64, fetched_at: Instant) -> Self {
         Self {
             etag: ETag::of(&json),
@@ -75,13 +150,14 @@ pub struct ReadCache {
     entries: moka::sync::Cache<ReadKey, Arc<Entry>>,
     generations: moka::sync::Cache<CredentialId, u64>,
     next_generation: AtomicU64,
+    shared: Option<Arc<RedisState>>,
 }
 
 /// What each entry costs besides its JSON: the key, the `Arc`, moka's bookkeeping.
 const ENTRY_OVERHEAD: u64 = 256;
 
 impl ReadCache {
-    pub fn new(limits: CacheLimits) -> Self {
+    pub fn new(limits: CacheLimits, shared: Option<Arc<RedisState>>) -> Self {
         // Weighing every entry at least `max_bytes / max_entries` bounds both at once:
         // the total weight stays under `max_bytes`, so the count under `max_entries`.
         let floor = (limits.max_bytes / limits.max_entries.max(1)).max(1);
@@ -103,7 +179,15 @@ impl ReadCache {
                 .time_to_idle(lifetime + Duration::from_secs(60))
                 .build(),
             next_generation: AtomicU64::new(1),
+            shared,
         }
+    }
+
+    /// Redis, while it answers and the cache is on.
+    fn redis(&self) -> Option<&RedisState> {
+        self.shared
+            .as_deref()
+            .filter(|redis| redis.is_up() && self.enabled())
     }
 
     pub fn limits(&self) -> CacheLimits {
@@ -115,28 +199,53 @@ impl ReadCache {
     }
 
     /// The generation of `credential`'s list pages.
-    pub fn generation(&self, credential: CredentialId) -> u64 {
-        self.generations.get_with(credential, || {
+    pub async fn generation(&self, credential: CredentialId) -> Generation {
+        if let Some(redis) = self.redis()
+            && let Some(generation) = redis.generation(&credential.to_hex()).await
+        {
+            return Generation::Shared(generation);
+        }
+        Generation::Local(self.generations.get_with(credential, || {
             self.next_generation.fetch_add(1, Ordering::Relaxed)
-        })
+        }))
     }
 
-    /// Makes every list page of `credential` cached so far unreachable.
-    pub fn forget_lists(&self, credential: CredentialId) {
+    /// Makes every list page of `credential` cached so far unreachable, on every replica.
+    pub async fn forget_lists(&self, credential: CredentialId) {
         let next = self.next_generation.fetch_add(1, Ordering::Relaxed);
         self.generations.insert(credential, next);
+        if let Some(redis) = self.redis() {
+            redis.next_generation(&credential.to_hex()).await;
+        }
     }
 
-    pub fn get(&self, key: &ReadKey) -> Option<Arc<Entry>> {
+    /// The answer for `key`: Redis's while it answers, else this process's.
+    pub async fn get(&self, key: &ReadKey) -> Option<Arc<Entry>> {
+        if let Some(redis) = self.redis()
+            && let Some(stored) = redis.entry(&key.name()).await
+        {
+            let entry = Arc::new(Entry::decode(&stored?)?);
+            self.keep_here(key.clone(), Arc::clone(&entry));
+            return Some(entry);
+        }
         self.entries.get(key)
     }
 
     /// Keeps `entry` unless the cache already holds a newer answer for `key` (an update
     /// that finished while this read was under way).
-    pub fn put(&self, key: ReadKey, entry: Arc<Entry>) {
+    pub async fn put(&self, key: ReadKey, entry: Arc<Entry>) {
         if !self.enabled() {
             return;
         }
+        if let Some(redis) = self.redis() {
+            let keep = self.limits.ttl + self.limits.stale_if_error;
+            let (value, fetched_ms) = entry.encode();
+            redis.put_entry(&key.name(), value, fetched_ms, keep).await;
+        }
+        self.keep_here(key, entry);
+    }
+
+    fn keep_here(&self, key: ReadKey, entry: Arc<Entry>) {
         self.entries
             .entry(key)
             .and_compute_with(|current| match current {
@@ -145,8 +254,16 @@ impl ReadCache {
             });
     }
 
-    pub fn forget(&self, key: &ReadKey) {
+    pub async fn forget(&self, key: &ReadKey) {
         self.entries.invalidate(key);
+        if let Some(redis) = self.redis() {
+            redis.forget_entry(&key.name()).await;
+        }
+    }
+
+    /// Redis, for a flight that would rather wait for another replica's answer.
+    pub fn shared(&self) -> Option<&RedisState> {
+        self.redis()
     }
 
     pub fn is_fresh(&self, entry: &Entry) -> bool {

@@ -12,6 +12,7 @@ pub mod etag;
 
 use std::hash::{BuildHasher, BuildHasherDefault};
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::web::Bytes;
 use serde::Serialize;
@@ -22,6 +23,7 @@ use self::coalesce::{Flights, Role};
 use self::etag::{Condition, ETag};
 use crate::domain::{ConversationId, ConversationPatch, ListQuery};
 use crate::metrics::Metrics;
+use crate::state::redis::RedisState;
 use crate::upstream::{BudgetWait, Credential, QpienClient, UpstreamError};
 
 /// Whether a cached answer may be used as it is.
@@ -109,10 +111,16 @@ pub struct Reads {
 }
 
 impl Reads {
-    pub fn new(client: Arc<QpienClient>, limits: CacheLimits, metrics: Arc<Metrics>) -> Self {
+    /// `shared`: the Redis the replicas share their cache through, if any.
+    pub fn new(
+        client: Arc<QpienClient>,
+        limits: CacheLimits,
+        shared: Option<Arc<RedisState>>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Self {
             client,
-            cache: Arc::new(ReadCache::new(limits)),
+            cache: Arc::new(ReadCache::new(limits, shared)),
             flights: Flights::new(),
             update_locks: (0..UPDATE_LOCKS).map(|_| Default::default()).collect(),
             metrics,
@@ -148,7 +156,7 @@ impl Reads {
     ) -> Result<Served, UpstreamError> {
         let read = Read::List {
             query: query.clone(),
-            generation: self.cache.generation(credential.id()),
+            generation: self.cache.generation(credential.id()).await,
         };
         self.read(credential, request_id, read, freshness).await
     }
@@ -165,7 +173,7 @@ impl Reads {
             credential: credential.id(),
             read,
         };
-        let cached = self.cache.get(&key);
+        let cached = self.cache.get(&key).await;
         if let Some(entry) = &cached
             && freshness == Freshness::Cached
             && self.cache.is_fresh(entry)
@@ -184,15 +192,10 @@ impl Reads {
         } else {
             BudgetWait::Allowed
         };
+        let had = stale.as_ref().map(|entry| entry.fetched_at);
         let (flight, role) = self.flights.join(&key, || {
-            fetch(
-                Arc::clone(&self.client),
-                Arc::clone(&self.cache),
-                key.clone(),
-                credential.clone(),
-                request_id.to_owned(),
-                wait,
-            )
+            self.fetch(key.clone(), credential, request_id, wait)
+                .shared(had)
         });
         match (flight.await, stale) {
             (Ok(entry), _) => {
@@ -215,6 +218,23 @@ impl Reads {
         }
     }
 
+    fn fetch(
+        &self,
+        key: ReadKey,
+        credential: &Credential,
+        request_id: &str,
+        wait: BudgetWait,
+    ) -> Fetch {
+        Fetch {
+            client: Arc::clone(&self.client),
+            cache: Arc::clone(&self.cache),
+            key,
+            credential: credential.clone(),
+            request_id: request_id.to_owned(),
+            wait,
+        }
+    }
+
     /// Applies `patch` under `condition` (`If-Match`), one update of a conversation at a
     /// time in this process. A list of tags is checked against the conversation as Qpien
     /// has it now, read afresh (never from the cache, nor from a read already under way,
@@ -231,20 +251,46 @@ impl Reads {
             .hash_one(id) as usize
             % UPDATE_LOCKS];
         let _one_at_a_time = lock.lock().await;
+        let Some(redis) = self.cache.shared() else {
+            return self
+                .update_alone(credential, request_id, id, patch, condition)
+                .await;
+        };
+        // And one at a time across replicas, while Redis answers.
+        let holder = format!("{:016x}", fastrand::u64(..));
+        let hold = self.client.timeout();
+        let until = Instant::now() + hold;
+        while redis.take_update(id.as_str(), &holder, hold).await == Some(false) {
+            if Instant::now() >= until {
+                return Err(UpstreamError::Timeout.into());
+            }
+            tokio::time::sleep(FLIGHT_POLL).await;
+        }
+        let result = self
+            .update_alone(credential, request_id, id, patch, condition)
+            .await;
+        redis.end_update(id.as_str(), &holder).await;
+        result
+    }
+
+    /// `update` once this is the only update of `id` under way.
+    async fn update_alone(
+        &self,
+        credential: &Credential,
+        request_id: &str,
+        id: &ConversationId,
+        patch: &ConversationPatch,
+        condition: Option<&Condition>,
+    ) -> Result<Arc<Entry>, UpdateError> {
         let key = ReadKey {
             credential: credential.id(),
             read: Read::Conversation(id.clone()),
         };
         if let Some(condition @ Condition::Tags(_)) = condition {
-            let current = fetch(
-                Arc::clone(&self.client),
-                Arc::clone(&self.cache),
-                key.clone(),
-                credential.clone(),
-                request_id.to_owned(),
-                BudgetWait::Allowed,
-            )
-            .await;
+            let current = self
+                .fetch(key.clone(), credential, request_id, BudgetWait::Allowed)
+                .run()
+                .await;
             match current {
                 Ok(entry) if condition.matches(entry.etag) => {}
                 Ok(entry) => return Err(UpdateError::PreconditionFailed(entry.etag)),
@@ -260,16 +306,16 @@ impl Reads {
         match result {
             Ok(conversation) => {
                 let entry = Arc::new(Entry::new(to_json(&conversation), 0, Instant::now()));
-                self.cache.put(key, Arc::clone(&entry));
-                self.cache.forget_lists(credential.id());
+                self.cache.put(key, Arc::clone(&entry)).await;
+                self.cache.forget_lists(credential.id()).await;
                 Ok(entry)
             }
             Err(error) => {
                 // Qpien may have applied an update whose answer was lost: keep nothing
                 // that could be older than it.
                 if error.is_upstream_fault() {
-                    self.cache.forget(&key);
-                    self.cache.forget_lists(credential.id());
+                    self.cache.forget(&key).await;
+                    self.cache.forget_lists(credential.id()).await;
                 }
                 Err(error.into())
             }
@@ -277,34 +323,99 @@ impl Reads {
     }
 }
 
-/// One call to Qpien for `key`, its answer kept in the cache. `'static`, as it runs in
-/// a task of its own.
-async fn fetch(
+/// One read of Qpien for a key: what it needs to run in a task of its own.
+struct Fetch {
     client: Arc<QpienClient>,
     cache: Arc<ReadCache>,
     key: ReadKey,
     credential: Credential,
     request_id: String,
     wait: BudgetWait,
-) -> Answer {
-    let asked_at = Instant::now();
-    let entry = match &key.read {
-        Read::Conversation(id) => {
-            let conversation = client
-                .get_conversation(&credential, &request_id, id, wait)
-                .await?;
-            Entry::new(to_json(&conversation), 0, asked_at)
+}
+
+/// How often a replica waiting on another's flight looks for its answer.
+const FLIGHT_POLL: Duration = Duration::from_millis(25);
+
+impl Fetch {
+    /// Qpien's answer for the key, kept in the cache. With Redis, a replica that finds
+    /// another replica's flight for the same answer waits for it (`had`: the answer it
+    /// already holds, which does not count) instead of asking again.
+    async fn shared(self, had: Option<Instant>) -> Answer {
+        let Some(redis) = self.cache.shared() else {
+            return self.run().await;
+        };
+        let name = self.key.name();
+        let holder = format!("{:016x}", fastrand::u64(..));
+        let hold = self.client.timeout();
+        match redis.take_flight(&name, &holder, hold).await {
+            Some(true) => {
+                let cache = Arc::clone(&self.cache);
+                let answer = self.run().await;
+                if let Some(redis) = cache.shared() {
+                    redis.land_flight(&name, &holder).await;
+                }
+                answer
+            }
+            Some(false) => match self.other_flight(&name, had, hold).await {
+                Some(entry) => Ok(entry),
+                None => self.run().await,
+            },
+            None => self.run().await,
         }
-        Read::List { query, .. } => {
-            let page = client
-                .list_conversations(&credential, &request_id, query, wait)
-                .await?;
-            Entry::new(to_json(&page.items), page.total_items, asked_at)
+    }
+
+    /// The answer another replica's flight stores, or `None` when it ends without one.
+    async fn other_flight(
+        &self,
+        name: &str,
+        had: Option<Instant>,
+        hold: Duration,
+    ) -> Option<Arc<Entry>> {
+        let until = Instant::now() + hold;
+        while Instant::now() < until {
+            tokio::time::sleep(FLIGHT_POLL).await;
+            let redis = self.cache.shared()?;
+            if let Some(entry) = self.cache.get(&self.key).await
+                && had.is_none_or(|had| entry.fetched_at > had)
+            {
+                return Some(entry);
+            }
+            if redis.flight_under_way(name).await != Some(true) {
+                return None;
+            }
         }
-    };
-    let entry = Arc::new(entry);
-    cache.put(key, Arc::clone(&entry));
-    Ok(entry)
+        None
+    }
+
+    /// One call to Qpien, its answer kept in the cache.
+    async fn run(self) -> Answer {
+        let Self {
+            client,
+            cache,
+            key,
+            credential,
+            request_id,
+            wait,
+        } = self;
+        let asked_at = Instant::now();
+        let entry = match &key.read {
+            Read::Conversation(id) => {
+                let conversation = client
+                    .get_conversation(&credential, &request_id, id, wait)
+                    .await?;
+                Entry::new(to_json(&conversation), 0, asked_at)
+            }
+            Read::List { query, .. } => {
+                let page = client
+                    .list_conversations(&credential, &request_id, query, wait)
+                    .await?;
+                Entry::new(to_json(&page.items), page.total_items, asked_at)
+            }
+        };
+        let entry = Arc::new(entry);
+        cache.put(key, Arc::clone(&entry)).await;
+        Ok(entry)
+    }
 }
 
 fn to_json(value: &impl Serialize) -> Bytes {

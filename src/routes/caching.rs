@@ -24,10 +24,10 @@ pub struct Conditional {
 }
 
 impl Conditional {
-    /// `Cache-Control: no-cache` (or `max-age=0`) asks for Qpien's answer. A malformed
-    /// `If-None-Match` is a 400 naming it, as any other invalid input is: a client that
-    /// sends one has a bug it should hear about, not a silent full answer.
-    pub fn of(req: &HttpRequest) -> Result<Self, ApiError> {
+    /// `Cache-Control: no-cache` (or `max-age=0`) asks for Qpien's answer. An
+    /// `If-None-Match` that is no list of entity tags matches nothing: the full answer is
+    /// sent, which is always safe for a read (unlike `If-Match`, see `if_match`).
+    pub fn of(req: &HttpRequest) -> Self {
         let revalidate = req
             .headers()
             .get_all(header::CACHE_CONTROL)
@@ -35,14 +35,15 @@ impl Conditional {
             .flat_map(|v| v.split(','))
             .map(|d| d.trim().to_ascii_lowercase())
             .any(|d| d == "no-cache" || d == "max-age=0");
-        Ok(Self {
+        Self {
             freshness: if revalidate {
                 Freshness::Revalidate
             } else {
                 Freshness::Cached
             },
-            if_none_match: condition(req, header::IF_NONE_MATCH)?,
-        })
+            if_none_match: joined(req.headers(), header::IF_NONE_MATCH)
+                .and_then(|v| Condition::parse(&v).ok()),
+        }
     }
 
     /// Whether the caller already holds the representation tagged `etag`.
@@ -53,18 +54,14 @@ impl Conditional {
     }
 }
 
-/// `If-Match`, or a 400 naming the header when it is no list of entity tags.
+/// `If-Match`, or a 400 naming the header when it is no list of entity tags: an update
+/// guarded by a tag the service cannot read must not go through unguarded.
 pub fn if_match(req: &HttpRequest) -> Result<Option<Condition>, ApiError> {
-    condition(req, header::IF_MATCH)
-}
-
-fn condition(req: &HttpRequest, name: header::HeaderName) -> Result<Option<Condition>, ApiError> {
-    joined(req.headers(), name.clone())
+    joined(req.headers(), header::IF_MATCH)
         .map(|value| {
             Condition::parse(&value).map_err(|_| {
-                let name = if name == header::IF_MATCH { "If-Match" } else { "If-None-Match" };
                 ApiError::InvalidParameters(vec![InvalidParam::parameter(
-                    name,
+                    "If-Match",
                     "must be * or a list of entity tags such as \"0123456789abcdef\", as the ETag header gives them",
                 )])
             })

@@ -28,6 +28,12 @@ pub struct Health {
     /// budget does not make the service unready: it still answers from its cache.
     #[serde(skip_serializing_if = "Option::is_none")]
     budget: Option<Budget>,
+    /// Where the rate budget, token and read cache are kept: `redis` (shared by the
+    /// replicas), `in-process` (no `REDIS_URL`), or `in-process (Redis unreachable)`, when
+    /// this replica goes on alone with its share of the budget until Redis answers again.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = "redis")]
+    shared_state: Option<&'static str>,
 }
 
 /// The rate budget toward Qpien, as the `X-RateLimit-*` fields report it.
@@ -60,6 +66,7 @@ pub async fn healthz() -> HttpResponse {
         mode: None,
         circuit_breaker: None,
         budget: None,
+        shared_state: None,
     })
 }
 
@@ -113,6 +120,7 @@ pub async fn readyz(
         mode: Some(mode),
         circuit_breaker: Some(client.breaker_state().as_str()),
         budget,
+        shared_state: Some(client.shared_state()),
     }))
 }
 

@@ -2,4 +2,11 @@
 //! windows, the service's token, the read cache's shared tier. Each has an in-process
 //! implementation (one replica) and a Redis one (several replicas), chosen at start-up.
 
+pub mod redis;
+mod shared_budget;
+mod shared_reads;
+mod shared_token;
 pub mod window;
+
+pub use shared_budget::SharedAdmission;
+pub use shared_token::{SharedToken, StoredToken};

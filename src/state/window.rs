@@ -107,6 +107,21 @@ impl Window {
         }
     }
 
+    /// Counts `count` grants made at `at` without asking: what another replica or Redis
+    /// granted, so this window knows it if it must decide alone.
+    pub fn record(&mut self, now: Instant, at: Instant, count: u32) {
+        self.advance(now);
+        let slot = self.slot(self.bucket_of(at));
+        self.counts[slot] += count;
+        self.total += count;
+    }
+
+    /// Grants that count now.
+    pub fn used(&mut self, now: Instant) -> u32 {
+        self.advance(now);
+        self.total
+    }
+
     /// When `count` of the grants held have expired.
     fn frees_at(&self, count: u32) -> Instant {
         let mut freed = 0;

@@ -17,12 +17,20 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::state::redis::RedisState;
 pub use crate::state::window::Admission;
 use crate::state::window::{WINDOW, Window};
 use crate::upstream::CredentialId;
 
 /// Credentials whose windows are kept at once; past it the least used are forgotten.
 const MAX_CREDENTIALS: u64 = 100_000;
+/// After Redis comes back, how long a replica still keeps to its own share while feeding
+/// the shared window: until every grant made alone has stopped counting, by then known
+/// or expired everywhere (a minute, and the probe's delay in noticing).
+const HOLD_DOWN: Duration = Duration::from_secs(62);
+/// How recent the last word from Redis must be to stand for the account's use when it
+/// goes away; older, a replica assumes the whole budget was used.
+const FRESH_REPORT: Duration = Duration::from_secs(2);
 
 /// Whether a request may use the write reserve.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,7 +45,20 @@ pub struct RateBudget {
     limit: u32,
     write_reserve: u32,
     max_wait: Duration,
-    windows: moka::sync::Cache<CredentialId, Arc<Mutex<Window>>>,
+    /// Replicas sharing the account: alone, each keeps to its share of the limit.
+    replicas: u32,
+    windows: moka::sync::Cache<CredentialId, Arc<Mutex<Local>>>,
+    shared: Option<Arc<RedisState>>,
+}
+
+/// One credential's window in this process, and what it last heard from Redis.
+struct Local {
+    window: Window,
+    /// Grants the shared window held at the last answer from Redis, when, and until the
+    /// oldest stopped counting.
+    shared: Option<(u32, Instant, Duration)>,
+    /// The outage whose unknown grants this window has counted in.
+    seeded_for: u64,
 }
 
 /// The state of one budget, for the response headers.
@@ -75,11 +96,30 @@ impl RateBudget {
             limit,
             write_reserve: write_reserve.min(limit.saturating_sub(1)),
             max_wait,
+            replicas: 1,
             windows: moka::sync::Cache::builder()
                 .max_capacity(MAX_CREDENTIALS)
                 // Idle this long, a window holds no grant that still counts.
                 .time_to_idle(WINDOW + max_wait + Duration::from_secs(1))
                 .build(),
+            shared: None,
+        }
+    }
+
+    /// `replicas` share the account, through `shared` when it answers.
+    pub fn shared(mut self, replicas: u32, shared: Option<Arc<RedisState>>) -> Self {
+        self.replicas = replicas.max(1);
+        self.shared = shared;
+        self
+    }
+
+    /// Where the budget is kept: `redis`, `in-process` (no Redis), or `in-process (Redis
+    /// unreachable)`.
+    pub fn kept_in(&self) -> &'static str {
+        match &self.shared {
+            None => "in-process",
+            Some(redis) if redis.is_up() => "redis",
+            Some(_) => "in-process (Redis unreachable)",
         }
     }
 
@@ -92,85 +132,216 @@ impl RateBudget {
 
     /// The window of `key`; a new one counts from `now`, so its first grant falls on a
     /// bucket's edge and is held exactly 60 s.
-    fn window(&self, key: CredentialId, now: Instant) -> Arc<Mutex<Window>> {
+    fn local(&self, key: CredentialId, now: Instant) -> Arc<Mutex<Local>> {
         self.windows.get_with(key, || {
-            Arc::new(Mutex::new(Window::new(now, self.max_wait)))
+            Arc::new(Mutex::new(Local {
+                window: Window::new(now, self.max_wait),
+                shared: None,
+                seeded_for: 0,
+            }))
         })
     }
 
     /// A slot for one request of `class`, waiting at most `wait_allowed` (and `max_wait`).
-    pub fn admit(&self, key: CredentialId, class: Class, wait_allowed: Duration) -> Admission {
-        let now = Instant::now();
-        let window = self.window(key, now);
-        let mut window = window.lock().expect("not poisoned");
-        window.admit(now, self.limit_for(class), self.max_wait.min(wait_allowed))
+    pub async fn admit(
+        &self,
+        key: CredentialId,
+        class: Class,
+        wait_allowed: Duration,
+    ) -> Admission {
+        self.admit_under(key, self.limit_for(class), wait_allowed)
+            .await
     }
 
     /// A slot under a caller key's own share of `per_minute`, besides the account's.
-    pub fn admit_share(
+    pub async fn admit_share(
         &self,
         key: CredentialId,
         per_minute: u32,
         wait_allowed: Duration,
     ) -> Admission {
-        let now = Instant::now();
-        let window = self.window(key, now);
-        let mut window = window.lock().expect("not poisoned");
-        window.admit(now, per_minute, self.max_wait.min(wait_allowed))
+        self.admit_under(key, per_minute, wait_allowed).await
     }
 
-    /// What is left of a caller key's share.
-    pub fn share_report(&self, key: CredentialId, per_minute: u32) -> BudgetReport {
-        let (remaining, reset) = match self.windows.get(&key) {
-            Some(window) => window
-                .lock()
-                .expect("not poisoned")
-                .remaining(Instant::now(), per_minute),
-            None => (per_minute, Duration::ZERO),
+    /// Alone (no Redis, or Redis down or just back), a replica keeps to `limit /
+    /// replicas`; with Redis, the shared window decides and this one only listens.
+    async fn admit_under(
+        &self,
+        key: CredentialId,
+        limit: u32,
+        wait_allowed: Duration,
+    ) -> Admission {
+        let max_wait = self.max_wait.min(wait_allowed);
+        let share = limit / self.replicas;
+        let Some(redis) = &self.shared else {
+            return self.alone(key, share, max_wait, None);
         };
-        BudgetReport {
-            limit: per_minute,
-            remaining,
-            reset,
+        match redis.up_for() {
+            Some(up) if up >= HOLD_DOWN => {}
+            Some(_) => {
+                // Just back: the grants made alone are unknown to the shared window, so
+                // this replica keeps to its share, and tells Redis of each grant.
+                let alone = self.alone(key, share, max_wait, Some(redis.outage()));
+                if matches!(alone, Admission::Refused(_)) {
+                    return alone;
+                }
+                return match self.ask(redis, key, limit, max_wait).await {
+                    Some(Admission::Refused(wait)) => Admission::Refused(wait),
+                    Some(shared) => later(alone, shared),
+                    None => alone,
+                };
+            }
+            None => return self.alone(key, share, max_wait, Some(redis.outage())),
+        }
+        match self.ask(redis, key, limit, max_wait).await {
+            Some(admission) => {
+                if let Some(start) = start_of(&admission) {
+                    let now = Instant::now();
+                    let local = self.local(key, now);
+                    local
+                        .lock()
+                        .expect("not poisoned")
+                        .window
+                        .record(now, start, 1);
+                }
+                admission
+            }
+            None => self.alone(key, share, max_wait, Some(redis.outage())),
         }
     }
 
+    /// The shared window's answer, remembered for the headers and for an outage.
+    async fn ask(
+        &self,
+        redis: &RedisState,
+        key: CredentialId,
+        limit: u32,
+        max_wait: Duration,
+    ) -> Option<Admission> {
+        let answer = redis.budget_admit(key, limit, max_wait).await?;
+        let now = Instant::now();
+        let local = self.local(key, now);
+        local.lock().expect("not poisoned").shared = Some((answer.used, now, answer.reset));
+        Some(answer.admission)
+    }
+
+    /// This window alone, under `share`. Entering an outage (`outage` is its number), it
+    /// first counts the grants of other replicas it cannot see: as many as the shared
+    /// window held at its last answer if that was a moment ago, else the whole limit.
+    fn alone(
+        &self,
+        key: CredentialId,
+        share: u32,
+        max_wait: Duration,
+        outage: Option<u64>,
+    ) -> Admission {
+        let now = Instant::now();
+        let local = self.local(key, now);
+        let mut local = local.lock().expect("not poisoned");
+        if let Some(outage) = outage
+            && local.seeded_for != outage
+        {
+            let known = match local.shared {
+                Some((used, at, _)) if now.duration_since(at) < FRESH_REPORT => used,
+                _ => self.limit,
+            };
+            let own = local.window.used(now);
+            local.window.record(now, now, known.saturating_sub(own));
+            local.seeded_for = outage;
+        }
+        local.window.admit(now, share, max_wait)
+    }
+
     /// What Qpien reported with its answer: the requests left and the seconds until its
-    /// window resets.
-    pub fn upstream_report(
+    /// window resets. Used up, every replica holds off until then.
+    pub async fn upstream_report(
         &self,
         key: CredentialId,
         remaining: Option<u32>,
         reset: Option<Duration>,
     ) {
-        let window = self.window(key, Instant::now());
-        let mut window = window.lock().expect("not poisoned");
-        window.upstream_remaining = remaining;
-        if let (Some(0), Some(reset)) = (remaining, reset) {
-            window.blocked_until = Some(Instant::now() + reset);
+        {
+            let local = self.local(key, Instant::now());
+            let mut local = local.lock().expect("not poisoned");
+            local.window.upstream_remaining = remaining;
+            if let (Some(0), Some(reset)) = (remaining, reset) {
+                local.window.blocked_until = Some(Instant::now() + reset);
+            }
+        }
+        if let (Some(0), Some(reset), Some(redis)) = (remaining, reset, &self.shared) {
+            redis.budget_block(key, reset).await;
         }
     }
 
     /// What is left for requests of `class`.
     pub fn report(&self, key: CredentialId, class: Class) -> BudgetReport {
         let limit = self.limit_for(class);
-        let Some(window) = self.windows.get(&key) else {
+        let report = self.report_under(key, limit);
+        BudgetReport {
+            limit: self.limit,
+            ..report
+        }
+    }
+
+    /// What is left of a caller key's share.
+    pub fn share_report(&self, key: CredentialId, per_minute: u32) -> BudgetReport {
+        self.report_under(key, per_minute)
+    }
+
+    /// With Redis up, as the shared window was at its last answer (aged: once its oldest
+    /// grant is gone, the window is whole again); else this window's.
+    fn report_under(&self, key: CredentialId, limit: u32) -> BudgetReport {
+        let Some(local) = self.windows.get(&key) else {
             return BudgetReport {
-                limit: self.limit,
+                limit,
                 remaining: limit,
                 reset: Duration::ZERO,
             };
         };
-        let mut window = window.lock().expect("not poisoned");
-        let (ours, reset) = window.remaining(Instant::now(), limit);
-        let remaining = window
+        let now = Instant::now();
+        let mut local = local.lock().expect("not poisoned");
+        let shared_up = self.shared.as_ref().is_some_and(|r| r.is_up());
+        let (ours, reset) = match local.shared {
+            Some((used, at, reset)) if shared_up => {
+                let left = reset.saturating_sub(now.duration_since(at));
+                if left.is_zero() {
+                    (limit, Duration::ZERO)
+                } else {
+                    (limit.saturating_sub(used), left)
+                }
+            }
+            _ => local.window.remaining(now, limit / self.replicas),
+        };
+        let remaining = local
+            .window
             .upstream_remaining
             .map_or(ours, |theirs| theirs.min(ours));
         BudgetReport {
-            limit: self.limit,
+            limit,
             remaining,
             reset,
         }
+    }
+}
+
+/// When an admitted request goes: now, or after its wait.
+fn start_of(admission: &Admission) -> Option<Instant> {
+    match admission {
+        Admission::Now => Some(Instant::now()),
+        Admission::After(wait) => Some(Instant::now() + *wait),
+        Admission::Refused(_) => None,
+    }
+}
+
+/// Two admissions of one request: it goes when both let it.
+fn later(a: Admission, b: Admission) -> Admission {
+    let wait = |x: &Admission| match x {
+        Admission::Now => Duration::ZERO,
+        Admission::After(w) | Admission::Refused(w) => *w,
+    };
+    match wait(&a).max(wait(&b)) {
+        w if w.is_zero() => Admission::Now,
+        w => Admission::After(w),
     }
 }
 
@@ -189,21 +360,21 @@ mod tests {
         let key = keys().bearer("client").id();
         for _ in 0..3 {
             assert_eq!(
-                budget.admit(key, Class::Read, Duration::MAX),
+                budget.admit(key, Class::Read, Duration::MAX).await,
                 Admission::Now
             );
         }
         assert!(
-            matches!(budget.admit(key, Class::Read, Duration::MAX), Admission::Refused(d) if d == WINDOW)
+            matches!(budget.admit(key, Class::Read, Duration::MAX).await, Admission::Refused(d) if d == WINDOW)
         );
         tokio::time::advance(Duration::from_secs(59)).await;
         assert!(matches!(
-            budget.admit(key, Class::Read, Duration::MAX),
+            budget.admit(key, Class::Read, Duration::MAX).await,
             Admission::Refused(_)
         ));
         tokio::time::advance(Duration::from_secs(1)).await;
         assert_eq!(
-            budget.admit(key, Class::Read, Duration::MAX),
+            budget.admit(key, Class::Read, Duration::MAX).await,
             Admission::Now
         );
     }
@@ -212,15 +383,15 @@ mod tests {
     async fn a_request_waits_when_the_slot_frees_within_max_wait() {
         let budget = RateBudget::new(1, 0, Duration::from_secs(5));
         let key = keys().bearer("client").id();
-        budget.admit(key, Class::Read, Duration::MAX);
+        budget.admit(key, Class::Read, Duration::MAX).await;
         tokio::time::advance(Duration::from_secs(57)).await;
         assert_eq!(
-            budget.admit(key, Class::Read, Duration::MAX),
+            budget.admit(key, Class::Read, Duration::MAX).await,
             Admission::After(Duration::from_secs(3))
         );
         assert!(
             matches!(
-                budget.admit(key, Class::Read, Duration::MAX),
+                budget.admit(key, Class::Read, Duration::MAX).await,
                 Admission::Refused(_)
             ),
             "the slot is taken"
@@ -232,11 +403,16 @@ mod tests {
         let budget = RateBudget::new(2, 0, Duration::ZERO);
         let keys = keys();
         let (a, b) = (keys.bearer("token-a").id(), keys.bearer("token-b").id());
-        budget.upstream_report(a, Some(0), Some(Duration::from_secs(20)));
+        budget
+            .upstream_report(a, Some(0), Some(Duration::from_secs(20)))
+            .await;
         assert!(
-            matches!(budget.admit(a, Class::Read, Duration::MAX), Admission::Refused(d) if d == Duration::from_secs(20))
+            matches!(budget.admit(a, Class::Read, Duration::MAX).await, Admission::Refused(d) if d == Duration::from_secs(20))
         );
-        assert_eq!(budget.admit(b, Class::Read, Duration::MAX), Admission::Now);
+        assert_eq!(
+            budget.admit(b, Class::Read, Duration::MAX).await,
+            Admission::Now
+        );
         assert_eq!(budget.report(b, Class::Read).remaining, 1);
     }
 
@@ -246,26 +422,26 @@ mod tests {
         let key = keys().bearer("service").id();
         for _ in 0..8 {
             assert_eq!(
-                budget.admit(key, Class::Read, Duration::MAX),
+                budget.admit(key, Class::Read, Duration::MAX).await,
                 Admission::Now
             );
         }
         assert!(matches!(
-            budget.admit(key, Class::Read, Duration::MAX),
+            budget.admit(key, Class::Read, Duration::MAX).await,
             Admission::Refused(_)
         ));
         assert_eq!(budget.report(key, Class::Read).remaining, 0);
         assert_eq!(budget.report(key, Class::Write).remaining, 2);
         assert_eq!(
-            budget.admit(key, Class::Write, Duration::MAX),
+            budget.admit(key, Class::Write, Duration::MAX).await,
             Admission::Now
         );
         assert_eq!(
-            budget.admit(key, Class::Write, Duration::MAX),
+            budget.admit(key, Class::Write, Duration::MAX).await,
             Admission::Now
         );
         assert!(matches!(
-            budget.admit(key, Class::Write, Duration::MAX),
+            budget.admit(key, Class::Write, Duration::MAX).await,
             Admission::Refused(_)
         ));
     }
@@ -277,12 +453,12 @@ mod tests {
         let key = keys().bearer("busy").id();
         for _ in 0..100_000 {
             assert_eq!(
-                budget.admit(key, Class::Read, Duration::ZERO),
+                budget.admit(key, Class::Read, Duration::ZERO).await,
                 Admission::Now
             );
         }
         assert!(
-            matches!(budget.admit(key, Class::Read, Duration::ZERO), Admission::Refused(d) if d == WINDOW)
+            matches!(budget.admit(key, Class::Read, Duration::ZERO).await, Admission::Refused(d) if d == WINDOW)
         );
     }
 }

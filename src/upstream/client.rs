@@ -27,6 +27,8 @@ use super::wire::{self, WireConversation, WireConversationList, WireToken};
 use crate::domain::{Conversation, ConversationId, ConversationPage, ConversationPatch, ListQuery};
 use crate::metrics::Metrics;
 use crate::settings::{ClientCredentials, Secret, UpstreamSettings};
+use crate::state::SharedToken;
+use crate::state::redis::RedisState;
 
 pub struct QpienClient {
     http: reqwest::Client,
@@ -67,10 +69,13 @@ pub enum BudgetWait {
 }
 
 impl QpienClient {
+    /// `shared`: the Redis the replicas share their state through, if any, with the
+    /// secret its credential ids are keyed by.
     pub fn new(
         url: Url,
         settings: &UpstreamSettings,
         credentials: Option<ClientCredentials>,
+        shared: Option<(Arc<RedisState>, &str)>,
         metrics: Arc<Metrics>,
     ) -> Result<Self, reqwest::Error> {
         crate::install_tls_provider();
@@ -79,18 +84,30 @@ impl QpienClient {
             .timeout(settings.request_timeout)
             .user_agent(concat!("qpien-rest/", env!("CARGO_PKG_VERSION")))
             .build()?;
-        let hasher = CredentialHasher::random(credentials.as_ref().map(|c| c.client_id.as_str()));
+        let client_id = credentials.as_ref().map(|c| c.client_id.as_str());
+        let hasher = match &shared {
+            Some((_, secret)) => CredentialHasher::shared(secret, client_id),
+            None => CredentialHasher::random(client_id),
+        };
+        let redis = shared.map(|(redis, _)| redis);
+        let tokens = credentials.map(|credentials| {
+            let shared = redis.clone().zip(hasher.service()).map(|(redis, service)| {
+                SharedToken::new(redis, &service.id().to_hex(), &credentials.client_secret)
+            });
+            TokenCache::new(credentials, shared)
+        });
         Ok(Self {
             http,
             url,
-            tokens: credentials.map(TokenCache::new),
+            tokens,
             credentials: hasher,
             timeout: settings.request_timeout,
             budget: RateBudget::new(
                 settings.rate_limit_per_minute,
                 settings.write_reserve(),
                 settings.rate_limit_max_wait,
-            ),
+            )
+            .shared(settings.replicas, redis.clone()),
             breaker: Breaker::new(settings.breaker_failures, settings.breaker_cool_down),
             retry: RetryPolicy::new(settings.max_retries),
             metrics,
@@ -118,6 +135,17 @@ impl QpienClient {
             Some(share) if share.remaining < account.remaining => share,
             _ => account,
         }
+    }
+
+    /// Where the state shared by replicas is kept: `redis`, `in-process`, or `in-process
+    /// (Redis unreachable)`.
+    pub fn shared_state(&self) -> &'static str {
+        self.budget.kept_in()
+    }
+
+    /// The most one call may take, all included.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
     }
 
     pub fn is_service_mode(&self) -> bool {
@@ -423,12 +451,15 @@ impl QpienClient {
         if let Some(caller) = attempt.caller
             && let Some(per_minute) = caller.per_minute
         {
-            let admission = self.budget.admit_share(caller.budget_key, per_minute, left);
+            let admission = self
+                .budget
+                .admit_share(caller.budget_key, per_minute, left)
+                .await;
             self.wait_for(admission).await?;
         }
         let left = left.min(attempt.deadline.saturating_duration_since(Instant::now()));
-        self.wait_for(self.budget.admit(attempt.budget_key, class, left))
-            .await?;
+        let admission = self.budget.admit(attempt.budget_key, class, left).await;
+        self.wait_for(admission).await?;
         let permit = self
             .breaker
             .try_acquire()
@@ -501,11 +532,15 @@ impl QpienClient {
             tracing::Span::current().record("upstream.status", status.as_u16());
             if status == StatusCode::TOO_MANY_REQUESTS {
                 let retry_after = answer::retry_after(response.headers());
-                self.budget.upstream_report(attempt.budget_key, Some(0), Some(retry_after));
+                self.budget
+                    .upstream_report(attempt.budget_key, Some(0), Some(retry_after))
+                    .await;
                 return Err(UpstreamError::RateLimited { retry_after });
             }
             let (remaining, reset) = answer::rate_report(response.headers());
-            self.budget.upstream_report(attempt.budget_key, remaining, reset);
+            self.budget
+                .upstream_report(attempt.budget_key, remaining, reset)
+                .await;
             let body = answer::read_capped(response).await?;
             answer::decode(status, &body, op.root_field)
         }

@@ -99,6 +99,17 @@ impl CredentialHasher {
         hasher
     }
 
+    /// A hasher whose key is derived from `secret`, shared by every replica that knows it,
+    /// so they name each credential alike in their shared state.
+    pub fn shared(secret: &str, service_client_id: Option<&str>) -> Self {
+        let hkdf =
+            hkdf::Hkdf::<Sha256>::new(Some(b"qpien-rest credential ids v1"), secret.as_bytes());
+        let mut key = [0u8; 32];
+        hkdf.expand(b"hmac key", &mut key)
+            .expect("32 bytes is a valid HKDF-SHA-256 length");
+        Self::new(&key, service_client_id)
+    }
+
     /// A hasher with a key of fresh randomness: ids are meaningful in this process only.
     pub fn random(service_client_id: Option<&str>) -> Self {
         let mut key = [0u8; 32];

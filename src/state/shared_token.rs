@@ -1,0 +1,155 @@
+//! Service mode's access token in Redis, one for every replica. It is stored encrypted
+//! (AES-256-GCM, a key derived from the client secret by HKDF-SHA-256, the key's name as
+//! associated data), so whoever reads Redis gets nothing usable without the secret.
+//! Renewal is single-flight across replicas: a lock with an expiry, taken by one replica
+//! while it asks Qpien; the others wait for the new token and read it.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::{Aes256Gcm, Nonce};
+use sha2::Sha256;
+
+use super::redis::RedisState;
+use crate::settings::Secret;
+
+/// How long a renewal may hold the lock before another replica may take over.
+const LOCK_TTL: Duration = Duration::from_secs(15);
+const NONCE: usize = 12;
+
+pub struct SharedToken {
+    redis: Arc<RedisState>,
+    token_key: String,
+    lock_key: String,
+    cipher: Aes256Gcm,
+}
+
+/// A token as stored: the token, when it expires and how long it lived, and the stored
+/// bytes (which name it when it must be thrown away).
+pub struct StoredToken {
+    pub token: Secret,
+    pub expires_at: SystemTime,
+    pub lifetime: Duration,
+    pub stored: Vec<u8>,
+}
+
+impl SharedToken {
+    /// `name`: what names the service's credential (a keyed hash of its client id).
+    pub fn new(redis: Arc<RedisState>, name: &str, client_secret: &Secret) -> Self {
+        let hkdf = hkdf::Hkdf::<Sha256>::new(
+            Some(b"qpien-rest token encryption v1"),
+            client_secret.expose().as_bytes(),
+        );
+        let mut key = [0u8; 32];
+        hkdf.expand(b"aes-256-gcm key", &mut key)
+            .expect("32 bytes is a valid HKDF-SHA-256 length");
+        Self {
+            token_key: redis.key("token", name),
+            lock_key: redis.key("token-lock", name),
+            cipher: Aes256Gcm::new(&key.into()),
+            redis,
+        }
+    }
+
+    /// The token in Redis: `None` when Redis cannot say, `Some(None)` when there is none
+    /// (or it cannot be read with this secret: another key's, or tampered with).
+    pub async fn read(&self) -> Option<Option<StoredToken>> {
+        let key = self.token_key.clone();
+        let stored: Option<Vec<u8>> = self
+            .redis
+            .run(|mut c| async move { redis::cmd("GET").arg(key).query_async(&mut c).await })
+            .await?;
+        Some(stored.and_then(|stored| self.open(stored)))
+    }
+
+    /// Stores `token`, which lives `lifetime` from now; `None` when Redis cannot.
+    pub async fn write(&self, token: &Secret, lifetime: Duration) -> Option<Vec<u8>> {
+        let expires_at = SystemTime::now() + lifetime;
+        let stored = self.seal(token, expires_at, lifetime);
+        let (key, value) = (self.token_key.clone(), stored.clone());
+        let ms = lifetime.as_millis().max(1) as u64;
+        self.redis
+            .run(|mut c| async move {
+                redis::cmd("SET")
+                    .arg(key)
+                    .arg(value)
+                    .arg("PX")
+                    .arg(ms)
+                    .query_async::<()>(&mut c)
+                    .await
+            })
+            .await?;
+        Some(stored)
+    }
+
+    /// Throws the token away if Redis still holds `stored`: a token Qpien called expired
+    /// is removed once, however many replicas saw it.
+    pub async fn discard(&self, stored: &[u8]) {
+        self.redis
+            .delete_if_same(self.token_key.clone(), stored.to_vec())
+            .await;
+    }
+
+    /// Takes the renewal lock for `holder`: `Some(true)` taken, `Some(false)` another
+    /// replica holds it, `None` Redis cannot say.
+    pub async fn lock(&self, holder: &str) -> Option<bool> {
+        self.redis
+            .take_lock(self.lock_key.clone(), holder, LOCK_TTL)
+            .await
+    }
+
+    pub async fn unlock(&self, holder: &str) {
+        self.redis
+            .delete_if_same(self.lock_key.clone(), holder.as_bytes().to_vec())
+            .await;
+    }
+
+    /// nonce ‖ AES-256-GCM(expiry in ms ‖ lifetime in ms ‖ token), bound to the key's name.
+    fn seal(&self, token: &Secret, expires_at: SystemTime, lifetime: Duration) -> Vec<u8> {
+        let mut nonce = [0u8; NONCE];
+        getrandom::fill(&mut nonce).expect("the operating system provides randomness");
+        let expiry = expires_at
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis() as u64;
+        let mut plain = Vec::with_capacity(16 + token.expose().len());
+        plain.extend_from_slice(&expiry.to_be_bytes());
+        plain.extend_from_slice(&(lifetime.as_millis() as u64).to_be_bytes());
+        plain.extend_from_slice(token.expose().as_bytes());
+        let sealed = self
+            .cipher
+            .encrypt(
+                Nonce::from_slice(&nonce),
+                Payload {
+                    msg: &plain,
+                    aad: self.token_key.as_bytes(),
+                },
+            )
+            .expect("AES-GCM encrypts any message of this size");
+        [nonce.as_slice(), &sealed].concat()
+    }
+
+    fn open(&self, stored: Vec<u8>) -> Option<StoredToken> {
+        let (nonce, sealed) = stored.split_at_checked(NONCE)?;
+        let plain = self
+            .cipher
+            .decrypt(
+                Nonce::from_slice(nonce),
+                Payload {
+                    msg: sealed,
+                    aad: self.token_key.as_bytes(),
+                },
+            )
+            .ok()?;
+        let (expiry, rest) = plain.split_at_checked(8)?;
+        let (lifetime, token) = rest.split_at_checked(8)?;
+        let ms = |bytes: &[u8]| u64::from_be_bytes(bytes.try_into().expect("8 bytes"));
+        Some(StoredToken {
+            token: Secret::new(String::from_utf8(token.to_vec()).ok()?),
+            expires_at: UNIX_EPOCH + Duration::from_millis(ms(expiry)),
+            lifetime: Duration::from_millis(ms(lifetime)),
+            stored,
+        })
+    }
+}
