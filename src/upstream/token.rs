@@ -84,6 +84,14 @@ impl TokenCache {
                 match shared.lock(&self.holder).await {
                     None => break,
                     Some(true) => {
+                        // Another replica may have stored a token between our look and
+                        // taking the lock, and let it go since.
+                        if let Some(Some(stored)) = shared.read().await
+                            && usable(&stored, stale.as_deref())
+                        {
+                            shared.unlock(&self.holder).await;
+                            return Ok(self.keep(&mut current, adopt(stored)));
+                        }
                         let result = generate(&self.credentials).await;
                         let result = match result {
                             Ok((token, lifetime)) => {

@@ -289,6 +289,11 @@ impl TestApp {
     /// A token straight from the sandbox, as a pass-through caller would hold one.
     pub async fn sandbox_token(&self, client_id: &str, secret: &str) -> String {
         let url = self.sandbox.as_ref().unwrap().url();
+        self.sandbox_token_at(&url, client_id, secret).await
+    }
+
+    /// A token from the sandbox at `url`.
+    pub async fn sandbox_token_at(&self, url: &str, client_id: &str, secret: &str) -> String {
         let body: Value = self
             .http
             .post(url)

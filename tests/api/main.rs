@@ -16,6 +16,8 @@ mod openapi;
 mod operations;
 mod process;
 mod read_cache;
+mod redis_server;
 mod resilience;
+mod shared_state;
 mod update_conversation;
 mod upstream_failures;
