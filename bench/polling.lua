@@ -1,0 +1,73 @@
+-- wrk script of polling.sh: many pollers of one list page and of a few items at once.
+-- wrk gives every thread the same number of connections; the first POLL_LIST_THREADS
+-- threads poll POLL_LIST_PATH, each later thread polls the items of POLL_ITEM_IDS
+-- (comma-separated) in turn, one per request, so its connections together keep every
+-- item polled equally and exactly those items are read.
+-- response() counts statuses and stale answers (Cache-Status with fwd=stale) per thread;
+-- done() sums them (counts is global so that thread:get can read it) and prints one line that polling.sh parses.
+
+local threads = {}
+
+function setup(thread)
+  table.insert(threads, thread)
+  thread:set("thread_no", #threads)
+end
+
+local requests = {}
+local turn = 0
+counts = { ok = 0, not_modified = 0, limited = 0, other = 0, stale = 0, list = 0, item = 0 }
+local is_list
+
+function init(_)
+  is_list = thread_no <= tonumber(os.getenv("POLL_LIST_THREADS"))
+  if is_list then
+    requests = { wrk.format("GET", os.getenv("POLL_LIST_PATH")) }
+  else
+    for id in string.gmatch(os.getenv("POLL_ITEM_IDS"), "[^,]+") do
+      table.insert(requests, wrk.format("GET", "/conversations/" .. id))
+    end
+  end
+end
+
+function request()
+  turn = turn % #requests + 1
+  return requests[turn]
+end
+
+function response(status, headers, _)
+  if status == 200 then
+    counts.ok = counts.ok + 1
+  elseif status == 304 then
+    counts.not_modified = counts.not_modified + 1
+  elseif status == 429 then
+    counts.limited = counts.limited + 1
+  else
+    counts.other = counts.other + 1
+  end
+  local cache_status = headers["cache-status"] or headers["Cache-Status"] or ""
+  if string.find(cache_status, "fwd=stale", 1, true) then
+    counts.stale = counts.stale + 1
+  end
+  if is_list then
+    counts.list = counts.list + 1
+  else
+    counts.item = counts.item + 1
+  end
+end
+
+function done(summary, latency, _)
+  local total = { ok = 0, not_modified = 0, limited = 0, other = 0, stale = 0, list = 0, item = 0 }
+  for _, thread in ipairs(threads) do
+    local c = thread:get("counts")
+    for name, value in pairs(c) do
+      total[name] = total[name] + value
+    end
+  end
+  local e = summary.errors
+  io.write(string.format(
+    "POLL requests=%d duration_us=%d p50_us=%d p99_us=%d ok=%d not_modified=%d limited=%d other=%d stale=%d list=%d item=%d socket_errors=%d\n",
+    summary.requests, summary.duration,
+    math.floor(latency:percentile(50)), math.floor(latency:percentile(99)),
+    total.ok, total.not_modified, total.limited, total.other, total.stale,
+    total.list, total.item, e.connect + e.read + e.write + e.timeout))
+end
