@@ -1,10 +1,12 @@
 -- wrk script of polling.sh: many pollers of one list page and of a few items at once.
--- wrk gives every thread the same number of connections; the first POLL_LIST_THREADS
--- threads poll POLL_LIST_PATH, each later thread polls the items of POLL_ITEM_IDS
--- (comma-separated) in turn, one per request, so its connections together keep every
--- item polled equally and exactly those items are read.
+-- wrk gives every thread of POLL_THREADS the same number of connections; the first
+-- POLL_LIST_THREADS threads poll POLL_LIST_PATH, the others share out the items of
+-- POLL_ITEM_IDS (comma-separated), each thread polling its share in turn, one item per
+-- request: so exactly those items are read, each as often, and with as many item threads
+-- as items every connection keeps to one item.
 -- response() counts statuses and stale answers (Cache-Status with fwd=stale) per thread;
--- done() sums them (counts is global so that thread:get can read it) and prints one line that polling.sh parses.
+-- done() sums them (counts is global so that thread:get can read it) and prints one
+-- line that polling.sh parses.
 
 local threads = {}
 
@@ -19,12 +21,18 @@ counts = { ok = 0, not_modified = 0, limited = 0, other = 0, stale = 0, list = 0
 local is_list
 
 function init(_)
-  is_list = thread_no <= tonumber(os.getenv("POLL_LIST_THREADS"))
+  local list_threads = tonumber(os.getenv("POLL_LIST_THREADS"))
+  local item_threads = tonumber(os.getenv("POLL_THREADS")) - list_threads
+  is_list = thread_no <= list_threads
   if is_list then
     requests = { wrk.format("GET", os.getenv("POLL_LIST_PATH")) }
   else
+    local k = 0
     for id in string.gmatch(os.getenv("POLL_ITEM_IDS"), "[^,]+") do
-      table.insert(requests, wrk.format("GET", "/conversations/" .. id))
+      if k % item_threads == thread_no - list_threads - 1 then
+        table.insert(requests, wrk.format("GET", "/conversations/" .. id))
+      end
+      k = k + 1
     end
   end
 end
