@@ -18,6 +18,7 @@ end
 local requests = {}
 local turn = 0
 counts = { ok = 0, not_modified = 0, limited = 0, other = 0, stale = 0, list = 0, item = 0 }
+stale_details = {} -- stale answers by the detail of their Cache-Status
 local is_list
 
 function init(_)
@@ -55,6 +56,8 @@ function response(status, headers, _)
   local cache_status = headers["cache-status"] or headers["Cache-Status"] or ""
   if string.find(cache_status, "fwd=stale", 1, true) then
     counts.stale = counts.stale + 1
+    local detail = string.match(cache_status, "detail=([%w%-]+)") or "none"
+    stale_details[detail] = (stale_details[detail] or 0) + 1
   end
   if is_list then
     counts.list = counts.list + 1
@@ -65,17 +68,26 @@ end
 
 function done(summary, latency, _)
   local total = { ok = 0, not_modified = 0, limited = 0, other = 0, stale = 0, list = 0, item = 0 }
+  local details = {}
   for _, thread in ipairs(threads) do
-    local c = thread:get("counts")
-    for name, value in pairs(c) do
+    for name, value in pairs(thread:get("counts")) do
       total[name] = total[name] + value
     end
+    for name, value in pairs(thread:get("stale_details")) do
+      details[name] = (details[name] or 0) + value
+    end
   end
+  local stale_by_detail = {}
+  for name, value in pairs(details) do
+    table.insert(stale_by_detail, name .. ":" .. value)
+  end
+  table.sort(stale_by_detail)
   local e = summary.errors
   io.write(string.format(
-    "POLL requests=%d duration_us=%d p50_us=%d p99_us=%d ok=%d not_modified=%d limited=%d other=%d stale=%d list=%d item=%d socket_errors=%d\n",
+    "POLL requests=%d duration_us=%d p50_us=%d p99_us=%d ok=%d not_modified=%d limited=%d other=%d stale=%d list=%d item=%d socket_errors=%d stale_by_detail=%s\n",
     summary.requests, summary.duration,
     math.floor(latency:percentile(50)), math.floor(latency:percentile(99)),
     total.ok, total.not_modified, total.limited, total.other, total.stale,
-    total.list, total.item, e.connect + e.read + e.write + e.timeout))
+    total.list, total.item, e.connect + e.read + e.write + e.timeout,
+    #stale_by_detail > 0 and table.concat(stale_by_detail, ",") or "-"))
 end

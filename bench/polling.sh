@@ -217,12 +217,12 @@ run() {
             for (i = 2; i < n; i += 2) f[kv[i]] = kv[i + 1]
             split(counts, q, " "); split(before, b, " "); split(after, a, " ")
             req = f["requests"] > 0 ? f["requests"] : 1
-            printf "%s|%s|%s|%s|%s|%d|%.0f|%d|%d|%d|%d|%d|%d|%d|%d|%d|%d|%d|%.2f|%.2f|%.1f|%.1f|%d/%d/%d/%d|%d\n",
+            printf "%s|%s|%s|%s|%s|%d|%.0f|%d|%d|%d|%d|%d|%d|%d|%d|%d|%d|%d|%.2f|%.2f|%.1f|%.1f|%d/%d/%d/%d|%d|%s\n",
                 label, ttl, limit, seconds, pollers, f["requests"], f["requests"] / (f["duration_us"] / 1e6),
                 f["ok"] + f["not_modified"], f["limited"], f["other"], f["stale"],
                 q[1], q[3], q[4], q[5], busiest, q[2], f["socket_errors"],
                 f["p50_us"] / 1000, f["p99_us"] / 1000, cpu_us / req, rss / 1024,
-                a[1] - b[1], a[2] - b[2], a[3] - b[3], a[4] - b[4], cpu_us
+                a[1] - b[1], a[2] - b[2], a[3] - b[3], a[4] - b[4], cpu_us, f["stale_by_detail"]
         }')")
 }
 
@@ -285,6 +285,7 @@ print_report() {
         check "run $run: Qpien's 429s" "$(field "$run" 16)" eq 0
     done
     check "429s to callers" "$(field B 8)" eq 0
+    echo "  (run B's stale answers by Cache-Status detail: $(field B 24 | tr ',:' ' ='))"
     check "other answers and socket errors" "$(($(field B 9) + $(field B 17)))" eq 0
     ratio_check "CPU per request in B (hits, and stale answers once the budget is spent) ÷ in C (cache off)" B C
     ratio_check "CPU per request in D (hits only) ÷ in E (each a call of its own)" D E
