@@ -1,4 +1,4 @@
-# Process control and /proc readings for hotpath.sh (sourced, not run): free ports, starting
+# Process control and /proc readings for the benchmarks (sourced, not run): free ports, starting
 # checks, stopping only what we started, CPU time and RSS of a process family.
 # shellcheck shell=bash
 
