@@ -634,6 +634,42 @@ mod tests {
     }
 
     #[test]
+    fn redis_settings_are_checked_and_a_password_never_echoed() {
+        let shared = settings(&[
+            ("REDIS_URL", "rediss://:pw@redis.internal:6380/2"),
+            ("REDIS_KEY_PREFIX", "facade-a:"),
+            ("REDIS_TIMEOUT_MS", "100"),
+            ("QPIEN_REPLICAS", "3"),
+        ])
+        .unwrap();
+        let redis = shared.redis.unwrap();
+        assert_eq!(
+            (redis.key_prefix.as_str(), redis.timeout),
+            ("facade-a:", Duration::from_millis(100))
+        );
+        assert_eq!(shared.upstream.replicas, 3);
+
+        let err = settings(&[
+            ("REDIS_URL", "http://:hunter2@redis:6379"),
+            ("REDIS_TIMEOUT_MS", "0"),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("REDIS_URL") && err.contains("REDIS_TIMEOUT_MS"),
+            "{err}"
+        );
+        assert!(!err.contains("hunter2"), "{err}");
+
+        let pass_through = [
+            ("QPIEN_API_URL", "https://api.qpien.com/api/v1"),
+            ("REDIS_URL", "redis://r:6379"),
+        ];
+        let err = settings(&pass_through).unwrap_err().to_string();
+        assert!(err.contains("REDIS_HASH_SECRET"), "{err}");
+    }
+
+    #[test]
     fn the_client_secret_never_shows_in_debug_output() {
         let s = settings(&[
             ("QPIEN_CLIENT_ID", "id-1"),
