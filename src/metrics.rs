@@ -4,7 +4,6 @@
 //! Series labelled by caller `key` stay bounded: key ids come from the keys file only,
 //! never from what a request sends.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::HttpMessage;
@@ -15,8 +14,6 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-
-use crate::callers::CallerKey;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HttpLabels {
@@ -269,6 +266,10 @@ impl Metrics {
     }
 }
 
+/// The id of the caller key a request came with, in its extensions for `record`.
+#[derive(Clone, Debug)]
+pub struct KeyId(pub String);
+
 /// Middleware: counts every response by route pattern (not raw path, so ids do not
 /// explode the label set) and status, and times it.
 pub async fn record(
@@ -301,8 +302,8 @@ pub async fn record(
         let key = response
             .request()
             .extensions()
-            .get::<Arc<CallerKey>>()
-            .map(|k| k.id.clone());
+            .get::<KeyId>()
+            .map(|k| k.0.clone());
         if let Some(key) = key {
             metrics
                 .caller_requests

@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use url::Url;
 
-use crate::reads::cache::CacheLimits;
 use crate::sandbox::SandboxConfig;
 
 /// Everything the service can be told. Each field says its environment variable and default.
@@ -99,6 +98,17 @@ impl UpstreamSettings {
         self.write_reserve
             .unwrap_or(self.rate_limit_per_minute / 10)
     }
+}
+
+/// The read cache's bounds.
+#[derive(Clone, Copy, Debug)]
+pub struct CacheLimits {
+    /// How long an answer is served without asking Qpien; zero turns the cache off.
+    pub ttl: Duration,
+    /// How long after that it may still stand in for an answer Qpien cannot give.
+    pub stale_if_error: Duration,
+    pub max_entries: u64,
+    pub max_bytes: u64,
 }
 
 /// Where replicas share their rate budget, token and read cache.

@@ -21,6 +21,7 @@ use tokio::time::Instant;
 
 use super::etag::ETag;
 use crate::domain::{ConversationId, ListQuery};
+pub use crate::settings::CacheLimits;
 use crate::state::redis::RedisState;
 use crate::upstream::CredentialId;
 
@@ -133,16 +134,6 @@ impl Entry {
     pub fn age(&self) -> Duration {
         self.fetched_at.elapsed()
     }
-}
-
-#[derive(Clone, Copy, Debug)]
-pub struct CacheLimits {
-    /// How long an answer is served without asking Qpien; zero turns the cache off.
-    pub ttl: Duration,
-    /// How long after that it may still stand in for an answer Qpien cannot give.
-    pub stale_if_error: Duration,
-    pub max_entries: u64,
-    pub max_bytes: u64,
 }
 
 pub struct ReadCache {

@@ -20,7 +20,7 @@ pub use conversations::{ConversationList, MAX_BODY_BYTES, PageLinks};
 
 use crate::callers::{CallerKey, KeyStore, Scope};
 use crate::error::ApiError;
-use crate::metrics::Metrics;
+use crate::metrics::{KeyId, Metrics};
 use crate::upstream::{Credential, CredentialHasher, QpienClient};
 
 /// Problem statuses each operation can answer, by `operationId`; the OpenAPI document
@@ -148,7 +148,7 @@ fn with_key(
     if let Some(span) = req.extensions().get::<RootSpan>() {
         span.record("caller.key_id", tracing::field::display(&key.id));
     }
-    req.extensions_mut().insert(key.clone());
+    req.extensions_mut().insert(KeyId(key.id.clone()));
     let credential = credentials
         .service_for_key(&key.id, key.per_minute)
         .expect("caller keys exist in service mode only");
