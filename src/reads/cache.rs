@@ -257,6 +257,11 @@ impl ReadCache {
         self.redis()
     }
 
+    /// Redis while it answers, cache on or off: updates take their turn there.
+    pub fn shared_even_uncached(&self) -> Option<&RedisState> {
+        self.shared.as_deref().filter(|redis| redis.is_up())
+    }
+
     pub fn is_fresh(&self, entry: &Entry) -> bool {
         entry.age() < self.limits.ttl
     }

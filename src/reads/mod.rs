@@ -251,7 +251,7 @@ impl Reads {
             .hash_one(id) as usize
             % UPDATE_LOCKS];
         let _one_at_a_time = lock.lock().await;
-        let Some(redis) = self.cache.shared() else {
+        let Some(redis) = self.cache.shared_even_uncached() else {
             return self
                 .update_alone(credential, request_id, id, patch, condition)
                 .await;
