@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
 use qpien_rest::sandbox::{DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, SandboxConfig};
+use qpien_rest::settings::Settings;
 use serde_json::{Value, json};
 use wiremock::matchers::method;
 use wiremock::{Mock, MockServer, ResponseTemplate};
@@ -411,8 +412,11 @@ async fn a_spent_budget_serves_the_stale_answer_at_once_and_a_429_without_one() 
     assert_eq!(app.upstream_requests(), 2);
 }
 
-#[tokio::test]
-async fn a_failing_qpien_is_hidden_by_a_stale_answer_naming_why() {
+/// Pass-through in front of a Qpien that answers one read, then only HTTP 500; answers
+/// are fresh for 100 ms.
+async fn answers_once_then_fails(
+    tune: impl FnOnce(&mut Settings) + 'static,
+) -> (MockServer, crate::helpers::TestApp) {
     let upstream = MockServer::start().await;
     Mock::given(method("POST"))
         .respond_with(ResponseTemplate::new(200).set_body_json(
@@ -427,10 +431,19 @@ async fn a_failing_qpien_is_hidden_by_a_stale_answer_naming_why() {
         .await;
     let app = spawn_app_with(Setup {
         upstream_url: Some(graphql_url(&upstream)),
-        settings: Box::new(|s| s.read_cache.ttl = Duration::from_millis(100)),
+        settings: Box::new(|s| {
+            s.read_cache.ttl = Duration::from_millis(100);
+            tune(s);
+        }),
         ..Setup::pass_through()
     })
     .await;
+    (upstream, app)
+}
+
+#[tokio::test]
+async fn a_failing_qpien_is_hidden_by_a_stale_answer_naming_why() {
+    let (upstream, app) = answers_once_then_fails(|_| {}).await;
     let path = "/conversations/6650a1000000000000000001";
     let fresh = app.get_with_bearer(path).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -449,27 +462,8 @@ async fn a_failing_qpien_is_hidden_by_a_stale_answer_naming_why() {
 
 #[tokio::test]
 async fn past_the_stale_window_qpiens_trouble_is_the_answer() {
-    let upstream = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(
-            json!({"data": {"getConversation": {"_id": "6650a1000000000000000001"}}}),
-        ))
-        .up_to_n_times(1)
-        .mount(&upstream)
-        .await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(500))
-        .mount(&upstream)
-        .await;
-    let app = spawn_app_with(Setup {
-        upstream_url: Some(graphql_url(&upstream)),
-        settings: Box::new(|s| {
-            s.read_cache.ttl = Duration::from_millis(100);
-            s.read_cache.stale_if_error = Duration::ZERO;
-        }),
-        ..Setup::pass_through()
-    })
-    .await;
+    let (_upstream, app) =
+        answers_once_then_fails(|s| s.read_cache.stale_if_error = Duration::ZERO).await;
     let path = "/conversations/6650a1000000000000000001";
     app.get_with_bearer(path).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
