@@ -29,8 +29,9 @@ pub struct RedisState {
     prefix: String,
     timeout: Duration,
     up: AtomicBool,
-    /// When Redis last came back (or was first reached).
-    up_since: Mutex<Option<Instant>>,
+    /// When Redis came back after its latest outage; `None` before any outage, or while
+    /// it is down.
+    back_since: Mutex<Option<Instant>>,
     /// How many times it has gone down: an outage's number.
     outages: AtomicU64,
     metrics: Arc<Metrics>,
@@ -56,7 +57,7 @@ impl RedisState {
             prefix: settings.key_prefix.clone(),
             timeout: settings.timeout,
             up: AtomicBool::new(true),
-            up_since: Mutex::new(Some(Instant::now())),
+            back_since: Mutex::new(None),
             outages: AtomicU64::new(0),
             metrics,
         });
@@ -79,13 +80,14 @@ impl RedisState {
         self.up.load(Ordering::Acquire)
     }
 
-    /// How long Redis has answered without a break; `None` while it is down.
+    /// How long Redis has answered since its latest outage (`Duration::MAX` when it never
+    /// had one: this replica never went on alone); `None` while it is down.
     pub fn up_for(&self) -> Option<Duration> {
         if !self.is_up() {
             return None;
         }
-        let since = *self.up_since.lock().expect("not poisoned");
-        since.map(|at| at.elapsed())
+        let since = *self.back_since.lock().expect("not poisoned");
+        Some(since.map_or(Duration::MAX, |at| at.elapsed()))
     }
 
     /// The number of the latest outage (0: none yet).
@@ -161,7 +163,7 @@ impl RedisState {
     fn mark_down(&self, why: &str) {
         if self.up.swap(false, Ordering::AcqRel) {
             self.outages.fetch_add(1, Ordering::AcqRel);
-            *self.up_since.lock().expect("not poisoned") = None;
+            *self.back_since.lock().expect("not poisoned") = None;
             self.metrics.redis_up.set(0);
             // The error text of redis-rs names the server, never the URL's password.
             tracing::warn!(
@@ -172,8 +174,8 @@ impl RedisState {
     }
 
     fn mark_up(&self) {
-        *self.up_since.lock().expect("not poisoned") = Some(Instant::now());
         if !self.up.swap(true, Ordering::AcqRel) {
+            *self.back_since.lock().expect("not poisoned") = Some(Instant::now());
             self.metrics.redis_up.set(1);
             tracing::info!(
                 "Redis answers again: rate budget, token and read cache are shared again"
