@@ -2,10 +2,14 @@
 -- wrk gives every thread the same number of connections, so each thread has one role:
 --   writers (the first MIX_WRITE_THREADS threads): PATCH /conversations/{id} with
 --     application/merge-patch+json, flipping `starred` of the ids in MIX_WRITE_IDS
---     (comma-separated; the threads share them out), each connection writing at once,
---     then every MIX_WRITE_INTERVAL_MS (plus the answer's time): a modest, steady rate;
---     on a new connection each time, as an idle one would be closed by HAProxy's
---     keep-alive timeout between writes (and wrk would count a socket error);
+--     (comma-separated; the threads share them out) at a modest, steady rate: one
+--     every MIX_WRITE_INTERVAL_MS per writer connection on average, by the clock. A
+--     writer connection sends a request every MIX_WRITER_TICK_MS: a write when one is
+--     due, else GET /healthz (no Qpien call), which keeps the connection in use:
+--     HAProxy closes a connection idle for 10 s with a 408 (timeout http-request,
+--     http-keep-alive), and wrk would take that for an answer. Those keep-alive answers
+--     are counted apart (`keepalive`); wrk's latency figures include them, a few dozen
+--     in hundreds of thousands;
 --   pollers (the next MIX_POLL_THREADS threads): GET MIX_POLL_PATH, one list page, as
 --     fast as answers come;
 --   readers (the rest): as fast as answers come, each request a read picked at random
@@ -32,23 +36,30 @@ for _, role in ipairs(ROLES) do
   end
 end
 counts.stale = 0
+counts.keepalive = 0
 stale_details = {}
+other_statuses = {} -- answers of the class "other" by status
 
 local role
 local requests = {}
 local write_ids = {}
 local starred = {}
 local turn = 0
-local write_interval_ms = 0
-local connections_per_thread = 0
+local writer_tick_ms = 0
+local write_period_s = 0 -- between two writes of this thread
+local next_write_at = 0
+local keepalive_request
 
 function init(_)
   local write_threads = tonumber(os.getenv("MIX_WRITE_THREADS"))
   local poll_threads = tonumber(os.getenv("MIX_POLL_THREADS"))
   if thread_no <= write_threads then
     role = "write"
-    write_interval_ms = tonumber(os.getenv("MIX_WRITE_INTERVAL_MS"))
-    connections_per_thread = tonumber(os.getenv("MIX_CONNECTIONS_PER_THREAD"))
+    writer_tick_ms = tonumber(os.getenv("MIX_WRITER_TICK_MS"))
+    write_period_s = tonumber(os.getenv("MIX_WRITE_INTERVAL_MS")) / 1000
+      / tonumber(os.getenv("MIX_CONNECTIONS_PER_THREAD"))
+    next_write_at = os.time()
+    keepalive_request = wrk.format("GET", "/healthz")
     local k = 0
     for id in string.gmatch(os.getenv("MIX_WRITE_IDS"), "[^,]+") do
       if k % write_threads == thread_no - 1 then
@@ -71,11 +82,17 @@ end
 
 function request()
   if role == "write" then
+    -- os.time() counts whole seconds: a write may come up to a second late, the next
+    -- one is still due on time.
+    if os.time() < next_write_at then
+      return keepalive_request
+    end
+    next_write_at = next_write_at + write_period_s
     turn = turn % #write_ids + 1
     local id = write_ids[turn]
     starred[id] = not starred[id]
     return wrk.format("PATCH", "/conversations/" .. id,
-      { ["Content-Type"] = "application/merge-patch+json", ["Connection"] = "close" },
+      { ["Content-Type"] = "application/merge-patch+json" },
       starred[id] and '{"starred":true}' or '{"starred":false}')
   elseif role == "poll" then
     return requests[1]
@@ -84,18 +101,9 @@ function request()
 end
 
 -- wrk asks before every request of every thread, the first of each connection included.
--- Readers and pollers never wait; a writer's connections send their first write at once
--- (the first calls of the thread, one per connection), then one every interval.
-local delays = 0
+-- Readers and pollers never wait.
 function delay()
-  if role ~= "write" then
-    return 0
-  end
-  delays = delays + 1
-  if delays <= connections_per_thread then
-    return 0
-  end
-  return write_interval_ms
+  return role == "write" and writer_tick_ms or 0
 end
 
 local function class_of(status)
@@ -113,9 +121,18 @@ local function class_of(status)
   return "other"
 end
 
-function response(status, headers, _)
-  local name = role .. "_" .. class_of(status)
-  counts[name] = counts[name] + 1
+local KEEPALIVE_BODY = '{"status":"ok"}'
+
+function response(status, headers, body)
+  if role == "write" and status == 200 and body == KEEPALIVE_BODY then
+    counts.keepalive = counts.keepalive + 1
+    return
+  end
+  local class = class_of(status)
+  counts[role .. "_" .. class] = counts[role .. "_" .. class] + 1
+  if class == "other" then
+    other_statuses[status] = (other_statuses[status] or 0) + 1
+  end
   local cache_status = headers["cache-status"] or headers["Cache-Status"] or ""
   if string.find(cache_status, "fwd=stale", 1, true) then
     counts.stale = counts.stale + 1
@@ -127,12 +144,16 @@ end
 function done(summary, latency, _)
   local total = {}
   local details = {}
+  local others = {}
   for _, thread in ipairs(threads) do
     for name, value in pairs(thread:get("counts")) do
       total[name] = (total[name] or 0) + value
     end
     for name, value in pairs(thread:get("stale_details")) do
       details[name] = (details[name] or 0) + value
+    end
+    for status, value in pairs(thread:get("other_statuses")) do
+      others[status] = (others[status] or 0) + value
     end
   end
   local fields = {}
@@ -145,11 +166,17 @@ function done(summary, latency, _)
     table.insert(stale_by_detail, name .. ":" .. value)
   end
   table.sort(stale_by_detail)
+  local other_by_status = {}
+  for status, value in pairs(others) do
+    table.insert(other_by_status, status .. ":" .. value)
+  end
+  table.sort(other_by_status)
   local e = summary.errors
   io.write(string.format(
-    "MIX requests=%d duration_us=%d p50_us=%d p99_us=%d socket_errors=%d %s stale_by_detail=%s\n",
+    "MIX requests=%d duration_us=%d p50_us=%d p99_us=%d socket_errors=%d %s stale_by_detail=%s other_by_status=%s\n",
     summary.requests, summary.duration,
     math.floor(latency:percentile(50)), math.floor(latency:percentile(99)),
     e.connect + e.read + e.write + e.timeout, table.concat(fields, " "),
-    #stale_by_detail > 0 and table.concat(stale_by_detail, ",") or "-"))
+    #stale_by_detail > 0 and table.concat(stale_by_detail, ",") or "-",
+    #other_by_status > 0 and table.concat(other_by_status, ",") or "-"))
 end
