@@ -74,6 +74,8 @@ build() {
 
 # shellcheck source=bench/procs.sh
 source "$BENCH_DIR/procs.sh"
+# shellcheck source=bench/sandbox-log.sh
+source "$BENCH_DIR/sandbox-log.sh"
 
 cleanup() {
     local status=$?
@@ -131,26 +133,6 @@ sandbox_counts() {
     curl -fsS "http://127.0.0.1:$SANDBOX_PORT/stats" | jq -r '[.requests, .rateLimited,
         (.operations.getConversationList // 0), (.operations.getConversation // 0),
         (.operations.generateOAuthToken // 0)] | map(tostring) | join(" ")'
-}
-
-# The most requests the sandbox received within any 60 seconds, from its log's times
-# (RFC 3339, UTC; a run crossing midnight is allowed for).
-busiest_minute() {
-    awk '/sandbox: request / && match($0, /T[0-9][0-9]:[0-9][0-9]:[0-9][0-9](\.[0-9]+)?Z/) {
-            split(substr($0, RSTART + 1, RLENGTH - 2), hms, ":")
-            t = hms[1] * 3600 + hms[2] * 60 + hms[3]
-            if (n > 0 && t < last) day += 86400
-            last = t
-            times[++n] = t + day
-        }
-        END {
-            best = 0
-            for (first = last_in = 1; last_in <= n; last_in++) {
-                while (times[last_in] - times[first] >= 60) first++
-                if (last_in - first + 1 > best) best = last_in - first + 1
-            }
-            print best
-        }' "$1"
 }
 
 # "hit miss coalesced stale" from the facade's qpien_rest_reads_total, both reads summed.

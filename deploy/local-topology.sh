@@ -10,6 +10,10 @@
 #   PORT=8080           the load balancer's port
 #   TOPOLOGY_PROFILE    debug (default) or release: which target/ binaries to run
 #   TOPOLOGY_BUILD=0    do not run `cargo build` first (it is a no-op when up to date)
+#   TOPOLOGY_REDIS=0    no redis-server: the replicas run with REDIS_URL unset (even if
+#                       set here), each alone, keeping to its share of the rate limit
+#                       (QPIEN_RATE_LIMIT_PER_MINUTE / QPIEN_REPLICAS, still 3); the
+#                       comparison run of bench/replicas.sh
 # It prints the addresses, serves until Ctrl-C, SIGTERM or end of input on a pipe or
 # terminal (with </dev/null it waits for a signal), then stops everything it started.
 # Started in the background by another script, stop it with SIGTERM: a non-interactive
@@ -28,8 +32,8 @@
 #   topology_down
 # topology_up sets TOPOLOGY_URL, TOPOLOGY_SANDBOX_URL, TOPOLOGY_REDIS_URL,
 # TOPOLOGY_REPLICA_URLS (array), TOPOLOGY_DIR (logs: sandbox.log, redis.log,
-# replica-N.log, haproxy.log); it returns non-zero, having stopped what it started, if
-# something does not come up.
+# replica-N.log, haproxy.log; TOPOLOGY_REDIS_URL is empty with TOPOLOGY_REDIS=0); it
+# returns non-zero, having stopped what it started, if something does not come up.
 
 TOPOLOGY_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 TOPOLOGY_REPLICA_COUNT=3 # deploy/haproxy.cfg names three servers
@@ -42,10 +46,13 @@ TOPOLOGY_CLIENT_SECRET=demo-secret
 
 topology_log() { echo "topology: $*" >&2; }
 
+topology_with_redis() { [ "${TOPOLOGY_REDIS:-1}" != 0 ]; }
+
 # Refuses clearly when a program is missing, naming the package that brings it.
 topology_check_tools() {
-  local missing=() tool
-  for tool in redis-server redis-cli python3; do
+  local missing=() tool tools=(python3)
+  topology_with_redis && tools+=(redis-server redis-cli)
+  for tool in "${tools[@]}"; do
     command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
   done
   # /usr/sbin is not on every user's PATH.
@@ -144,13 +151,20 @@ topology__up() {
   topology_start sandbox env SANDBOX_HOST=127.0.0.1 SANDBOX_PORT="$port" "$TOPOLOGY_SANDBOX_BIN"
   topology_wait sandbox "$TOPOLOGY_FACADE_BIN" healthcheck "$TOPOLOGY_SANDBOX_URL/healthz" || return 1
 
-  port=$(topology_free_port)
-  TOPOLOGY_REDIS_URL=redis://127.0.0.1:$port/
-  mkdir "$TOPOLOGY_DIR/redis"
-  # No RDB snapshots, no AOF: everything in it is rebuilt by the replicas.
-  topology_start redis redis-server --bind 127.0.0.1 --port "$port" --dir "$TOPOLOGY_DIR/redis" \
-    --save "" --appendonly no --daemonize no --logfile ""
-  topology_wait redis redis-cli -h 127.0.0.1 -p "$port" ping || return 1
+  # Without Redis, REDIS_URL is taken out of the replicas' environment (env -u), so one
+  # set by the caller cannot slip through.
+  local redis_env=(-u REDIS_URL)
+  TOPOLOGY_REDIS_URL=""
+  if topology_with_redis; then
+    port=$(topology_free_port)
+    TOPOLOGY_REDIS_URL=redis://127.0.0.1:$port/
+    redis_env=(REDIS_URL="$TOPOLOGY_REDIS_URL")
+    mkdir "$TOPOLOGY_DIR/redis"
+    # No RDB snapshots, no AOF: everything in it is rebuilt by the replicas.
+    topology_start redis redis-server --bind 127.0.0.1 --port "$port" --dir "$TOPOLOGY_DIR/redis" \
+      --save "" --appendonly no --daemonize no --logfile ""
+    topology_wait redis redis-cli -h 127.0.0.1 -p "$port" ping || return 1
+  fi
 
   TOPOLOGY_URL=http://127.0.0.1:$lb_port
   TOPOLOGY_REPLICA_URLS=()
@@ -159,11 +173,11 @@ topology__up() {
     port=$(topology_free_port)
     TOPOLOGY_REPLICA_URLS+=("http://127.0.0.1:$port")
     replica_env+=("QPIEN_REPLICA_$i=127.0.0.1:$port")
-    topology_start "replica-$i" env HOST=127.0.0.1 PORT="$port" \
+    topology_start "replica-$i" env "${redis_env[@]}" HOST=127.0.0.1 PORT="$port" \
       PUBLIC_BASE_URL="$TOPOLOGY_URL" \
       QPIEN_API_URL="$TOPOLOGY_SANDBOX_URL/api/v1" \
       QPIEN_CLIENT_ID="$TOPOLOGY_CLIENT_ID" QPIEN_CLIENT_SECRET="$TOPOLOGY_CLIENT_SECRET" \
-      REDIS_URL="$TOPOLOGY_REDIS_URL" QPIEN_REPLICAS="$TOPOLOGY_REPLICA_COUNT" \
+      QPIEN_REPLICAS="$TOPOLOGY_REPLICA_COUNT" \
       "$TOPOLOGY_FACADE_BIN"
     topology_wait "replica-$i" "$TOPOLOGY_FACADE_BIN" healthcheck "http://127.0.0.1:$port/readyz" || return 1
   done
@@ -246,7 +260,7 @@ topology_main() {
     echo "replica-$((i + 1))      ${TOPOLOGY_REPLICA_URLS[$i]}"
   done
   echo "sandbox        $TOPOLOGY_SANDBOX_URL/api/v1"
-  echo "redis          $TOPOLOGY_REDIS_URL"
+  echo "redis          ${TOPOLOGY_REDIS_URL:-none (TOPOLOGY_REDIS=0: each replica keeps to its share)}"
   echo "logs           $TOPOLOGY_DIR"
   if [ -n "$TOPOLOGY_READY_FILE" ]; then
     {
