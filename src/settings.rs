@@ -330,7 +330,9 @@ impl Settings {
         if let Some(ms) = number("QPIEN_RATE_LIMIT_MAX_WAIT_MS", 0..=600_000) {
             upstream.rate_limit_max_wait = Duration::from_millis(ms);
         }
-        if let Some(n) = number("QPIEN_REPLICAS", 1..=1_000) {
+        // Each replica alone keeps to limit / replicas, which must leave it one request.
+        let most = u64::from(upstream.rate_limit_per_minute).min(1_000);
+        if let Some(n) = number("QPIEN_REPLICAS", 1..=most) {
             upstream.replicas = n as u32;
         }
         let limit = upstream.rate_limit_per_minute;
