@@ -3,7 +3,7 @@
 use std::io::Write;
 
 use actix_web::http::header;
-use actix_web::{HttpMessage, HttpRequest, HttpResponse, get, patch, web};
+use actix_web::{HttpMessage, HttpRequest, HttpResponse, get, web};
 use futures_util::StreamExt;
 use serde::Serialize;
 use utoipa::{IntoParams, ToSchema};
@@ -261,6 +261,8 @@ fn parse_id(raw: &str) -> Result<ConversationId, ApiError> {
 /// Cached and revalidated as the list is; the `ETag` serves `If-None-Match` here and
 /// `If-Match` on the update.
 #[utoipa::path(
+    get,
+    path = "/conversations/{id}",
     tag = "Conversations",
     operation_id = "getConversation",
     params(("id" = String, Path, description = "Id of the conversation: 24 hexadecimal digits (either case).",
@@ -269,7 +271,6 @@ fn parse_id(raw: &str) -> Result<ConversationId, ApiError> {
         (status = 304, description = "Not Modified: the conversation named by `If-None-Match` is still current.")),
     security(("bearer" = []), ())
 )]
-#[get("/conversations/{id}")]
 pub async fn get_conversation(
     req: HttpRequest,
     id: web::Path<String>,
@@ -310,6 +311,8 @@ pub async fn get_conversation(
 /// its `ETag`. With `If-Match`, the update is made only if the conversation is still
 /// as you read it; otherwise 412 with its current `ETag`.
 #[utoipa::path(
+    patch,
+    path = "/conversations/{id}",
     tag = "Conversations",
     operation_id = "updateConversation",
     params(("id" = String, Path, description = "Id of the conversation: 24 hexadecimal digits (either case).",
@@ -332,7 +335,6 @@ pub async fn get_conversation(
     responses((status = 200, description = "The updated conversation.", body = Conversation)),
     security(("bearer" = []), ())
 )]
-#[patch("/conversations/{id}")]
 pub async fn update_conversation(
     req: HttpRequest,
     id: web::Path<String>,
