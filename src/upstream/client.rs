@@ -5,7 +5,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use actix_web::web::Bytes;
 use reqwest::StatusCode;
+use reqwest::header::{CONTENT_TYPE, HeaderName, HeaderValue};
+use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use tokio::time::{Instant, sleep, timeout_at};
@@ -42,6 +45,8 @@ pub struct QpienClient {
     /// When Qpien last gave an answer that proves it is up (for `/readyz`).
     last_healthy: std::sync::Mutex<Option<Instant>>,
 }
+
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// How recent an answer from Qpien must be for `/readyz` to trust it without probing.
 const FRESH_EVIDENCE: Duration = Duration::from_secs(30);
@@ -128,9 +133,16 @@ impl QpienClient {
         id: &ConversationId,
         wait: BudgetWait,
     ) -> Result<Conversation, UpstreamError> {
-        let variables = json!({ "conversationId": id.as_str() });
+        #[derive(Serialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Variables<'a> {
+            conversation_id: &'a str,
+        }
+        let variables = Variables {
+            conversation_id: id.as_str(),
+        };
         let wire: WireConversation = self
-            .call(&GET_CONVERSATION, variables, credential, request_id, wait)
+            .call(&GET_CONVERSATION, &variables, credential, request_id, wait)
             .await?;
         wire.try_into()
     }
@@ -150,7 +162,7 @@ impl QpienClient {
         let list: WireConversationList = self
             .call(
                 &GET_CONVERSATION_LIST,
-                variables,
+                &variables,
                 credential,
                 request_id,
                 wait,
@@ -179,7 +191,7 @@ impl QpienClient {
         let wire: WireConversation = self
             .call(
                 &UPDATE_CONVERSATION,
-                variables,
+                &variables,
                 credential,
                 request_id,
                 BudgetWait::Allowed,
@@ -209,7 +221,7 @@ impl QpienClient {
             .service()
             .unwrap_or_else(|| self.credentials.anonymous());
         match self
-            .call::<Value>(&PING, json!({}), &credential, request_id, BudgetWait::No)
+            .call::<Value>(&PING, &json!({}), &credential, request_id, BudgetWait::No)
             .await
         {
             Ok(_)
@@ -234,11 +246,12 @@ impl QpienClient {
     async fn call<T: DeserializeOwned>(
         &self,
         op: &Operation,
-        variables: Value,
+        variables: &impl Serialize,
         credential: &Credential,
         request_id: &str,
         wait: BudgetWait,
     ) -> Result<T, UpstreamError> {
+        let body = op.request_body(variables);
         let deadline = Instant::now() + self.timeout;
         let attempt = Attempt {
             bearer: None,
@@ -247,12 +260,7 @@ impl QpienClient {
             request_id,
             deadline,
         };
-        match timeout_at(
-            deadline,
-            self.authorized(op, &variables, credential, attempt),
-        )
-        .await
-        {
+        match timeout_at(deadline, self.authorized(op, &body, credential, attempt)).await {
             Ok(result) => result,
             Err(_) => Err(UpstreamError::Timeout),
         }
@@ -265,14 +273,14 @@ impl QpienClient {
     async fn authorized<T: DeserializeOwned>(
         &self,
         op: &Operation,
-        variables: &Value,
+        body: &Bytes,
         credential: &Credential,
         attempt: Attempt<'_>,
     ) -> Result<T, UpstreamError> {
         let Some(tokens) = &self.tokens else {
             let bearer = credential.bearer();
             return self
-                .with_retries(op, variables, &Attempt { bearer, ..attempt })
+                .with_retries(op, body, &Attempt { bearer, ..attempt })
                 .await;
         };
         let generate = async |creds: &ClientCredentials| self.generate_token(creds, &attempt).await;
@@ -280,7 +288,7 @@ impl QpienClient {
         match self
             .with_retries(
                 op,
-                variables,
+                body,
                 &Attempt {
                     bearer: Some(&token),
                     ..attempt
@@ -300,7 +308,7 @@ impl QpienClient {
                 let token = tokens.token(generate).await?;
                 self.with_retries(
                     op,
-                    variables,
+                    body,
                     &Attempt {
                         bearer: Some(&token),
                         ..attempt
@@ -317,12 +325,13 @@ impl QpienClient {
         creds: &ClientCredentials,
         attempt: &Attempt<'_>,
     ) -> Result<(Secret, Duration), UpstreamError> {
-        let variables =
-            json!({ "clientId": creds.client_id, "clientSecret": creds.client_secret.expose() });
+        let body = GENERATE_OAUTH_TOKEN.request_body(
+            &json!({ "clientId": creds.client_id, "clientSecret": creds.client_secret.expose() }),
+        );
         let result: Result<WireToken, _> = self
             .with_retries(
                 &GENERATE_OAUTH_TOKEN,
-                &variables,
+                &body,
                 &Attempt {
                     bearer: None,
                     may_wait: true,
@@ -358,13 +367,13 @@ impl QpienClient {
     async fn with_retries<T: DeserializeOwned>(
         &self,
         op: &Operation,
-        variables: &Value,
+        body: &Bytes,
         attempt: &Attempt<'_>,
     ) -> Result<T, UpstreamError> {
         self.retry.earn();
         let mut retries = 0;
         loop {
-            let error = match self.guarded(op, variables, attempt).await {
+            let error = match self.guarded(op, body, attempt).await {
                 Ok(value) => return Ok(value),
                 Err(error) => error,
             };
@@ -389,7 +398,7 @@ impl QpienClient {
     async fn guarded<T: DeserializeOwned>(
         &self,
         op: &Operation,
-        variables: &Value,
+        body: &Bytes,
         attempt: &Attempt<'_>,
     ) -> Result<T, UpstreamError> {
         let left = if attempt.may_wait {
@@ -425,7 +434,7 @@ impl QpienClient {
         self.metrics.breaker_state.set(self.breaker.state().gauge());
         let permit = permit?;
         let started = Instant::now();
-        let result = match timeout_at(attempt.deadline, self.send(op, variables, attempt)).await {
+        let result = match timeout_at(attempt.deadline, self.send(op, body, attempt)).await {
             Ok(result) => result,
             Err(_) => Err(UpstreamError::Timeout),
         };
@@ -446,7 +455,7 @@ impl QpienClient {
     async fn send<T: DeserializeOwned>(
         &self,
         op: &Operation,
-        variables: &Value,
+        body: &Bytes,
         attempt: &Attempt<'_>,
     ) -> Result<T, UpstreamError> {
         let span = tracing::info_span!(
@@ -458,8 +467,9 @@ impl QpienClient {
             let mut request = self
                 .http
                 .post(self.url.clone())
-                .header("X-Request-Id", attempt.request_id)
-                .json(&json!({ "query": op.document, "variables": variables, "operationName": op.name }));
+                .header(X_REQUEST_ID, attempt.request_id)
+                .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
+                .body(body.clone());
             if let Some(bearer) = attempt.bearer {
                 request = request.bearer_auth(bearer.expose());
             }
@@ -468,11 +478,13 @@ impl QpienClient {
             tracing::Span::current().record("upstream.status", status.as_u16());
             if status == StatusCode::TOO_MANY_REQUESTS {
                 let retry_after = answer::retry_after(response.headers());
-                self.budget.upstream_report(attempt.budget_key, Some(0), Some(retry_after));
+                self.budget
+                    .upstream_report(attempt.budget_key, Some(0), Some(retry_after));
                 return Err(UpstreamError::RateLimited { retry_after });
             }
             let (remaining, reset) = answer::rate_report(response.headers());
-            self.budget.upstream_report(attempt.budget_key, remaining, reset);
+            self.budget
+                .upstream_report(attempt.budget_key, remaining, reset);
             let body = answer::read_capped(response).await?;
             answer::decode(status, &body, op.root_field)
         }
