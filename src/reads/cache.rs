@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use actix_web::http::header::HeaderValue;
 use actix_web::web::Bytes;
 use moka::ops::compute::Op;
 use tokio::time::Instant;
@@ -38,6 +39,8 @@ pub struct Entry {
     pub json: Bytes,
     /// The tag of `json`: a conversation's `ETag`; for a page, part of one.
     pub etag: ETag,
+    /// `etag` as the `ETag` field sends it, made once for every answer from this entry.
+    pub etag_header: HeaderValue,
     /// For a page: the conversations matching, over all pages.
     pub total_items: u64,
     /// When Qpien was asked (for an update: when it answered), for age and for which
@@ -47,8 +50,10 @@ pub struct Entry {
 
 impl Entry {
     pub fn new(json: Bytes, total_items: u64, fetched_at: Instant) -> Self {
+        let etag = ETag::of(&json);
         Self {
-            etag: ETag::of(&json),
+            etag,
+            etag_header: etag.header_value(),
             json,
             total_items,
             fetched_at,
@@ -70,8 +75,22 @@ pub struct CacheLimits {
     pub max_bytes: u64,
 }
 
+impl CacheLimits {
+    /// The `Cache-Control` of answers read through the cache: private, as they depend on
+    /// the caller's credential, and fresh for as long as the cache keeps them fresh.
+    fn cache_control(&self) -> HeaderValue {
+        if self.ttl.is_zero() {
+            HeaderValue::from_static("private, no-cache")
+        } else {
+            HeaderValue::try_from(format!("private, max-age={}", self.ttl.as_secs()))
+                .expect("digits")
+        }
+    }
+}
+
 pub struct ReadCache {
     limits: CacheLimits,
+    cache_control: HeaderValue,
     entries: moka::sync::Cache<ReadKey, Arc<Entry>>,
     generations: moka::sync::Cache<CredentialId, u64>,
     next_generation: AtomicU64,
@@ -88,6 +107,7 @@ impl ReadCache {
         let lifetime = (limits.ttl + limits.stale_if_error).max(Duration::from_millis(1));
         Self {
             limits,
+            cache_control: limits.cache_control(),
             entries: moka::sync::Cache::builder()
                 .max_capacity(limits.max_bytes)
                 .weigher(move |_, entry: &Arc<Entry>| {
@@ -108,6 +128,11 @@ impl ReadCache {
 
     pub fn limits(&self) -> CacheLimits {
         self.limits
+    }
+
+    /// `CacheLimits::cache_control`, made once.
+    pub fn cache_control(&self) -> &HeaderValue {
+        &self.cache_control
     }
 
     pub fn enabled(&self) -> bool {

@@ -128,6 +128,11 @@ impl Reads {
         self.cache.limits()
     }
 
+    /// The `Cache-Control` of every read's answer.
+    pub fn cache_control(&self) -> &actix_web::http::header::HeaderValue {
+        self.cache.cache_control()
+    }
+
     pub async fn conversation(
         &self,
         credential: &Credential,
@@ -310,7 +315,10 @@ async fn fetch(
 }
 
 fn to_json(value: &impl Serialize) -> Bytes {
-    Bytes::from(serde_json::to_vec(value).expect("the representation serialises"))
+    // A conversation is about a kilobyte: one allocation rather than a few reallocations.
+    let mut json = Vec::with_capacity(1024);
+    serde_json::to_writer(&mut json, value).expect("the representation serialises");
+    Bytes::from(json)
 }
 
 impl Read {

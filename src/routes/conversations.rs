@@ -184,10 +184,13 @@ pub async fn list_conversations(
         prev: (current > 1).then(|| page_url((current - 1).min(total_pages.max(1)))),
     };
     let body = page_body(&served, &query, total_pages, &links);
+    let etag = ETag::of(&body);
     let answered = Answered {
         served: &served,
-        etag: ETag::of(&body),
+        etag,
+        etag_header: etag.header_value(),
         limits: reads.limits(),
+        cache_control: reads.cache_control(),
         per_bearer: !client.is_service_mode(),
     };
     let mut response = answered.respond(&conditional, budget(), &metrics, body);
@@ -294,7 +297,9 @@ pub async fn get_conversation(
     let answered = Answered {
         served: &served,
         etag: served.entry.etag,
+        etag_header: served.entry.etag_header.clone(),
         limits: reads.limits(),
+        cache_control: reads.cache_control(),
         per_bearer: !client.is_service_mode(),
     };
     Ok(answered.respond(&conditional, budget(), &metrics, served.entry.json.clone()))
@@ -363,7 +368,7 @@ pub async fn update_conversation(
             let mut response = HttpResponse::Ok();
             caching::rate_headers(&mut response, budget());
             Ok(response
-                .insert_header((header::ETAG, entry.etag.to_header()))
+                .insert_header((header::ETAG, entry.etag_header.clone()))
                 .content_type("application/json")
                 .body(entry.json.clone()))
         }
