@@ -11,6 +11,7 @@ use reqwest::header::{CONTENT_TYPE, HeaderName, HeaderValue};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
+use thread_local::ThreadLocal;
 use tokio::time::{Instant, sleep, timeout_at};
 use tracing::Instrument;
 use url::Url;
@@ -32,7 +33,12 @@ use crate::metrics::Metrics;
 use crate::settings::{ClientCredentials, Secret, UpstreamSettings};
 
 pub struct QpienClient {
-    http: reqwest::Client,
+    /// One HTTP client, so one connection pool, per thread. A connection is served by a
+    /// task on the thread that opened it: with one pool shared by the server's worker
+    /// threads, most calls were handed to another thread and their answers handed back,
+    /// a wake-up of another thread each way.
+    http: ThreadLocal<reqwest::Client>,
+    connect_timeout: Duration,
     url: Url,
     /// `Some` in service mode.
     tokens: Option<TokenCache>,
@@ -77,14 +83,12 @@ impl QpienClient {
         metrics: Arc<Metrics>,
     ) -> Result<Self, reqwest::Error> {
         crate::install_tls_provider();
-        let http = reqwest::Client::builder()
-            .connect_timeout(settings.connect_timeout)
-            .timeout(settings.request_timeout)
-            .user_agent(concat!("qpien-rest/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+        let http = ThreadLocal::new();
+        http.get_or_try(|| http_client(settings.connect_timeout, settings.request_timeout))?;
         let hasher = CredentialHasher::random(credentials.as_ref().map(|c| c.client_id.as_str()));
         Ok(Self {
             http,
+            connect_timeout: settings.connect_timeout,
             url,
             tokens: credentials.map(TokenCache::new),
             credentials: hasher,
@@ -98,6 +102,13 @@ impl QpienClient {
             retry: RetryPolicy::new(settings.max_retries),
             metrics,
             last_healthy: std::sync::Mutex::new(None),
+        })
+    }
+
+    /// This thread's HTTP client.
+    fn http(&self) -> &reqwest::Client {
+        self.http.get_or(|| {
+            http_client(self.connect_timeout, self.timeout).expect("built once in QpienClient::new")
         })
     }
 
@@ -465,7 +476,7 @@ impl QpienClient {
         );
         async {
             let mut request = self
-                .http
+                .http()
                 .post(self.url.clone())
                 .header(X_REQUEST_ID, attempt.request_id)
                 .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
@@ -491,6 +502,14 @@ impl QpienClient {
         .instrument(span)
         .await
     }
+}
+
+fn http_client(connect: Duration, whole: Duration) -> Result<reqwest::Client, reqwest::Error> {
+    reqwest::Client::builder()
+        .connect_timeout(connect)
+        .timeout(whole)
+        .user_agent(concat!("qpien-rest/", env!("CARGO_PKG_VERSION")))
+        .build()
 }
 
 fn round_up(wait: Duration) -> Duration {
