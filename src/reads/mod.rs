@@ -171,7 +171,8 @@ impl Reads {
             credential: credential.id(),
             read,
         };
-        let cached = self.cache.get(&key);
+        // A cache that is off holds nothing: no lookup.
+        let cached = self.cache.enabled().then(|| self.cache.get(&key)).flatten();
         if let Some(entry) = &cached
             && freshness == Freshness::Cached
             && self.cache.is_fresh(entry)

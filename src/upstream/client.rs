@@ -1,6 +1,7 @@
-//! The HTTP client toward Qpien: one `reqwest::Client` with connect and whole-call
-//! timeouts, one GraphQL exchange per call, and the classification of every answer into
-//! data or an `UpstreamError`.
+//! The HTTP client toward Qpien: a `reqwest::Client` per thread with a connect timeout,
+//! a whole-call timeout of our own (`timeout_at` the call's deadline, the body included),
+//! one GraphQL exchange per call, and the classification of every answer into data or an
+//! `UpstreamError`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -84,7 +85,7 @@ impl QpienClient {
     ) -> Result<Self, reqwest::Error> {
         crate::install_tls_provider();
         let http = ThreadLocal::new();
-        http.get_or_try(|| http_client(settings.connect_timeout, settings.request_timeout))?;
+        http.get_or_try(|| http_client(settings.connect_timeout))?;
         let hasher = CredentialHasher::random(credentials.as_ref().map(|c| c.client_id.as_str()));
         Ok(Self {
             http,
@@ -107,9 +108,8 @@ impl QpienClient {
 
     /// This thread's HTTP client.
     fn http(&self) -> &reqwest::Client {
-        self.http.get_or(|| {
-            http_client(self.connect_timeout, self.timeout).expect("built once in QpienClient::new")
-        })
+        self.http
+            .get_or(|| http_client(self.connect_timeout).expect("built once in QpienClient::new"))
     }
 
     pub fn breaker_state(&self) -> BreakerState {
@@ -504,10 +504,11 @@ impl QpienClient {
     }
 }
 
-fn http_client(connect: Duration, whole: Duration) -> Result<reqwest::Client, reqwest::Error> {
+/// No whole-call timeout here: the call's own deadline ends it first (`guarded`), and a
+/// second timer per call would only cost.
+fn http_client(connect: Duration) -> Result<reqwest::Client, reqwest::Error> {
     reqwest::Client::builder()
         .connect_timeout(connect)
-        .timeout(whole)
         .user_agent(concat!("qpien-rest/", env!("CARGO_PKG_VERSION")))
         .build()
 }
