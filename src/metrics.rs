@@ -4,6 +4,7 @@
 //! Series labelled by caller `key` stay bounded: key ids come from the keys file only,
 //! never from what a request sends.
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 use actix_web::HttpMessage;
@@ -15,17 +16,18 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+/// `method` borrows the standard methods' names; `route` is a pattern (`routes::route_label`).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HttpLabels {
-    pub method: String,
-    pub route: String,
+    pub method: Cow<'static, str>,
+    pub route: &'static str,
     pub status: u16,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteLabels {
-    pub method: String,
-    pub route: String,
+    pub method: Cow<'static, str>,
+    pub route: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -277,20 +279,17 @@ pub async fn record(
     next: actix_web::middleware::Next<impl actix_web::body::MessageBody>,
 ) -> Result<actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
     let metrics = req.app_data::<actix_web::web::Data<Metrics>>().cloned();
-    let method = req.method().to_string();
+    let method = method_label(req.method());
+    let route = crate::routes::route_label(req.path());
     let started = std::time::Instant::now();
     let response = next.call(req).await?;
     if let Some(metrics) = metrics {
-        let route = response
-            .request()
-            .match_pattern()
-            .unwrap_or_else(|| "unmatched".to_owned());
         let status = response.status().as_u16();
         metrics
             .http_requests
             .get_or_create(&HttpLabels {
                 method: method.clone(),
-                route: route.clone(),
+                route,
                 status,
             })
             .inc();
@@ -312,6 +311,26 @@ pub async fn record(
         }
     }
     Ok(response)
+}
+
+/// The method's name, borrowed when it is one of the standard ones.
+fn method_label(method: &actix_web::http::Method) -> Cow<'static, str> {
+    use actix_web::http::Method;
+    const STANDARD: [(Method, &str); 9] = [
+        (Method::GET, "GET"),
+        (Method::POST, "POST"),
+        (Method::PUT, "PUT"),
+        (Method::DELETE, "DELETE"),
+        (Method::HEAD, "HEAD"),
+        (Method::OPTIONS, "OPTIONS"),
+        (Method::CONNECT, "CONNECT"),
+        (Method::PATCH, "PATCH"),
+        (Method::TRACE, "TRACE"),
+    ];
+    STANDARD.iter().find(|(m, _)| m == method).map_or_else(
+        || Cow::Owned(method.as_str().to_owned()),
+        |(_, name)| Cow::Borrowed(*name),
+    )
 }
 
 #[cfg(test)]

@@ -317,7 +317,7 @@ fn redirect(to: &'static str) -> HttpResponse {
 }
 
 /// Paths that exist with other methods get 405 and `Allow`; the rest 404.
-async fn unmatched(req: HttpRequest) -> Result<HttpResponse, ApiError> {
+pub(crate) async fn unmatched(req: HttpRequest) -> Result<HttpResponse, ApiError> {
     let segments: Vec<&str> = req.path().trim_matches('/').split('/').collect();
     let allow = match segments.as_slice() {
         ["conversations"] => Some("GET"),

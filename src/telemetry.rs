@@ -75,21 +75,17 @@ pub struct RequestSpan;
 
 impl RootSpanBuilder for RequestSpan {
     fn on_request_start(request: &ServiceRequest) -> Span {
-        let request_id = request
-            .extensions()
-            .get::<RequestId>()
-            .map(|r| r.0.clone())
-            .unwrap_or_default();
-        let route = request
-            .match_pattern()
-            .unwrap_or_else(|| "unmatched".to_owned());
+        // The fields are worked out inside the macro, so only when the span is enabled.
         tracing::info_span!(
             "http",
             http.method = %request.method(),
-            http.route = %route,
+            http.route = %crate::routes::route_label(request.path()),
             http.target = %request.path(),
             http.status_code = tracing::field::Empty,
-            request_id = %request_id,
+            request_id = %request
+                .extensions()
+                .get::<RequestId>()
+                .map_or("", |r| r.0.as_str()),
             caller.key_id = tracing::field::Empty,
         )
     }

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use actix_web::http::header::HeaderValue;
 use actix_web::web::Bytes;
 use moka::ops::compute::Op;
 use tokio::time::Instant;
@@ -60,6 +61,8 @@ pub struct Entry {
     pub json: Bytes,
     /// The tag of `json`: a conversation's `ETag`; for a page, part of one.
     pub etag: ETag,
+    /// `etag` as the `ETag` field sends it, made once for every answer from this entry.
+    pub etag_header: HeaderValue,
     /// For a page: the conversations matching, over all pages.
     pub total_items: u64,
     /// When Qpien was asked (for an update: when it answered), for age and for which
@@ -123,8 +126,10 @@ impl Entry {
     }
 
     pub fn new(json: Bytes, total_items: u64, fetched_at: Instant) -> Self {
+        let etag = ETag::of(&json);
         Self {
-            etag: ETag::of(&json),
+            etag,
+            etag_header: etag.header_value(),
             json,
             total_items,
             fetched_at,
@@ -136,8 +141,19 @@ impl Entry {
     }
 }
 
+/// The `Cache-Control` of answers read through the cache: private, as they depend on the
+/// caller's credential, and fresh for as long as the cache keeps them fresh.
+fn cache_control(limits: &CacheLimits) -> HeaderValue {
+    if limits.ttl.is_zero() {
+        HeaderValue::from_static("private, no-cache")
+    } else {
+        HeaderValue::try_from(format!("private, max-age={}", limits.ttl.as_secs())).expect("digits")
+    }
+}
+
 pub struct ReadCache {
     limits: CacheLimits,
+    cache_control: HeaderValue,
     entries: moka::sync::Cache<ReadKey, Arc<Entry>>,
     generations: moka::sync::Cache<CredentialId, u64>,
     next_generation: AtomicU64,
@@ -155,6 +171,7 @@ impl ReadCache {
         let lifetime = (limits.ttl + limits.stale_if_error).max(Duration::from_millis(1));
         Self {
             limits,
+            cache_control: cache_control(&limits),
             entries: moka::sync::Cache::builder()
                 .max_capacity(limits.max_bytes)
                 .weigher(move |_, entry: &Arc<Entry>| {
@@ -183,6 +200,11 @@ impl ReadCache {
 
     pub fn limits(&self) -> CacheLimits {
         self.limits
+    }
+
+    /// The `Cache-Control` of answers read through the cache, made once.
+    pub fn cache_control(&self) -> &HeaderValue {
+        &self.cache_control
     }
 
     pub fn enabled(&self) -> bool {

@@ -6,6 +6,9 @@
 //! unlike std's hasher), so replicas agree, and any change of the bytes changes it.
 
 use std::fmt;
+use std::io::Write;
+
+use actix_web::http::header::HeaderValue;
 
 use xxhash_rust::xxh3::{Xxh3, xxh3_64};
 
@@ -29,6 +32,13 @@ impl ETag {
     /// The field value, quotes included: `"0123456789abcdef"`.
     pub fn to_header(self) -> String {
         format!("\"{:016x}\"", self.0)
+    }
+
+    /// `to_header` as a header value, formatted on the stack.
+    pub fn header_value(self) -> HeaderValue {
+        let mut quoted = [0u8; 18];
+        write!(&mut quoted[..], "{self}").expect("18 bytes hold a quoted 64-bit hex");
+        HeaderValue::from_bytes(&quoted).expect("quotes and hex digits")
     }
 
     /// The tag from its field value, if it is one of ours.
@@ -144,6 +154,7 @@ mod tests {
         assert_ne!(tag, ETag::of(b"{\"id\":\"2\"}"));
         let header = tag.to_header();
         assert_eq!(header.len(), 18);
+        assert_eq!(tag.header_value(), header.as_str());
         assert!(Condition::parse(&header).unwrap().matches(tag));
     }
 

@@ -2,8 +2,10 @@
 //! `Cache-Control: no-cache`, `If-Match`) and what an answer says about it (`ETag`,
 //! `Cache-Control`, `Vary`, `Age`, RFC 9211 `Cache-Status`, the rate-limit fields).
 
+use std::io::Write;
+
 use actix_web::http::StatusCode;
-use actix_web::http::header::{self, HeaderMap, HeaderValue};
+use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder, ResponseError};
 
 use crate::domain::InvalidParam;
@@ -82,7 +84,10 @@ fn joined(headers: &HeaderMap, name: header::HeaderName) -> Option<String> {
 pub struct Answered<'a> {
     pub served: &'a Served,
     pub etag: ETag,
+    /// `etag` as its field value.
+    pub etag_header: HeaderValue,
     pub limits: CacheLimits,
+    pub cache_control: &'a HeaderValue,
     /// Pass-through mode: the answer depends on the caller's `Authorization`.
     pub per_bearer: bool,
 }
@@ -105,15 +110,15 @@ impl Answered<'_> {
         };
         rate_headers(&mut response, budget);
         response
-            .insert_header((header::ETAG, self.etag.to_header()))
-            .insert_header((header::CACHE_CONTROL, self.cache_control()))
-            .insert_header(("Cache-Status", self.cache_status()));
+            .insert_header((header::ETAG, self.etag_header.clone()))
+            .insert_header((header::CACHE_CONTROL, self.cache_control.clone()))
+            .insert_header((CACHE_STATUS, self.cache_status()));
         if self.per_bearer {
-            response.insert_header((header::VARY, "Authorization"));
+            response.insert_header((header::VARY, HeaderValue::from_static("Authorization")));
         }
         if matches!(self.served.source, Source::Hit | Source::Stale(_)) {
             let age = self.served.entry.age().as_secs();
-            response.insert_header((header::AGE, age.to_string()));
+            response.insert_header((header::AGE, HeaderValue::from(age)));
         }
         if not_modified {
             response.finish()
@@ -122,50 +127,81 @@ impl Answered<'_> {
         }
     }
 
-    fn cache_control(&self) -> String {
-        if self.limits.ttl.is_zero() {
-            "private, no-cache".to_owned()
-        } else {
-            format!("private, max-age={}", self.limits.ttl.as_secs())
-        }
-    }
-
     /// RFC 9211: `hit` with the seconds of freshness left (negative when stale), or
     /// `fwd=` why Qpien was asked, `collapsed` when another request's call answered,
     /// `stored` when the answer was kept.
-    fn cache_status(&self) -> String {
+    fn cache_status(&self) -> HeaderValue {
         let ttl = self.limits.ttl.as_secs_f64() - self.served.entry.age().as_secs_f64();
-        let stored = if self.limits.ttl.is_zero() {
-            ""
-        } else {
-            "; stored"
-        };
+        let ttl = ttl.floor() as i64;
         match self.served.source {
-            Source::Hit => format!("{CACHE_NAME}; hit; ttl={}", ttl.floor() as i64),
-            Source::Miss => format!("{CACHE_NAME}; fwd=miss{stored}"),
-            Source::Coalesced => format!("{CACHE_NAME}; fwd=miss; collapsed"),
+            Source::Hit => {
+                let mut value = [0u8; 64];
+                let mut rest = &mut value[..];
+                write!(rest, "{CACHE_NAME}; hit; ttl={ttl}").expect("64 bytes are enough");
+                let len = 64 - rest.len();
+                HeaderValue::from_bytes(&value[..len]).expect("visible ASCII")
+            }
+            Source::Miss if self.limits.ttl.is_zero() => {
+                HeaderValue::from_static("qpien-rest; fwd=miss")
+            }
+            Source::Miss => HeaderValue::from_static("qpien-rest; fwd=miss; stored"),
+            Source::Coalesced => HeaderValue::from_static("qpien-rest; fwd=miss; collapsed"),
             Source::Stale(reason) => {
                 let status = reason
                     .upstream_status
                     .map(|s| format!("; fwd-status={s}"))
                     .unwrap_or_default();
-                format!(
-                    "{CACHE_NAME}; hit; ttl={}; fwd=stale{status}; detail={}",
-                    ttl.floor() as i64,
+                HeaderValue::try_from(format!(
+                    "{CACHE_NAME}; hit; ttl={ttl}; fwd=stale{status}; detail={}",
                     reason.detail
-                )
+                ))
+                .expect("visible ASCII")
             }
         }
     }
 }
 
+const CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
+
 fn mime_json() -> HeaderValue {
     HeaderValue::from_static("application/json")
 }
 
+const X_RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
+const X_RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
+const X_RATELIMIT_RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
+const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+
+/// A budget as response fields: `X-RateLimit-*` (Qpien's own names) and the IETF
+/// `RateLimit-Policy` / `RateLimit`. Numbers are formatted on the stack.
+fn rate_fields(report: BudgetReport) -> [(HeaderName, HeaderValue); 5] {
+    let reset = report.reset.as_secs() + u64::from(report.reset.subsec_nanos() > 0);
+    let formatted = |args: std::fmt::Arguments| {
+        let mut value = [0u8; 64];
+        let mut rest = &mut value[..];
+        rest.write_fmt(args).expect("64 bytes are enough");
+        let len = 64 - rest.len();
+        HeaderValue::from_bytes(&value[..len]).expect("visible ASCII")
+    };
+    [
+        (X_RATELIMIT_LIMIT, HeaderValue::from(report.limit)),
+        (X_RATELIMIT_REMAINING, HeaderValue::from(report.remaining)),
+        (X_RATELIMIT_RESET, HeaderValue::from(reset)),
+        (
+            RATELIMIT_POLICY,
+            formatted(format_args!("\"qpien\";q={};w=60", report.limit)),
+        ),
+        (
+            RATELIMIT,
+            formatted(format_args!("\"qpien\";r={};t={reset}", report.remaining)),
+        ),
+    ]
+}
+
 /// The remaining upstream budget of the caller's credential.
 pub fn rate_headers(response: &mut HttpResponseBuilder, report: BudgetReport) {
-    for field in report.fields() {
+    for field in rate_fields(report) {
         response.insert_header(field);
     }
 }
@@ -181,12 +217,36 @@ pub fn failure(
         return Err(error);
     }
     let mut response = error.error_response();
-    for (name, value) in budget().fields() {
-        if let Ok(value) = HeaderValue::from_str(&value) {
-            response
-                .headers_mut()
-                .insert(header::HeaderName::from_static(name), value);
-        }
+    for (name, value) in rate_fields(budget()) {
+        response.headers_mut().insert(name, value);
     }
     Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn the_rate_fields_spell_the_budget() {
+        let report = BudgetReport {
+            limit: 90,
+            remaining: 7,
+            reset: Duration::from_millis(1500),
+        };
+        let fields =
+            rate_fields(report).map(|(name, value)| format!("{name}: {}", value.to_str().unwrap()));
+        assert_eq!(
+            fields,
+            [
+                "x-ratelimit-limit: 90",
+                "x-ratelimit-remaining: 7",
+                "x-ratelimit-reset: 2",
+                "ratelimit-policy: \"qpien\";q=90;w=60",
+                "ratelimit: \"qpien\";r=7;t=2",
+            ]
+        );
+    }
 }

@@ -3,7 +3,7 @@
 use std::io::Write;
 
 use actix_web::http::header;
-use actix_web::{HttpMessage, HttpRequest, HttpResponse, get, patch, web};
+use actix_web::{HttpMessage, HttpRequest, HttpResponse, get, web};
 use futures_util::StreamExt;
 use serde::Serialize;
 use utoipa::{IntoParams, ToSchema};
@@ -184,10 +184,13 @@ pub async fn list_conversations(
         prev: (current > 1).then(|| page_url((current - 1).min(total_pages.max(1)))),
     };
     let body = page_body(&served, &query, total_pages, &links);
+    let etag = ETag::of(&body);
     let answered = Answered {
         served: &served,
-        etag: ETag::of(&body),
+        etag,
+        etag_header: etag.header_value(),
         limits: reads.limits(),
+        cache_control: reads.cache_control(),
         per_bearer: !client.is_service_mode(),
     };
     let mut response = answered.respond(&conditional, budget(), &metrics, body);
@@ -261,6 +264,8 @@ fn parse_id(raw: &str) -> Result<ConversationId, ApiError> {
 /// Cached and revalidated as the list is; the `ETag` serves `If-None-Match` here and
 /// `If-Match` on the update.
 #[utoipa::path(
+    get,
+    path = "/conversations/{id}",
     tag = "Conversations",
     operation_id = "getConversation",
     params(("id" = String, Path, description = "Id of the conversation: 24 hexadecimal digits (either case).",
@@ -269,7 +274,6 @@ fn parse_id(raw: &str) -> Result<ConversationId, ApiError> {
         (status = 304, description = "Not Modified: the conversation named by `If-None-Match` is still current.")),
     security(("bearer" = []), ())
 )]
-#[get("/conversations/{id}")]
 pub async fn get_conversation(
     req: HttpRequest,
     id: web::Path<String>,
@@ -293,7 +297,9 @@ pub async fn get_conversation(
     let answered = Answered {
         served: &served,
         etag: served.entry.etag,
+        etag_header: served.entry.etag_header.clone(),
         limits: reads.limits(),
+        cache_control: reads.cache_control(),
         per_bearer: !client.is_service_mode(),
     };
     Ok(answered.respond(&conditional, budget(), &metrics, served.entry.json.clone()))
@@ -310,6 +316,8 @@ pub async fn get_conversation(
 /// its `ETag`. With `If-Match`, the update is made only if the conversation is still
 /// as you read it; otherwise 412 with its current `ETag`.
 #[utoipa::path(
+    patch,
+    path = "/conversations/{id}",
     tag = "Conversations",
     operation_id = "updateConversation",
     params(("id" = String, Path, description = "Id of the conversation: 24 hexadecimal digits (either case).",
@@ -332,7 +340,6 @@ pub async fn get_conversation(
     responses((status = 200, description = "The updated conversation.", body = Conversation)),
     security(("bearer" = []), ())
 )]
-#[patch("/conversations/{id}")]
 pub async fn update_conversation(
     req: HttpRequest,
     id: web::Path<String>,
@@ -361,7 +368,7 @@ pub async fn update_conversation(
             let mut response = HttpResponse::Ok();
             caching::rate_headers(&mut response, budget());
             Ok(response
-                .insert_header((header::ETAG, entry.etag.to_header()))
+                .insert_header((header::ETAG, entry.etag_header.clone()))
                 .content_type("application/json")
                 .body(entry.json.clone()))
         }

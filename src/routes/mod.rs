@@ -6,6 +6,7 @@ mod caching;
 mod conversations;
 mod health;
 mod problems;
+mod table;
 
 use std::future::{Ready, ready};
 use std::sync::Arc;
@@ -17,6 +18,7 @@ use tracing_actix_web::RootSpan;
 use utoipa_actix_web::service_config::ServiceConfig;
 
 pub use conversations::{ConversationList, MAX_BODY_BYTES, PageLinks};
+pub use table::{UNMATCHED, route_label};
 
 use crate::callers::{CallerKey, KeyStore, Scope};
 use crate::error::ApiError;
@@ -35,8 +37,7 @@ pub const PROBLEM_STATUSES: &[(&str, &[u16])] = &[
 
 pub fn configure(cfg: &mut ServiceConfig) {
     cfg.service(conversations::list_conversations)
-        .service(conversations::get_conversation)
-        .service(conversations::update_conversation)
+        .service(table::OneConversation)
         .service(health::healthz)
         .service(health::readyz)
         .service(health::metrics)

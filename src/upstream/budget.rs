@@ -69,27 +69,6 @@ pub struct BudgetReport {
     pub reset: Duration,
 }
 
-impl BudgetReport {
-    /// As response fields: `X-RateLimit-*` (Qpien's own names) and the IETF
-    /// `RateLimit-Policy` / `RateLimit`, lower-case.
-    pub fn fields(&self) -> [(&'static str, String); 5] {
-        let reset = self.reset.as_secs() + u64::from(self.reset.subsec_nanos() > 0);
-        [
-            ("x-ratelimit-limit", self.limit.to_string()),
-            ("x-ratelimit-remaining", self.remaining.to_string()),
-            ("x-ratelimit-reset", reset.to_string()),
-            (
-                "ratelimit-policy",
-                format!("\"qpien\";q={};w=60", self.limit),
-            ),
-            (
-                "ratelimit",
-                format!("\"qpien\";r={};t={reset}", self.remaining),
-            ),
-        ]
-    }
-}
-
 impl RateBudget {
     pub fn new(limit: u32, write_reserve: u32, max_wait: Duration) -> Self {
         Self {

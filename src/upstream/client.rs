@@ -1,13 +1,18 @@
-//! The HTTP client toward Qpien: one `reqwest::Client` with connect and whole-call
-//! timeouts, one GraphQL exchange per call, and the classification of every answer into
-//! data or an `UpstreamError`.
+//! The HTTP client toward Qpien: a `reqwest::Client` per thread with a connect timeout,
+//! a whole-call timeout of our own (`timeout_at` the call's deadline, the body included),
+//! one GraphQL exchange per call, and the classification of every answer into data or an
+//! `UpstreamError`.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use actix_web::web::Bytes;
 use reqwest::StatusCode;
+use reqwest::header::{CONTENT_TYPE, HeaderName, HeaderValue};
+use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
+use thread_local::ThreadLocal;
 use tokio::time::{Instant, sleep, timeout_at};
 use tracing::Instrument;
 use url::Url;
@@ -31,7 +36,12 @@ use crate::state::SharedToken;
 use crate::state::redis::RedisState;
 
 pub struct QpienClient {
-    http: reqwest::Client,
+    /// One HTTP client, so one connection pool, per thread. A connection is served by a
+    /// task on the thread that opened it: with one pool shared by the server's worker
+    /// threads, most calls were handed to another thread and their answers handed back,
+    /// a wake-up of another thread each way.
+    http: ThreadLocal<reqwest::Client>,
+    connect_timeout: Duration,
     url: Url,
     /// `Some` in service mode.
     tokens: Option<TokenCache>,
@@ -44,6 +54,8 @@ pub struct QpienClient {
     /// When Qpien last gave an answer that proves it is up (for `/readyz`).
     last_healthy: std::sync::Mutex<Option<Instant>>,
 }
+
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// How recent an answer from Qpien must be for `/readyz` to trust it without probing.
 const FRESH_EVIDENCE: Duration = Duration::from_secs(30);
@@ -79,11 +91,8 @@ impl QpienClient {
         metrics: Arc<Metrics>,
     ) -> Result<Self, reqwest::Error> {
         crate::install_tls_provider();
-        let http = reqwest::Client::builder()
-            .connect_timeout(settings.connect_timeout)
-            .timeout(settings.request_timeout)
-            .user_agent(concat!("qpien-rest/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+        let http = ThreadLocal::new();
+        http.get_or_try(|| http_client(settings.connect_timeout))?;
         let client_id = credentials.as_ref().map(|c| c.client_id.as_str());
         let hasher = match &shared {
             Some((_, secret)) => CredentialHasher::shared(secret, client_id),
@@ -98,6 +107,7 @@ impl QpienClient {
         });
         Ok(Self {
             http,
+            connect_timeout: settings.connect_timeout,
             url,
             tokens,
             credentials: hasher,
@@ -113,6 +123,12 @@ impl QpienClient {
             metrics,
             last_healthy: std::sync::Mutex::new(None),
         })
+    }
+
+    /// This thread's HTTP client.
+    fn http(&self) -> &reqwest::Client {
+        self.http
+            .get_or(|| http_client(self.connect_timeout).expect("built once in QpienClient::new"))
     }
 
     pub fn breaker_state(&self) -> BreakerState {
@@ -168,9 +184,16 @@ impl QpienClient {
         id: &ConversationId,
         wait: BudgetWait,
     ) -> Result<Conversation, UpstreamError> {
-        let variables = json!({ "conversationId": id.as_str() });
+        #[derive(Serialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Variables<'a> {
+            conversation_id: &'a str,
+        }
+        let variables = Variables {
+            conversation_id: id.as_str(),
+        };
         let wire: WireConversation = self
-            .call(&GET_CONVERSATION, variables, credential, request_id, wait)
+            .call(&GET_CONVERSATION, &variables, credential, request_id, wait)
             .await?;
         wire.try_into()
     }
@@ -190,7 +213,7 @@ impl QpienClient {
         let list: WireConversationList = self
             .call(
                 &GET_CONVERSATION_LIST,
-                variables,
+                &variables,
                 credential,
                 request_id,
                 wait,
@@ -219,7 +242,7 @@ impl QpienClient {
         let wire: WireConversation = self
             .call(
                 &UPDATE_CONVERSATION,
-                variables,
+                &variables,
                 credential,
                 request_id,
                 BudgetWait::Allowed,
@@ -249,7 +272,7 @@ impl QpienClient {
             .service()
             .unwrap_or_else(|| self.credentials.anonymous());
         match self
-            .call::<Value>(&PING, json!({}), &credential, request_id, BudgetWait::No)
+            .call::<Value>(&PING, &json!({}), &credential, request_id, BudgetWait::No)
             .await
         {
             Ok(_)
@@ -274,11 +297,12 @@ impl QpienClient {
     async fn call<T: DeserializeOwned>(
         &self,
         op: &Operation,
-        variables: Value,
+        variables: &impl Serialize,
         credential: &Credential,
         request_id: &str,
         wait: BudgetWait,
     ) -> Result<T, UpstreamError> {
+        let body = op.request_body(variables);
         let deadline = Instant::now() + self.timeout;
         let attempt = Attempt {
             bearer: None,
@@ -288,12 +312,7 @@ impl QpienClient {
             request_id,
             deadline,
         };
-        match timeout_at(
-            deadline,
-            self.authorized(op, &variables, credential, attempt),
-        )
-        .await
-        {
+        match timeout_at(deadline, self.authorized(op, &body, credential, attempt)).await {
             Ok(result) => result,
             Err(_) => Err(UpstreamError::Timeout),
         }
@@ -306,14 +325,14 @@ impl QpienClient {
     async fn authorized<T: DeserializeOwned>(
         &self,
         op: &Operation,
-        variables: &Value,
+        body: &Bytes,
         credential: &Credential,
         attempt: Attempt<'_>,
     ) -> Result<T, UpstreamError> {
         let Some(tokens) = &self.tokens else {
             let bearer = credential.bearer();
             return self
-                .with_retries(op, variables, &Attempt { bearer, ..attempt })
+                .with_retries(op, body, &Attempt { bearer, ..attempt })
                 .await;
         };
         let generate = async |creds: &ClientCredentials| self.generate_token(creds, &attempt).await;
@@ -321,7 +340,7 @@ impl QpienClient {
         match self
             .with_retries(
                 op,
-                variables,
+                body,
                 &Attempt {
                     bearer: Some(&token),
                     ..attempt
@@ -341,7 +360,7 @@ impl QpienClient {
                 let token = tokens.token(generate).await?;
                 self.with_retries(
                     op,
-                    variables,
+                    body,
                     &Attempt {
                         bearer: Some(&token),
                         ..attempt
@@ -358,12 +377,13 @@ impl QpienClient {
         creds: &ClientCredentials,
         attempt: &Attempt<'_>,
     ) -> Result<(Secret, Duration), UpstreamError> {
-        let variables =
-            json!({ "clientId": creds.client_id, "clientSecret": creds.client_secret.expose() });
+        let body = GENERATE_OAUTH_TOKEN.request_body(
+            &json!({ "clientId": creds.client_id, "clientSecret": creds.client_secret.expose() }),
+        );
         let result: Result<WireToken, _> = self
             .with_retries(
                 &GENERATE_OAUTH_TOKEN,
-                &variables,
+                &body,
                 // The service's token serves every caller: no key's share pays for it.
                 &Attempt {
                     bearer: None,
@@ -401,13 +421,13 @@ impl QpienClient {
     async fn with_retries<T: DeserializeOwned>(
         &self,
         op: &Operation,
-        variables: &Value,
+        body: &Bytes,
         attempt: &Attempt<'_>,
     ) -> Result<T, UpstreamError> {
         self.retry.earn();
         let mut retries = 0;
         loop {
-            let error = match self.guarded(op, variables, attempt).await {
+            let error = match self.guarded(op, body, attempt).await {
                 Ok(value) => return Ok(value),
                 Err(error) => error,
             };
@@ -432,7 +452,7 @@ impl QpienClient {
     async fn guarded<T: DeserializeOwned>(
         &self,
         op: &Operation,
-        variables: &Value,
+        body: &Bytes,
         attempt: &Attempt<'_>,
     ) -> Result<T, UpstreamError> {
         let left = if attempt.may_wait {
@@ -469,7 +489,7 @@ impl QpienClient {
         self.metrics.breaker_state.set(self.breaker.state().gauge());
         let permit = permit?;
         let started = Instant::now();
-        let result = match timeout_at(attempt.deadline, self.send(op, variables, attempt)).await {
+        let result = match timeout_at(attempt.deadline, self.send(op, body, attempt)).await {
             Ok(result) => result,
             Err(_) => Err(UpstreamError::Timeout),
         };
@@ -507,7 +527,7 @@ impl QpienClient {
     async fn send<T: DeserializeOwned>(
         &self,
         op: &Operation,
-        variables: &Value,
+        body: &Bytes,
         attempt: &Attempt<'_>,
     ) -> Result<T, UpstreamError> {
         let span = tracing::info_span!(
@@ -517,10 +537,11 @@ impl QpienClient {
         );
         async {
             let mut request = self
-                .http
+                .http()
                 .post(self.url.clone())
-                .header("X-Request-Id", attempt.request_id)
-                .json(&json!({ "query": op.document, "variables": variables, "operationName": op.name }));
+                .header(X_REQUEST_ID, attempt.request_id)
+                .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
+                .body(body.clone());
             if let Some(bearer) = attempt.bearer {
                 request = request.bearer_auth(bearer.expose());
             }
@@ -547,6 +568,15 @@ impl QpienClient {
         .instrument(span)
         .await
     }
+}
+
+/// No whole-call timeout here: the call's own deadline ends it first (`guarded`), and a
+/// second timer per call would only cost.
+fn http_client(connect: Duration) -> Result<reqwest::Client, reqwest::Error> {
+    reqwest::Client::builder()
+        .connect_timeout(connect)
+        .user_agent(concat!("qpien-rest/", env!("CARGO_PKG_VERSION")))
+        .build()
 }
 
 fn round_up(wait: Duration) -> Duration {
