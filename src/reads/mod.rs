@@ -9,19 +9,15 @@
 pub mod cache;
 mod coalesce;
 pub mod etag;
+mod fetch;
+mod update;
 
-use std::hash::{BuildHasher, BuildHasherDefault};
 use std::sync::Arc;
-use std::time::Duration;
-
-use actix_web::web::Bytes;
-use serde::Serialize;
-use tokio::time::Instant;
 
 use self::cache::{CacheLimits, Entry, Read, ReadCache, ReadKey};
 use self::coalesce::{Flights, Role};
-use self::etag::{Condition, ETag};
-use crate::domain::{ConversationId, ConversationPatch, ListQuery};
+use self::fetch::Fetch;
+use crate::domain::{ConversationId, ListQuery};
 use crate::metrics::Metrics;
 use crate::state::redis::RedisState;
 use crate::upstream::{BudgetWait, Credential, QpienClient, UpstreamError};
@@ -83,19 +79,7 @@ impl StaleReason {
     }
 }
 
-/// Why an update was not made.
-#[derive(Debug)]
-pub enum UpdateError {
-    Upstream(UpstreamError),
-    /// `If-Match` named no tag of the conversation as Qpien has it; its current tag.
-    PreconditionFailed(ETag),
-}
-
-impl From<UpstreamError> for UpdateError {
-    fn from(error: UpstreamError) -> Self {
-        Self::Upstream(error)
-    }
-}
+pub use update::UpdateError;
 
 type Answer = Result<Arc<Entry>, UpstreamError>;
 
@@ -244,195 +228,6 @@ impl Reads {
             wait,
         }
     }
-
-    /// Applies `patch` under `condition` (`If-Match`), one update of a conversation at a
-    /// time in this process. A list of tags is checked against the conversation as Qpien
-    /// has it now, read afresh (never from the cache, nor from a read already under way,
-    /// which may have started before an earlier update landed).
-    pub async fn update(
-        &self,
-        credential: &Credential,
-        request_id: &str,
-        id: &ConversationId,
-        patch: &ConversationPatch,
-        condition: Option<&Condition>,
-    ) -> Result<Arc<Entry>, UpdateError> {
-        let lock = &self.update_locks[BuildHasherDefault::<std::hash::DefaultHasher>::default()
-            .hash_one(id) as usize
-            % UPDATE_LOCKS];
-        let _one_at_a_time = lock.lock().await;
-        let Some(redis) = self.cache.shared_even_uncached() else {
-            return self
-                .update_alone(credential, request_id, id, patch, condition)
-                .await;
-        };
-        // And one at a time across replicas, while Redis answers.
-        let holder = format!("{:016x}", fastrand::u64(..));
-        let hold = self.client.timeout();
-        let until = Instant::now() + hold;
-        while redis.take_update(id.as_str(), &holder, hold).await == Some(false) {
-            if Instant::now() >= until {
-                return Err(UpstreamError::Timeout.into());
-            }
-            tokio::time::sleep(FLIGHT_POLL).await;
-        }
-        let result = self
-            .update_alone(credential, request_id, id, patch, condition)
-            .await;
-        redis.end_update(id.as_str(), &holder).await;
-        result
-    }
-
-    /// `update` once this is the only update of `id` under way.
-    async fn update_alone(
-        &self,
-        credential: &Credential,
-        request_id: &str,
-        id: &ConversationId,
-        patch: &ConversationPatch,
-        condition: Option<&Condition>,
-    ) -> Result<Arc<Entry>, UpdateError> {
-        let key = ReadKey {
-            credential: credential.id(),
-            read: Read::Conversation(id.clone()),
-        };
-        if let Some(condition @ Condition::Tags(_)) = condition {
-            let current = self
-                .fetch(key.clone(), credential, request_id, BudgetWait::Allowed)
-                .run()
-                .await;
-            match current {
-                Ok(entry) if condition.matches(entry.etag) => {}
-                Ok(entry) => return Err(UpdateError::PreconditionFailed(entry.etag)),
-                // A missing conversation is a 404 with or without If-Match: RFC 9110
-                // §13.2.1 has preconditions ignored when the answer would not be 2xx.
-                Err(error) => return Err(error.into()),
-            }
-        }
-        let result = self
-            .client
-            .update_conversation(credential, request_id, id, patch)
-            .await;
-        match result {
-            Ok(conversation) => {
-                let entry = Arc::new(Entry::new(to_json(&conversation), 0, Instant::now()));
-                self.cache.put(key, Arc::clone(&entry)).await;
-                self.cache.forget_lists(credential.id()).await;
-                Ok(entry)
-            }
-            Err(error) => {
-                // Qpien may have applied an update whose answer was lost: keep nothing
-                // that could be older than it.
-                if error.is_upstream_fault() {
-                    self.cache.forget(&key).await;
-                    self.cache.forget_lists(credential.id()).await;
-                }
-                Err(error.into())
-            }
-        }
-    }
-}
-
-/// One read of Qpien for a key: what it needs to run in a task of its own.
-struct Fetch {
-    client: Arc<QpienClient>,
-    cache: Arc<ReadCache>,
-    key: ReadKey,
-    credential: Credential,
-    request_id: String,
-    wait: BudgetWait,
-}
-
-/// How often a replica waiting on another's flight looks for its answer.
-const FLIGHT_POLL: Duration = Duration::from_millis(25);
-
-impl Fetch {
-    /// Qpien's answer for the key, kept in the cache. With Redis, a replica that finds
-    /// another replica's flight for the same answer waits for it (`had`: the answer it
-    /// already holds, which does not count) instead of asking again.
-    async fn shared(self, had: Option<Instant>) -> Answer {
-        let Some(redis) = self.cache.shared() else {
-            return self.run().await;
-        };
-        let name = self.key.name();
-        let holder = format!("{:016x}", fastrand::u64(..));
-        let hold = self.client.timeout();
-        match redis.take_flight(&name, &holder, hold).await {
-            Some(true) => {
-                let cache = Arc::clone(&self.cache);
-                let answer = self.run().await;
-                if let Some(redis) = cache.shared() {
-                    redis.land_flight(&name, &holder).await;
-                }
-                answer
-            }
-            Some(false) => match self.other_flight(&name, had, hold).await {
-                Some(entry) => Ok(entry),
-                None => self.run().await,
-            },
-            None => self.run().await,
-        }
-    }
-
-    /// The answer another replica's flight stores, or `None` when it ends without one.
-    async fn other_flight(
-        &self,
-        name: &str,
-        had: Option<Instant>,
-        hold: Duration,
-    ) -> Option<Arc<Entry>> {
-        let until = Instant::now() + hold;
-        while Instant::now() < until {
-            tokio::time::sleep(FLIGHT_POLL).await;
-            let redis = self.cache.shared()?;
-            if let Some(entry) = self.cache.get(&self.key).await
-                && had.is_none_or(|had| entry.fetched_at > had)
-            {
-                return Some(entry);
-            }
-            if redis.flight_under_way(name).await != Some(true) {
-                return None;
-            }
-        }
-        None
-    }
-
-    /// One call to Qpien, its answer kept in the cache.
-    async fn run(self) -> Answer {
-        let Self {
-            client,
-            cache,
-            key,
-            credential,
-            request_id,
-            wait,
-        } = self;
-        let asked_at = Instant::now();
-        let entry = match &key.read {
-            Read::Conversation(id) => {
-                let conversation = client
-                    .get_conversation(&credential, &request_id, id, wait)
-                    .await?;
-                Entry::new(to_json(&conversation), 0, asked_at)
-            }
-            Read::List { query, .. } => {
-                let page = client
-                    .list_conversations(&credential, &request_id, query, wait)
-                    .await?;
-                Entry::new(to_json(&page.items), page.total_items, asked_at)
-            }
-        };
-        let entry = Arc::new(entry);
-        cache.put(key, Arc::clone(&entry)).await;
-        Ok(entry)
-    }
-}
-
-fn to_json(value: &impl Serialize) -> Bytes {
-    // A conversation is about a kilobyte: one allocation rather than a few reallocations.
-    let mut json = Vec::with_capacity(1024);
-    serde_json::to_writer(&mut json, value).expect("the representation serialises");
-    Bytes::from(json)
 }
 
 impl Read {
