@@ -4,16 +4,20 @@
 # upstream, driven by the same wrk load. Prints one markdown table: throughput, latency,
 # errors, CPU per request of every process involved, RSS, and the ratios we aim for.
 #
-#   bash bench/hotpath.sh                  # CONNECTIONS=32 DURATION=5 THREADS=2
+#   bash bench/hotpath.sh                  # CONNECTIONS=32 DURATION=5 THREADS=2 ROUNDS=3
 #   PROFILE=1 bash bench/hotpath.sh        # plus a perf profile of the facade
 #
-# Not part of CI: figures from a shared machine are noisy, so compare rows of one run.
+# Not part of CI. Figures from a shared machine are noisy: every scenario runs ROUNDS
+# times, the rounds one after another (each round runs every scenario once), and the
+# table gives each scenario's median. A ratio is the median of the rounds' own ratios,
+# so a neighbour's burst of load in one round moves one of them, not the result.
 set -euo pipefail
 shopt -u patsub_replacement 2>/dev/null || true
 
 CONNECTIONS=${CONNECTIONS:-32}
 DURATION=${DURATION:-5}
 THREADS=${THREADS:-2}
+ROUNDS=${ROUNDS:-3}
 PROFILE=${PROFILE:-0}
 MANY_TOKENS=500
 CONVERSATION_ID=6650a1000000000000000001
@@ -30,7 +34,7 @@ die() {
     exit 1
 }
 
-for setting in CONNECTIONS DURATION THREADS; do
+for setting in CONNECTIONS DURATION THREADS ROUNDS; do
     [[ ${!setting} =~ ^[1-9][0-9]*$ ]] || die "$setting must be a whole number above 0, got '${!setting}'"
 done
 ((CONNECTIONS >= THREADS)) || die "CONNECTIONS ($CONNECTIONS) must be at least THREADS ($THREADS)"
@@ -168,7 +172,9 @@ warm_up() {
     fi
 }
 
-declare -a ROWS=() # "label|target|tokens|cache|req/s|p50|p99|non2xx|sockerr|cpu|canned|rss"
+declare -a SCENARIOS=() # labels, in the order of the table
+declare -a ROWS=() # "label|target|tokens|cache|req/s|p50|p99|non2xx|sockerr|cpu|canned|rss|round"
+ROUND=1
 
 # Runs one scenario against a freshly started target and appends its row.
 #   $1 label, $2 target (hop|facade), $3 tokens, $4 READ_CACHE_TTL_MS ("" = default)
@@ -196,7 +202,7 @@ scenario() {
 
     BENCH_TOKENS=$tokens wrk --latency -t "$THREADS" -c "$CONNECTIONS" -d "${DURATION}s" \
         -s "$BENCH_DIR/hotpath.lua" "http://127.0.0.1:$port/conversations/$CONVERSATION_ID" \
-        >"$TMP/wrk-$label.txt" 2>&1 || die "wrk failed: $(cat "$TMP/wrk-$label.txt")"
+        >"$TMP/wrk-$label-$ROUND.txt" 2>&1 || die "wrk failed: $(cat "$TMP/wrk-$label-$ROUND.txt")"
 
     target_after=$(cpu_ticks "${target_pids[@]}")
     canned_after=$(cpu_ticks "${canned_pids[@]}")
@@ -206,80 +212,116 @@ scenario() {
     stop "$pid"
 
     local line
-    line=$(grep '^BENCH ' "$TMP/wrk-$label.txt") || die "no summary from wrk: $(cat "$TMP/wrk-$label.txt")"
+    line=$(grep '^BENCH ' "$TMP/wrk-$label-$ROUND.txt") || die "no summary from wrk: $(cat "$TMP/wrk-$label-$ROUND.txt")"
     ROWS+=("$(awk -v line="$line" -v tick_us=$((1000000 / CLK_TCK)) \
         -v t=$((target_after - target_before)) -v c=$((canned_after - canned_before)) \
-        -v rss="$rss" -v label="$label" -v target="$target" -v tokens="$tokens" -v cache="$cache" '
+        -v rss="$rss" -v round="$ROUND" -v label="$label" -v target="$target" -v tokens="$tokens" -v cache="$cache" '
         BEGIN {
             n = split(line, kv, /[ =]/)
             for (i = 2; i < n; i += 2) f[kv[i]] = kv[i + 1]
             req = f["requests"]; if (req == 0) req = 1
-            printf "%s|%s|%s|%s|%.0f|%.2f|%.2f|%d|%d|%.1f|%.1f|%.1f\n",
+            printf "%s|%s|%s|%s|%.0f|%.2f|%.2f|%d|%d|%.1f|%.1f|%.1f|%d\n",
                 label, target, tokens, cache, f["requests"] / (f["duration_us"] / 1e6),
                 f["p50_us"] / 1000, f["p99_us"] / 1000, f["non2xx"], f["socket_errors"],
-                t * tick_us / req, c * tick_us / req, rss / 1024
+                t * tick_us / req, c * tick_us / req, rss / 1024, round
         }')")
 }
 
 # ---------------------------------------------------------------- report
 
-field() { # field ROW N
-    local -a parts
-    IFS='|' read -r -a parts <<<"$1"
-    echo "${parts[$2]}"
+# The rows of every round, as awk reads them: one per line, fields split on "|".
+rows() { printf '%s\n' "${ROWS[@]}"; }
+
+# One scenario across the rounds: the medians of its figures (errors summed, RSS the
+# largest), then its CPU per request in each round. Fields as in ROWS, round dropped.
+summary_of() {
+    rows | awk -F'|' -v label="$1" '
+        function median(list, n,    sorted, i, j, t) {
+            for (i = 1; i <= n; i++) sorted[i] = list[i]
+            for (i = 2; i <= n; i++)
+                for (j = i; j > 1 && sorted[j - 1] > sorted[j]; j--) {
+                    t = sorted[j]; sorted[j] = sorted[j - 1]; sorted[j - 1] = t
+                }
+            return n % 2 ? sorted[(n + 1) / 2] : (sorted[n / 2] + sorted[n / 2 + 1]) / 2
+        }
+        $1 == label {
+            n++
+            target = $2; tokens = $3; cache = $4
+            rps[n] = $5; p50[n] = $6; p99[n] = $7; non2xx += $8; sockerr += $9
+            cpu[n] = $10; canned[n] = $11; if ($12 > rss) rss = $12
+            per_round = per_round (n > 1 ? " / " : "") $10
+        }
+        END {
+            if (n == 0) exit 1
+            printf "%s|%s|%s|%s|%.0f|%.2f|%.2f|%d|%d|%.1f|%.1f|%.1f|%s\n", label, target,
+                tokens, cache, median(rps, n), median(p50, n), median(p99, n), non2xx, sockerr,
+                median(cpu, n), median(canned, n), rss, per_round
+        }'
 }
 
-row_named() {
-    local row
-    for row in "${ROWS[@]}"; do
-        [[ ${row%%|*} == "$1" ]] && echo "$row" && return
-    done
-}
-
-ratio_line() { # title, numerator row, denominator row, target
-    local num den
-    num=$(row_named "$2") den=$(row_named "$3")
-    awk -v title="$1" -v a="$(field "$num" 9)" -v b="$(field "$den" 9)" -v target="$4" \
-        -v bad="$(($(field "$num" 7) + $(field "$num" 8) + $(field "$den" 7) + $(field "$den" 8)))" '
-        BEGIN {
+# One line of the ratio table: the target's CPU per request over the hop's, in each
+# round (the two ran minutes apart at most), and the median of those ratios.
+#   $1 title, $2 target's label, $3 hop's label, $4 aim
+ratio_line() {
+    rows | awk -F'|' -v title="$1" -v num="$2" -v den="$3" -v aim="$4" '
+        function median(list, n,    sorted, i, j, t) {
+            for (i = 1; i <= n; i++) sorted[i] = list[i]
+            for (i = 2; i <= n; i++)
+                for (j = i; j > 1 && sorted[j - 1] > sorted[j]; j--) {
+                    t = sorted[j]; sorted[j] = sorted[j - 1]; sorted[j - 1] = t
+                }
+            return n % 2 ? sorted[(n + 1) / 2] : (sorted[n / 2] + sorted[n / 2 + 1]) / 2
+        }
+        $1 == num { a[$13] = $10; bad += $8 + $9 }
+        $1 == den { b[$13] = $10; bad += $8 + $9 }
+        END {
+            for (r in a) if ((r in b) && b[r] > 0) { n++; ratio[n] = a[r] / b[r] }
+            rounds = ""
+            for (r = 1; r <= 1000; r++)
+                if ((r in a) && (r in b) && b[r] > 0)
+                    rounds = rounds (rounds == "" ? "" : " / ") sprintf("%.2f", a[r] / b[r])
             note = bad > 0 ? " (rows with errors: not valid)" : ""
-            printf "| %s | %.2f%s | %s |\n", title, (b > 0 ? a / b : 0), note, target
+            printf "| %s | %.2f%s | %s | %s |\n", title, (n ? median(ratio, n) : 0), note, rounds, aim
         }'
 }
 
 print_report() {
-    local row cache
-    echo "### Hot path: GET /conversations/{id}, $CONNECTIONS connections, ${DURATION}s, $THREADS wrk threads"
+    local label summary
+    echo "### Hot path: GET /conversations/{id}, $CONNECTIONS connections, ${DURATION}s, $THREADS wrk threads, $ROUNDS rounds"
     echo
     echo "commit $(git -C "$REPO_DIR" rev-parse --short HEAD)$(git -C "$REPO_DIR" diff --quiet HEAD -- src || echo ' (src modified)')," \
         "$(nproc) cores, $(date -u +%Y-%m-%dT%H:%MZ); CPU in µs of utime+stime per request."
+    echo "Each figure is the median of the rounds (errors: their sum; RSS: the largest); the"
+    echo "last column gives the target's CPU per request in each round."
     echo
-    echo "| scenario | tokens | READ_CACHE_TTL_MS | req/s | p50 ms | p99 ms | non-2xx | socket errors | target CPU µs/req | canned upstream CPU µs/req | target RSS MiB |"
-    echo "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"
-    for row in "${ROWS[@]}"; do
-        IFS='|' read -r label target tokens cache rps p50 p99 non2xx sockerr cpu canned rss <<<"$row"
+    echo "| scenario | tokens | READ_CACHE_TTL_MS | req/s | p50 ms | p99 ms | non-2xx | socket errors | target CPU µs/req | canned upstream CPU µs/req | target RSS MiB | target CPU µs/req by round |"
+    echo "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+    local max_rss=0
+    for label in "${SCENARIOS[@]}"; do
+        summary=$(summary_of "$label") || continue
+        IFS='|' read -r label target tokens cache rps p50 p99 non2xx sockerr cpu canned rss per_round <<<"$summary"
+        if [[ $target == facade ]]; then
+            max_rss=$(awk -v a="$max_rss" -v b="$rss" 'BEGIN { print (b > a ? b : a) }')
+        fi
         [[ $target == hop ]] && cache=n/a
         [[ -z $cache ]] && cache="unset (default)"
-        echo "| $label | $tokens | $cache | $rps | $p50 | $p99 | $non2xx | $sockerr | $cpu | $canned | $rss |"
+        echo "| $label | $tokens | $cache | $rps | $p50 | $p99 | $non2xx | $sockerr | $cpu | $canned | $rss | $per_round |"
     done
     echo
-    echo "| ratio (CPU per request of the target) | value | target |"
-    echo "|---|---:|---|"
+    echo "| ratio (CPU per request of the target) | median | by round | target |"
+    echo "|---|---:|---|---|"
     ratio_line "facade ÷ nginx hop, 1 token" "facade, 1 token" "nginx hop, 1 token" "≤ 3"
     ratio_line "facade ÷ nginx hop, $MANY_TOKENS tokens" "facade, $MANY_TOKENS tokens" "nginx hop, $MANY_TOKENS tokens" "≤ 3"
     ratio_line "facade cache off ÷ nginx hop, 1 token" "facade cache off, 1 token" "nginx hop, 1 token" "≤ 3"
     ratio_line "facade cache off ÷ nginx hop, $MANY_TOKENS tokens" "facade cache off, $MANY_TOKENS tokens" "nginx hop, $MANY_TOKENS tokens" "≤ 3"
     ratio_line "cached facade ÷ nginx hop, 1 token" "facade cache on, 1 token" "nginx hop, 1 token" "≤ 1"
     ratio_line "cached facade ÷ nginx hop, $MANY_TOKENS tokens" "facade cache on, $MANY_TOKENS tokens" "nginx hop, $MANY_TOKENS tokens" "≤ 1"
-    local max_rss=0
-    for row in "${ROWS[@]}"; do
-        [[ $(field "$row" 1) == facade ]] || continue
-        max_rss=$(awk -v a="$max_rss" -v b="$(field "$row" 11)" 'BEGIN { print (b > a ? b : a) }')
-    done
-    echo "| facade RSS after the run, MiB (largest row) | $max_rss | ≤ 32 |"
+    echo "| facade RSS after a run, MiB (largest) | $max_rss | | ≤ 32 |"
     echo
-    echo "READ_CACHE_TTL_MS rows: a build without the read cache ignores the variable, so they then measure the plain facade."
-    [[ $PROFILE == 1 ]] && echo "PROFILE=1: perf was attached to the facade during the two default facade rows; its sampling cost is in their figures."
+    echo "The default rows run with the read cache at its default TTL, so they answer from it too."
+    echo "With one token and the cache off, most requests share another's call (coalescing stays"
+    echo "on); with $MANY_TOKENS tokens each request is a call of its own: that row is the cost of a miss."
+    [[ $PROFILE == 1 ]] && echo "PROFILE=1: perf was attached to the facade in round 1 of the profiled rows; its sampling cost is in their figures."
     return 0
 }
 
@@ -298,16 +340,27 @@ main() {
     CANNED_PID=$NGINX_PID CANNED_PORT=$NGINX_PORT
     log "canned upstream on 127.0.0.1:$CANNED_PORT; temp dir $TMP"
 
-    local profile_one="" profile_many=""
-    [[ $PROFILE == 1 ]] && profile_one=one-token profile_many=$MANY_TOKENS-tokens
-    scenario "nginx hop, 1 token" hop 1 "" ""
-    scenario "nginx hop, $MANY_TOKENS tokens" hop "$MANY_TOKENS" "" ""
-    scenario "facade, 1 token" facade 1 "" "$profile_one"
-    scenario "facade, $MANY_TOKENS tokens" facade "$MANY_TOKENS" "" "$profile_many"
-    scenario "facade cache on, 1 token" facade 1 60000 ""
-    scenario "facade cache on, $MANY_TOKENS tokens" facade "$MANY_TOKENS" 60000 ""
-    scenario "facade cache off, 1 token" facade 1 0 ""
-    scenario "facade cache off, $MANY_TOKENS tokens" facade "$MANY_TOKENS" 0 ""
+    # Which rows perf samples with PROFILE=1 (round 1 only): a hit and a miss.
+    local profile_hit="" profile_miss=""
+    [[ $PROFILE == 1 ]] && profile_hit=hit profile_miss=miss
+    SCENARIOS=(
+        "nginx hop, 1 token" "nginx hop, $MANY_TOKENS tokens"
+        "facade, 1 token" "facade, $MANY_TOKENS tokens"
+        "facade cache on, 1 token" "facade cache on, $MANY_TOKENS tokens"
+        "facade cache off, 1 token" "facade cache off, $MANY_TOKENS tokens"
+    )
+    for ((ROUND = 1; ROUND <= ROUNDS; ROUND++)); do
+        log "round $ROUND of $ROUNDS"
+        scenario "nginx hop, 1 token" hop 1 "" ""
+        scenario "nginx hop, $MANY_TOKENS tokens" hop "$MANY_TOKENS" "" ""
+        scenario "facade, 1 token" facade 1 "" ""
+        scenario "facade, $MANY_TOKENS tokens" facade "$MANY_TOKENS" "" ""
+        scenario "facade cache on, 1 token" facade 1 60000 "$profile_hit"
+        scenario "facade cache on, $MANY_TOKENS tokens" facade "$MANY_TOKENS" 60000 ""
+        scenario "facade cache off, 1 token" facade 1 0 ""
+        scenario "facade cache off, $MANY_TOKENS tokens" facade "$MANY_TOKENS" 0 "$profile_miss"
+        profile_hit="" profile_miss=""
+    done
 
     mkdir -p "$OUT_DIR"
     local stamp report

@@ -47,7 +47,9 @@ where
         if let Some(flight) = under_way.get(key) {
             return (flight.clone(), Role::Follower);
         }
-        let call = call();
+        // Boxed at once: the call's future is a few KiB, and each move into the task
+        // would otherwise copy it.
+        let call = Box::pin(call());
         let table = Arc::clone(&self.under_way);
         let landed = key.clone();
         // The table's lock is held until the flight is in it, so the task cannot

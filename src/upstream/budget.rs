@@ -12,6 +12,7 @@
 //! credentials are forgotten by the map itself (moka: bounded, time-to-idle), never by a
 //! scan on the request path.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -49,6 +50,9 @@ pub struct RateBudget {
     replicas: u32,
     windows: moka::sync::Cache<CredentialId, Arc<Mutex<Local>>>,
     shared: Option<Arc<RedisState>>,
+    /// Whether Qpien ever reported what it has left (its rate-limit headers): until it
+    /// does, its answers leave the windows alone.
+    has_upstream_reports: AtomicBool,
 }
 
 /// One credential's window in this process, and what it last heard from Redis.
@@ -82,6 +86,7 @@ impl RateBudget {
                 .time_to_idle(WINDOW + max_wait + Duration::from_secs(1))
                 .build(),
             shared: None,
+            has_upstream_reports: AtomicBool::new(false),
         }
     }
 
@@ -239,6 +244,14 @@ impl RateBudget {
         remaining: Option<u32>,
         reset: Option<Duration>,
     ) {
+        // Qpien's usual answer reports nothing: a window that holds no report of its own
+        // is then left alone, without a lookup.
+        if remaining.is_none() && !self.has_upstream_reports.load(Ordering::Relaxed) {
+            return;
+        }
+        if remaining.is_some() {
+            self.has_upstream_reports.store(true, Ordering::Relaxed);
+        }
         {
             let local = self.local(key, Instant::now());
             let mut local = local.lock().expect("not poisoned");
