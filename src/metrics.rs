@@ -16,7 +16,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-/// `method` borrows the standard methods' names; `route` is a pattern (`routes::route_label`).
+/// `method` borrows the standard methods' names; `route` is a pattern (`routes::label::route_label`).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HttpLabels {
     pub method: Cow<'static, str>,
@@ -280,7 +280,7 @@ pub async fn record(
 ) -> Result<actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
     let metrics = req.app_data::<actix_web::web::Data<Metrics>>().cloned();
     let method = method_label(req.method());
-    let route = crate::routes::route_label(req.path());
+    let route = crate::routes::label::route_label(req.path());
     let started = std::time::Instant::now();
     let response = next.call(req).await?;
     if let Some(metrics) = metrics {

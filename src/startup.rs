@@ -10,13 +10,12 @@ use actix_cors::Cors;
 use actix_web::dev::Server;
 use actix_web::http::{Method, header};
 use actix_web::middleware::{Condition, from_fn};
-use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+use actix_web::{App, HttpResponse, HttpServer, web};
 use tracing_actix_web::TracingLogger;
 use url::Url;
 use utoipa_actix_web::AppExt;
 
 use crate::callers::{KeyFileError, KeyStore, Reload};
-use crate::error::ApiError;
 use crate::metrics::{self, Metrics};
 use crate::public_url::PublicBaseUrl;
 use crate::reads::Reads;
@@ -165,7 +164,7 @@ impl Application {
                 .configure(|cfg| openapi::configure(cfg, docs.clone()))
                 .route("/docs", web::get().to(|| async { redirect("/docs/") }))
                 .route("/", web::get().to(|| async { redirect("/docs/") }))
-                .default_service(web::to(unmatched))
+                .default_service(web::to(routes::unmatched))
                 // Outermost: preflights are answered before routing, and every answer,
                 // problems included, carries the headers a page needs to read it.
                 .wrap(Condition::new(
@@ -314,27 +313,4 @@ fn redirect(to: &'static str) -> HttpResponse {
     HttpResponse::Found()
         .insert_header((header::LOCATION, to))
         .finish()
-}
-
-/// Paths that exist with other methods get 405 and `Allow`; the rest 404.
-pub(crate) async fn unmatched(req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    let segments: Vec<&str> = req.path().trim_matches('/').split('/').collect();
-    let allow = match segments.as_slice() {
-        ["conversations"] => Some("GET"),
-        ["conversations", _] => Some("GET, PATCH"),
-        ["healthz"] | ["readyz"] | ["metrics"] | ["problems", _] => Some("GET"),
-        ["openapi.json"] | ["openapi-3.0.json"] | ["swagger-2.0.json"] => Some("GET"),
-        _ => None,
-    };
-    match allow {
-        Some(allow) => {
-            let mut response =
-                actix_web::ResponseError::error_response(&ApiError::MethodNotAllowed);
-            response
-                .headers_mut()
-                .insert(header::ALLOW, header::HeaderValue::from_static(allow));
-            Ok(response)
-        }
-        None => Err(ApiError::RouteNotFound),
-    }
 }

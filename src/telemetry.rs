@@ -79,7 +79,7 @@ impl RootSpanBuilder for RequestSpan {
         tracing::info_span!(
             "http",
             http.method = %request.method(),
-            http.route = %crate::routes::route_label(request.path()),
+            http.route = %crate::routes::label::route_label(request.path()),
             http.target = %request.path(),
             http.status_code = tracing::field::Empty,
             request_id = %request

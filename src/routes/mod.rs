@@ -5,6 +5,7 @@
 mod caching;
 mod conversations;
 mod health;
+pub mod label;
 mod problems;
 mod table;
 
@@ -18,7 +19,7 @@ use tracing_actix_web::RootSpan;
 use utoipa_actix_web::service_config::ServiceConfig;
 
 pub use conversations::{ConversationList, MAX_BODY_BYTES, PageLinks};
-pub use table::{UNMATCHED, route_label};
+pub use table::unmatched;
 
 use crate::callers::{CallerKey, KeyStore, Scope};
 use crate::error::ApiError;

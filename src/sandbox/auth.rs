@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use async_graphql::{Error, ErrorExtensions};
 
-use super::schema::coded_error;
+use super::types::coded_error;
 use super::{DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, READ_ONLY_CLIENT_ID, READ_ONLY_CLIENT_SECRET};
 
 pub(crate) const READ_CONVERSATIONS: &str = "read_conversations";

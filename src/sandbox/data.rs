@@ -11,7 +11,7 @@ use std::sync::Mutex;
 use async_graphql::ID;
 use chrono::{DateTime, Duration, Utc};
 
-use super::schema::{
+use super::types::{
     ChannelTypeEnum, ChannelTypeOutput, ConversationListFilterInput, ConversationStatusEnum,
     ConversationTypeEnum, Date, ExternalConversation, LastMessageType, Tag, TicketPriority,
     UpdateConversationInput,

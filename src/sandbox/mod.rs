@@ -21,6 +21,7 @@ mod schema;
 mod server;
 #[cfg(test)]
 mod tests;
+mod types;
 
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener};
