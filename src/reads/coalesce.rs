@@ -71,6 +71,14 @@ where
         (flight, Role::Leader)
     }
 
+    /// Whether a flight for `key` is under way.
+    pub fn under_way(&self, key: &K) -> bool {
+        self.under_way
+            .lock()
+            .expect("not poisoned")
+            .contains_key(key)
+    }
+
     #[cfg(test)]
     fn in_flight(&self) -> usize {
         self.under_way.lock().expect("not poisoned").len()

@@ -58,13 +58,18 @@ pub struct StaleReason {
 }
 
 impl StaleReason {
+    const BUDGET_EXHAUSTED: Self = Self {
+        detail: "budget-exhausted",
+        upstream_status: None,
+    };
+
     /// The failures a stale answer may hide: Qpien out of reach, failing or limiting, or
     /// our own budget or breaker holding calls back. Never an answer about the caller
     /// (a refused token, a missing scope, a missing conversation).
     fn of(error: &UpstreamError) -> Option<Self> {
         let (detail, upstream_status) = match error {
             UpstreamError::RateLimited { .. } => ("upstream-rate-limited", Some(429)),
-            UpstreamError::BudgetExhausted { .. } => ("budget-exhausted", None),
+            UpstreamError::BudgetExhausted { .. } => return Some(Self::BUDGET_EXHAUSTED),
             UpstreamError::CircuitOpen { .. } => ("circuit-open", None),
             UpstreamError::Timeout => ("upstream-timeout", None),
             UpstreamError::Unreachable(_) => ("upstream-unreachable", None),
@@ -179,6 +184,19 @@ impl Reads {
             });
         }
         let stale = cached.filter(|entry| self.cache.may_serve_stale(entry));
+        // With the read budget spent and no flight under way, a flight would only be
+        // refused: the stale answer goes out at once, without one. This is what polling
+        // costs once the budget is spent, so it should cost about what a hit does.
+        if let Some(entry) = &stale
+            && self.client.read_budget_spent(credential)
+            && !self.flights.under_way(&key)
+        {
+            self.metrics.read(kind, "stale");
+            return Ok(Served {
+                entry: Arc::clone(entry),
+                source: Source::Stale(StaleReason::BUDGET_EXHAUSTED),
+            });
+        }
         // With a stale answer at hand, a read does not queue for budget: it gets that
         // answer now rather than a fresh one a second later.
         let wait = if stale.is_some() {

@@ -280,8 +280,7 @@ impl RateBudget {
         self.report_under(key, per_minute)
     }
 
-    /// With Redis up, as the shared window was at its last answer (aged: once its oldest
-    /// grant is gone, the window is whole again); else this window's.
+    /// What is left under `limit` (see `own_remaining`), and no more than Qpien said.
     fn report_under(&self, key: CredentialId, limit: u32) -> BudgetReport {
         let Some(local) = self.windows.get(&key) else {
             return BudgetReport {
@@ -292,8 +291,47 @@ impl RateBudget {
         };
         let now = Instant::now();
         let mut local = local.lock().expect("not poisoned");
+        let (ours, reset) = self.own_remaining(&mut local, now, limit);
+        let remaining = local
+            .window
+            .upstream_remaining
+            .map_or(ours, |theirs| theirs.min(ours));
+        BudgetReport {
+            limit,
+            remaining,
+            reset,
+        }
+    }
+
+    /// Whether a request of `class` that may not wait would be refused now, as far as
+    /// this replica knows: our own window (or the shared one's last answer) is full, or
+    /// Qpien said it is used up. Unlike the report, Qpien's count of what remains is left
+    /// out, since admission does not go by it: a refusal predicted here is one `admit`
+    /// would give.
+    pub fn spent(&self, key: CredentialId, class: Class) -> bool {
+        self.spent_under(key, self.limit_for(class))
+    }
+
+    /// The same, for a caller key's share.
+    pub fn share_spent(&self, key: CredentialId, per_minute: u32) -> bool {
+        self.spent_under(key, per_minute)
+    }
+
+    fn spent_under(&self, key: CredentialId, limit: u32) -> bool {
+        let Some(local) = self.windows.get(&key) else {
+            return false;
+        };
+        let now = Instant::now();
+        let mut local = local.lock().expect("not poisoned");
+        local.window.blocked_until.is_some_and(|until| until > now)
+            || self.own_remaining(&mut local, now, limit).0 == 0
+    }
+
+    /// With Redis up, the shared window as at its last answer (aged: once its oldest
+    /// grant is gone, the window is whole again); else this window, under its share.
+    fn own_remaining(&self, local: &mut Local, now: Instant, limit: u32) -> (u32, Duration) {
         let shared_up = self.shared.as_ref().is_some_and(|r| r.is_up());
-        let (ours, reset) = match local.shared {
+        match local.shared {
             Some((used, at, reset)) if shared_up => {
                 let left = reset.saturating_sub(now.duration_since(at));
                 if left.is_zero() {
@@ -303,15 +341,6 @@ impl RateBudget {
                 }
             }
             _ => local.window.remaining(now, limit / self.replicas),
-        };
-        let remaining = local
-            .window
-            .upstream_remaining
-            .map_or(ours, |theirs| theirs.min(ours));
-        BudgetReport {
-            limit,
-            remaining,
-            reset,
         }
     }
 }
@@ -406,6 +435,43 @@ mod tests {
             Admission::Now
         );
         assert_eq!(budget.report(b, Class::Read).remaining, 1);
+    }
+
+    /// `spent` lets a read with a stale answer at hand skip a call that `admit` would
+    /// refuse; it must never claim a refusal that `admit` would not give.
+    #[tokio::test(start_paused = true)]
+    async fn spent_foretells_what_admit_refuses_and_nothing_more() {
+        let budget = RateBudget::new(3, 1, Duration::ZERO);
+        let keys = keys();
+        let (a, b) = (keys.bearer("token-a").id(), keys.bearer("token-b").id());
+        assert!(!budget.spent(a, Class::Read), "a credential never seen");
+        budget.admit(a, Class::Read, Duration::ZERO).await;
+        assert!(!budget.spent(a, Class::Read));
+        budget.admit(a, Class::Read, Duration::ZERO).await;
+        assert!(budget.spent(a, Class::Read), "reads stop short of the reserve");
+        assert!(!budget.spent(a, Class::Write));
+        assert!(matches!(
+            budget.admit(a, Class::Read, Duration::ZERO).await,
+            Admission::Refused(_)
+        ));
+        tokio::time::advance(WINDOW + Duration::from_secs(1)).await;
+        assert!(!budget.spent(a, Class::Read), "the window moved on");
+
+        // Qpien's count of what remains is reported, but admission does not go by it.
+        budget.upstream_report(b, Some(0), None).await;
+        assert_eq!(budget.report(b, Class::Read).remaining, 0);
+        assert!(!budget.spent(b, Class::Read));
+        // Its "used up until then" is a refusal.
+        budget
+            .upstream_report(b, Some(0), Some(Duration::from_secs(5)))
+            .await;
+        assert!(budget.spent(b, Class::Read));
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert!(!budget.spent(b, Class::Read));
+        assert_eq!(
+            budget.admit(b, Class::Read, Duration::ZERO).await,
+            Admission::Now
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -153,6 +153,17 @@ impl QpienClient {
         }
     }
 
+    /// Whether a read for `credential` that may not wait would be refused for budget
+    /// now: the caller key's share, or the account's reads, have nothing left.
+    pub fn read_budget_spent(&self, credential: &Credential) -> bool {
+        let share_spent = credential.caller().is_some_and(|caller| {
+            caller
+                .per_minute
+                .is_some_and(|per_minute| self.budget.share_spent(caller.budget_key, per_minute))
+        });
+        share_spent || self.budget.spent(credential.id(), Class::Read)
+    }
+
     /// Where the state shared by replicas is kept: `redis`, `in-process`, or `in-process
     /// (Redis unreachable)`.
     pub fn shared_state(&self) -> &'static str {
