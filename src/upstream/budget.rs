@@ -448,7 +448,10 @@ mod tests {
         budget.admit(a, Class::Read, Duration::ZERO).await;
         assert!(!budget.spent(a, Class::Read));
         budget.admit(a, Class::Read, Duration::ZERO).await;
-        assert!(budget.spent(a, Class::Read), "reads stop short of the reserve");
+        assert!(
+            budget.spent(a, Class::Read),
+            "reads stop short of the reserve"
+        );
         assert!(!budget.spent(a, Class::Write));
         assert!(matches!(
             budget.admit(a, Class::Read, Duration::ZERO).await,
