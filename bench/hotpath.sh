@@ -229,21 +229,24 @@ scenario() {
 
 # ---------------------------------------------------------------- report
 
+# The median of list[1..n], for the awk programs below.
+AWK_MEDIAN='
+function median(list, n,    sorted, i, j, t) {
+    for (i = 1; i <= n; i++) sorted[i] = list[i]
+    for (i = 2; i <= n; i++)
+        for (j = i; j > 1 && sorted[j - 1] > sorted[j]; j--) {
+            t = sorted[j]; sorted[j] = sorted[j - 1]; sorted[j - 1] = t
+        }
+    return n % 2 ? sorted[(n + 1) / 2] : (sorted[n / 2] + sorted[n / 2 + 1]) / 2
+}'
+
 # The rows of every round, as awk reads them: one per line, fields split on "|".
 rows() { printf '%s\n' "${ROWS[@]}"; }
 
 # One scenario across the rounds: the medians of its figures (errors summed, RSS the
 # largest), then its CPU per request in each round. Fields as in ROWS, round dropped.
 summary_of() {
-    rows | awk -F'|' -v label="$1" '
-        function median(list, n,    sorted, i, j, t) {
-            for (i = 1; i <= n; i++) sorted[i] = list[i]
-            for (i = 2; i <= n; i++)
-                for (j = i; j > 1 && sorted[j - 1] > sorted[j]; j--) {
-                    t = sorted[j]; sorted[j] = sorted[j - 1]; sorted[j - 1] = t
-                }
-            return n % 2 ? sorted[(n + 1) / 2] : (sorted[n / 2] + sorted[n / 2 + 1]) / 2
-        }
+    rows | awk -F'|' -v label="$1" "$AWK_MEDIAN"'
         $1 == label {
             n++
             target = $2; tokens = $3; cache = $4
@@ -263,15 +266,7 @@ summary_of() {
 # round (the two ran minutes apart at most), and the median of those ratios.
 #   $1 title, $2 target's label, $3 hop's label, $4 aim
 ratio_line() {
-    rows | awk -F'|' -v title="$1" -v num="$2" -v den="$3" -v aim="$4" '
-        function median(list, n,    sorted, i, j, t) {
-            for (i = 1; i <= n; i++) sorted[i] = list[i]
-            for (i = 2; i <= n; i++)
-                for (j = i; j > 1 && sorted[j - 1] > sorted[j]; j--) {
-                    t = sorted[j]; sorted[j] = sorted[j - 1]; sorted[j - 1] = t
-                }
-            return n % 2 ? sorted[(n + 1) / 2] : (sorted[n / 2] + sorted[n / 2 + 1]) / 2
-        }
+    rows | awk -F'|' -v title="$1" -v num="$2" -v den="$3" -v aim="$4" "$AWK_MEDIAN"'
         $1 == num { a[$13] = $10; bad += $8 + $9 }
         $1 == den { b[$13] = $10; bad += $8 + $9 }
         END {
@@ -281,7 +276,8 @@ ratio_line() {
                 if ((r in a) && (r in b) && b[r] > 0)
                     rounds = rounds (rounds == "" ? "" : " / ") sprintf("%.2f", a[r] / b[r])
             note = bad > 0 ? " (rows with errors: not valid)" : ""
-            printf "| %s | %.2f%s | %s | %s |\n", title, (n ? median(ratio, n) : 0), note, rounds, aim
+            if (n == 0) { printf "| %s | n/a | | %s |\n", title, aim; exit }
+            printf "| %s | %.2f%s | %s | %s |\n", title, median(ratio, n), note, rounds, aim
         }'
 }
 
