@@ -2,6 +2,7 @@
 //! `Cache-Control: no-cache`, `If-Match`) and what an answer says about it (`ETag`,
 //! `Cache-Control`, `Vary`, `Age`, RFC 9211 `Cache-Status`, the rate-limit fields).
 
+use std::fmt;
 use std::io::Write;
 
 use actix_web::http::StatusCode;
@@ -13,7 +14,7 @@ use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::reads::cache::CacheLimits;
 use crate::reads::etag::{Condition, ETag};
-use crate::reads::{Freshness, Served, Source};
+use crate::reads::{Freshness, Served, Source, StaleReason};
 use crate::upstream::{BudgetReport, UpstreamError};
 
 /// The name this cache goes by in `Cache-Status`.
@@ -134,34 +135,41 @@ impl Answered<'_> {
         let ttl = self.limits.ttl.as_secs_f64() - self.served.entry.age().as_secs_f64();
         let ttl = ttl.floor() as i64;
         match self.served.source {
-            Source::Hit => {
-                let mut value = [0u8; 64];
-                let mut rest = &mut value[..];
-                write!(rest, "{CACHE_NAME}; hit; ttl={ttl}").expect("64 bytes are enough");
-                let len = 64 - rest.len();
-                HeaderValue::from_bytes(&value[..len]).expect("visible ASCII")
-            }
+            Source::Hit => field_value(format_args!("{CACHE_NAME}; hit; ttl={ttl}")),
             Source::Miss if self.limits.ttl.is_zero() => {
                 HeaderValue::from_static("qpien-rest; fwd=miss")
             }
             Source::Miss => HeaderValue::from_static("qpien-rest; fwd=miss; stored"),
             Source::Coalesced => HeaderValue::from_static("qpien-rest; fwd=miss; collapsed"),
-            Source::Stale(reason) => {
-                let status = reason
-                    .upstream_status
-                    .map(|s| format!("; fwd-status={s}"))
-                    .unwrap_or_default();
-                HeaderValue::try_from(format!(
-                    "{CACHE_NAME}; hit; ttl={ttl}; fwd=stale{status}; detail={}",
-                    reason.detail
-                ))
-                .expect("visible ASCII")
-            }
+            Source::Stale(StaleReason {
+                detail,
+                upstream_status: Some(status),
+            }) => field_value(format_args!(
+                "{CACHE_NAME}; hit; ttl={ttl}; fwd=stale; fwd-status={status}; detail={detail}"
+            )),
+            Source::Stale(StaleReason {
+                detail,
+                upstream_status: None,
+            }) => field_value(format_args!(
+                "{CACHE_NAME}; hit; ttl={ttl}; fwd=stale; detail={detail}"
+            )),
         }
     }
 }
 
 const CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
+
+/// A field value formatted on the stack: those made for each answer (`Cache-Status`,
+/// the rate-limit fields) are short ASCII.
+fn field_value(args: fmt::Arguments) -> HeaderValue {
+    const ROOM: usize = 128;
+    let mut value = [0u8; ROOM];
+    let mut rest = &mut value[..];
+    rest.write_fmt(args)
+        .expect("128 bytes hold any of our field values");
+    let len = ROOM - rest.len();
+    HeaderValue::from_bytes(&value[..len]).expect("visible ASCII")
+}
 
 fn mime_json() -> HeaderValue {
     HeaderValue::from_static("application/json")
@@ -177,24 +185,17 @@ const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 /// `RateLimit-Policy` / `RateLimit`. Numbers are formatted on the stack.
 fn rate_fields(report: BudgetReport) -> [(HeaderName, HeaderValue); 5] {
     let reset = report.reset.as_secs() + u64::from(report.reset.subsec_nanos() > 0);
-    let formatted = |args: std::fmt::Arguments| {
-        let mut value = [0u8; 64];
-        let mut rest = &mut value[..];
-        rest.write_fmt(args).expect("64 bytes are enough");
-        let len = 64 - rest.len();
-        HeaderValue::from_bytes(&value[..len]).expect("visible ASCII")
-    };
     [
         (X_RATELIMIT_LIMIT, HeaderValue::from(report.limit)),
         (X_RATELIMIT_REMAINING, HeaderValue::from(report.remaining)),
         (X_RATELIMIT_RESET, HeaderValue::from(reset)),
         (
             RATELIMIT_POLICY,
-            formatted(format_args!("\"qpien\";q={};w=60", report.limit)),
+            field_value(format_args!("\"qpien\";q={};w=60", report.limit)),
         ),
         (
             RATELIMIT,
-            formatted(format_args!("\"qpien\";r={};t={reset}", report.remaining)),
+            field_value(format_args!("\"qpien\";r={};t={reset}", report.remaining)),
         ),
     ]
 }
