@@ -83,18 +83,15 @@ impl QpienClient {
                 .await;
         };
         let generate = async |creds: &ClientCredentials| self.generate_token(creds, &attempt).await;
+        let with_token = async |token: &Secret| {
+            let attempt = Attempt {
+                bearer: Some(token),
+                ..attempt
+            };
+            self.with_retries(op, body, &attempt).await
+        };
         let token = tokens.token(generate).await?;
-        match self
-            .with_retries(
-                op,
-                body,
-                &Attempt {
-                    bearer: Some(&token),
-                    ..attempt
-                },
-            )
-            .await
-        {
+        match with_token(&token).await {
             Err(UpstreamError::Unauthorized {
                 code: "TOKEN_EXPIRED",
                 ..
@@ -104,16 +101,7 @@ impl QpienClient {
                     "Qpien says the token expired; renewing once"
                 );
                 tokens.discard(&token).await;
-                let token = tokens.token(generate).await?;
-                self.with_retries(
-                    op,
-                    body,
-                    &Attempt {
-                        bearer: Some(&token),
-                        ..attempt
-                    },
-                )
-                .await
+                with_token(&tokens.token(generate).await?).await
             }
             other => other,
         }
