@@ -28,7 +28,7 @@ pub fn route_label(path: &str) -> &'static str {
 
 /// `segment` when `path` is `prefix/segment`, the segment not empty and without `/`: what
 /// a `{param}` after `prefix` matches.
-fn one_segment_after<'p>(path: &'p str, prefix: &str) -> Option<&'p str> {
+pub(super) fn one_segment_after<'p>(path: &'p str, prefix: &str) -> Option<&'p str> {
     path.strip_prefix(prefix)?
         .strip_prefix('/')
         .filter(|segment| !segment.is_empty() && !segment.contains('/'))

@@ -26,6 +26,7 @@ use utoipa_actix_web::OpenApiFactory;
 
 use super::conversations::{__path_get_conversation, __path_update_conversation};
 use super::conversations::{get_conversation, update_conversation};
+use super::label::one_segment_after;
 use crate::error::ApiError;
 
 /// `GET` and `PATCH /conversations/{id}`: registered under the static prefix
@@ -46,12 +47,9 @@ impl HttpServiceFactory for OneConversation {
             let services = Rc::new((get, patch, other));
             Ok::<_, ()>(fn_service(move |mut req: ServiceRequest| {
                 let (get, patch, other) = &*services;
-                let segment = req
-                    .match_info()
-                    .unprocessed()
-                    .strip_prefix('/')
-                    .filter(|s| !s.is_empty() && !s.contains('/'))
-                    .map(str::to_owned);
+                // Past the prefix, as the route label reads it.
+                let segment =
+                    one_segment_after(req.match_info().unprocessed(), "").map(str::to_owned);
                 let (Some(id), Some(handler)) = (segment, by_method(get, patch, &req)) else {
                     return other.call(req);
                 };
