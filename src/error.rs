@@ -28,6 +28,9 @@ pub struct RequestContext {
 pub const PROBLEM_JSON: &str = "application/problem+json";
 /// The RFC 6750 challenge for caller keys; realm `qpien` is Qpien's own token.
 const CALLER_REALM: &str = "Bearer realm=\"qpien-rest\"";
+/// The challenge of a refused webhook delivery (RFC 9110 wants one with every 401): the
+/// signature header is the scheme.
+pub const WEBHOOK_CHALLENGE: &str = "X-Qpien-Signature realm=\"qpien-webhooks\"";
 /// Media types `PATCH` accepts, as announced in `Accept-Patch`.
 pub const ACCEPT_PATCH: &str = "application/merge-patch+json, application/json";
 
@@ -60,6 +63,10 @@ pub enum ApiError {
     /// `If-Match` named no current tag; the conversation's current `ETag`.
     #[error("If-Match does not match the conversation as Qpien has it")]
     PreconditionFailed(String),
+    #[error("a webhook delivery without a valid signature")]
+    InvalidSignature,
+    #[error("the shared state did not take a change Qpien reported")]
+    ChangeNotRecorded,
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
 }
@@ -104,132 +111,152 @@ pub struct Problem {
     pub errors: Vec<InvalidParam>,
 }
 
-/// A kind of problem: slug (the last part of `type`), status, title, explanation.
-/// `GET /problems/{slug}` serves the explanation.
-pub type ProblemKind = (&'static str, u16, &'static str, &'static str);
+/// A kind of problem. `GET /problems/{slug}` serves its explanation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProblemKind {
+    /// The last part of the problem's `type`.
+    pub slug: &'static str,
+    pub status: u16,
+    pub title: &'static str,
+    /// What it means and what to do, for a person.
+    pub explanation: &'static str,
+}
 
-pub const INVALID_PARAMETERS: ProblemKind = (
-    "invalid-parameters",
-    400,
-    "Invalid request parameters",
-    "A query or path parameter is missing, unknown, repeated, or has a value outside what the route accepts. Each offending parameter is listed in `errors`. Nothing was sent to Qpien.",
-);
-pub const MALFORMED_BODY: ProblemKind = (
-    "malformed-body",
-    400,
-    "Malformed request body",
-    "The body is not JSON, or not a JSON object. Nothing was sent to Qpien.",
-);
-pub const MISSING_CREDENTIALS: ProblemKind = (
-    "missing-credentials",
-    401,
-    "Missing bearer token",
-    "In pass-through mode every request must carry `Authorization: Bearer <Qpien access token>`. Nothing was sent to Qpien.",
-);
-pub const MISSING_API_KEY: ProblemKind = (
-    "missing-api-key",
-    401,
-    "Missing caller key",
-    "This service requires a caller key: send it as `Authorization: Bearer <key>` or as `X-API-Key: <key>`. The operator of the service creates keys (`qpien-rest keys add`). Nothing was sent to Qpien.",
-);
-pub const INVALID_API_KEY: ProblemKind = (
-    "invalid-api-key",
-    401,
-    "Unknown caller key",
-    "The caller key is not one this service knows: mistyped, truncated, or revoked. Ask the operator of the service for a valid key. Nothing was sent to Qpien.",
-);
-pub const UPSTREAM_UNAUTHORIZED: ProblemKind = (
-    "upstream-unauthorized",
-    401,
-    "Qpien refused the access token",
-    "Qpien answered UNAUTHORIZED (unknown token) or TOKEN_EXPIRED (older than one hour). Get a new Qpien access token and retry.",
-);
-pub const INSUFFICIENT_SCOPE: ProblemKind = (
-    "insufficient-scope",
-    403,
-    "The token lacks a scope",
-    "Qpien answered INSUFFICIENT_SCOPES; `requiredScope` names the scope the API key needs. Scope changes apply to new tokens only.",
-);
-pub const INSUFFICIENT_KEY_SCOPE: ProblemKind = (
-    "insufficient-key-scope",
-    403,
-    "The caller key lacks a scope",
-    "The caller key is valid but does not allow this operation: reads need the scope `read`, updates the scope `write`. `requiredScope` names the one missing. Ask the operator of the service for a key with that scope. Nothing was sent to Qpien.",
-);
-pub const NOT_FOUND: ProblemKind = (
-    "not-found",
-    404,
-    "Not found",
-    "Qpien has no conversation with this id, or the route does not exist.",
-);
-pub const METHOD_NOT_ALLOWED: ProblemKind = (
-    "method-not-allowed",
-    405,
-    "Method not allowed",
-    "The route exists but not with this method.",
-);
-pub const PRECONDITION_FAILED: ProblemKind = (
-    "precondition-failed",
-    412,
-    "Precondition failed",
-    "`If-Match` names no entity tag of the conversation as Qpien has it now: someone changed it since you read it. Nothing was changed. The answer's `ETag` is the current tag: read the conversation again, decide, and retry with that tag.",
-);
-pub const PAYLOAD_TOO_LARGE: ProblemKind = (
-    "payload-too-large",
-    413,
-    "Request body too large",
-    "The request body is over the limit. Nothing was sent to Qpien.",
-);
-pub const UNSUPPORTED_MEDIA_TYPE: ProblemKind = (
-    "unsupported-media-type",
-    415,
-    "Unsupported media type",
-    "PATCH takes `application/merge-patch+json` (RFC 7396) or `application/json`. Nothing was sent to Qpien.",
-);
-pub const INVALID_BODY: ProblemKind = (
-    "invalid-body",
-    422,
-    "Invalid request body",
-    "The body is well-formed JSON but some members are unknown, read-only, of the wrong type or out of range, or it changes nothing. Each is listed in `errors`. Nothing was sent to Qpien.",
-);
-pub const UPSTREAM_REJECTED_INPUT: ProblemKind = (
-    "upstream-rejected-input",
-    422,
-    "Qpien rejected the input",
-    "Qpien refused the values (BAD_USER_INPUT), e.g. a tag name that does not exist for the customer.",
-);
-pub const RATE_LIMITED: ProblemKind = (
-    "rate-limited",
-    429,
-    "Rate limit exhausted",
-    "The budget of requests per minute toward Qpien for this credential is used up: Qpien said so, or this service stopped short of Qpien's limit so that the account is never blocked. Wait `Retry-After` seconds.",
-);
-pub const UPSTREAM_ERROR: ProblemKind = (
-    "upstream-error",
-    502,
-    "Qpien failed",
-    "Qpien could not be reached, answered with a server error or with something that is not the expected GraphQL response, or refused the service's configured credentials (INVALID_CLIENT).",
-);
-pub const UNAVAILABLE: ProblemKind = (
-    "unavailable",
-    503,
-    "Qpien temporarily unavailable",
-    "Calls to Qpien failed repeatedly, so this service stopped sending them for a cool-down (circuit breaker) to let Qpien recover. Retry after `Retry-After` seconds.",
-);
-pub const NOT_READY: ProblemKind = (
-    "not-ready",
-    503,
-    "Not ready",
-    "The service cannot serve requests yet: Qpien is unreachable or, in service mode, no access token could be obtained.",
-);
-pub const UPSTREAM_TIMEOUT: ProblemKind = (
-    "upstream-timeout",
-    504,
-    "Qpien did not answer in time",
-    "Qpien did not answer within the configured timeout.",
-);
+pub const INVALID_PARAMETERS: ProblemKind = ProblemKind {
+    slug: "invalid-parameters",
+    status: 400,
+    title: "Invalid request parameters",
+    explanation: "A query or path parameter is missing, unknown, repeated, or has a value outside what the route accepts. Each offending parameter is listed in `errors`. Nothing was sent to Qpien.",
+};
+pub const MALFORMED_BODY: ProblemKind = ProblemKind {
+    slug: "malformed-body",
+    status: 400,
+    title: "Malformed request body",
+    explanation: "The body is not JSON, or not a JSON object. Nothing was sent to Qpien.",
+};
+pub const MISSING_CREDENTIALS: ProblemKind = ProblemKind {
+    slug: "missing-credentials",
+    status: 401,
+    title: "Missing bearer token",
+    explanation: "In pass-through mode every request must carry `Authorization: Bearer <Qpien access token>`. Nothing was sent to Qpien.",
+};
+pub const MISSING_API_KEY: ProblemKind = ProblemKind {
+    slug: "missing-api-key",
+    status: 401,
+    title: "Missing caller key",
+    explanation: "This service requires a caller key: send it as `Authorization: Bearer <key>` or as `X-API-Key: <key>`. The operator of the service creates keys (`qpien-rest keys add`). Nothing was sent to Qpien.",
+};
+pub const INVALID_API_KEY: ProblemKind = ProblemKind {
+    slug: "invalid-api-key",
+    status: 401,
+    title: "Unknown caller key",
+    explanation: "The caller key is not one this service knows: mistyped, truncated, or revoked. Ask the operator of the service for a valid key. Nothing was sent to Qpien.",
+};
+pub const UPSTREAM_UNAUTHORIZED: ProblemKind = ProblemKind {
+    slug: "upstream-unauthorized",
+    status: 401,
+    title: "Qpien refused the access token",
+    explanation: "Qpien answered UNAUTHORIZED (unknown token) or TOKEN_EXPIRED (older than one hour). Get a new Qpien access token and retry.",
+};
+pub const INSUFFICIENT_SCOPE: ProblemKind = ProblemKind {
+    slug: "insufficient-scope",
+    status: 403,
+    title: "The token lacks a scope",
+    explanation: "Qpien answered INSUFFICIENT_SCOPES; `requiredScope` names the scope the API key needs. Scope changes apply to new tokens only.",
+};
+pub const INSUFFICIENT_KEY_SCOPE: ProblemKind = ProblemKind {
+    slug: "insufficient-key-scope",
+    status: 403,
+    title: "The caller key lacks a scope",
+    explanation: "The caller key is valid but does not allow this operation: reads need the scope `read`, updates the scope `write`. `requiredScope` names the one missing. Ask the operator of the service for a key with that scope. Nothing was sent to Qpien.",
+};
+pub const NOT_FOUND: ProblemKind = ProblemKind {
+    slug: "not-found",
+    status: 404,
+    title: "Not found",
+    explanation: "Qpien has no conversation with this id, or the route does not exist.",
+};
+pub const METHOD_NOT_ALLOWED: ProblemKind = ProblemKind {
+    slug: "method-not-allowed",
+    status: 405,
+    title: "Method not allowed",
+    explanation: "The route exists but not with this method.",
+};
+pub const PRECONDITION_FAILED: ProblemKind = ProblemKind {
+    slug: "precondition-failed",
+    status: 412,
+    title: "Precondition failed",
+    explanation: "`If-Match` names no entity tag of the conversation as Qpien has it now: someone changed it since you read it. Nothing was changed. The answer's `ETag` is the current tag: read the conversation again, decide, and retry with that tag.",
+};
+pub const PAYLOAD_TOO_LARGE: ProblemKind = ProblemKind {
+    slug: "payload-too-large",
+    status: 413,
+    title: "Request body too large",
+    explanation: "The request body is over the limit. Nothing was sent to Qpien.",
+};
+pub const UNSUPPORTED_MEDIA_TYPE: ProblemKind = ProblemKind {
+    slug: "unsupported-media-type",
+    status: 415,
+    title: "Unsupported media type",
+    explanation: "PATCH takes `application/merge-patch+json` (RFC 7396) or `application/json`. Nothing was sent to Qpien.",
+};
+pub const INVALID_BODY: ProblemKind = ProblemKind {
+    slug: "invalid-body",
+    status: 422,
+    title: "Invalid request body",
+    explanation: "The body is well-formed JSON but some members are unknown, read-only, of the wrong type or out of range, or it changes nothing. Each is listed in `errors`. Nothing was sent to Qpien.",
+};
+pub const UPSTREAM_REJECTED_INPUT: ProblemKind = ProblemKind {
+    slug: "upstream-rejected-input",
+    status: 422,
+    title: "Qpien rejected the input",
+    explanation: "Qpien refused the values (BAD_USER_INPUT), e.g. a tag name that does not exist for the customer.",
+};
+pub const RATE_LIMITED: ProblemKind = ProblemKind {
+    slug: "rate-limited",
+    status: 429,
+    title: "Rate limit exhausted",
+    explanation: "The budget of requests per minute toward Qpien for this credential is used up: Qpien said so, or this service stopped short of Qpien's limit so that the account is never blocked. Wait `Retry-After` seconds.",
+};
+pub const UPSTREAM_ERROR: ProblemKind = ProblemKind {
+    slug: "upstream-error",
+    status: 502,
+    title: "Qpien failed",
+    explanation: "Qpien could not be reached, answered with a server error or with something that is not the expected GraphQL response, or refused the service's configured credentials (INVALID_CLIENT).",
+};
+pub const UNAVAILABLE: ProblemKind = ProblemKind {
+    slug: "unavailable",
+    status: 503,
+    title: "Qpien temporarily unavailable",
+    explanation: "Calls to Qpien failed repeatedly, so this service stopped sending them for a cool-down (circuit breaker) to let Qpien recover. Retry after `Retry-After` seconds.",
+};
+pub const NOT_READY: ProblemKind = ProblemKind {
+    slug: "not-ready",
+    status: 503,
+    title: "Not ready",
+    explanation: "The service cannot serve requests yet: Qpien is unreachable or, in service mode, no access token could be obtained.",
+};
+pub const UPSTREAM_TIMEOUT: ProblemKind = ProblemKind {
+    slug: "upstream-timeout",
+    status: 504,
+    title: "Qpien did not answer in time",
+    explanation: "Qpien did not answer within the configured timeout.",
+};
 
 /// Every kind, in status order: the documentation tables are made from this list.
+pub const INVALID_SIGNATURE: ProblemKind = ProblemKind {
+    slug: "invalid-signature",
+    status: 401,
+    title: "Invalid webhook signature",
+    explanation: "The delivery carries no `X-Qpien-Signature`, or it is not the hex HMAC-SHA256 of the body under the webhook's secret (`QPIEN_WEBHOOK_SECRET`). Nothing was applied.",
+};
+pub const CHANGE_NOT_RECORDED: ProblemKind = ProblemKind {
+    slug: "change-not-recorded",
+    status: 503,
+    title: "Change not recorded",
+    explanation: "The shared state (Redis) did not take the change this delivery reports, so not every replica would see it. Nothing was applied: deliver it again (Qpien retries by itself).",
+};
+
 pub const PROBLEM_KINDS: &[ProblemKind] = &[
     INVALID_PARAMETERS,
     MALFORMED_BODY,
@@ -251,6 +278,8 @@ pub const PROBLEM_KINDS: &[ProblemKind] = &[
     UNAVAILABLE,
     NOT_READY,
     UPSTREAM_TIMEOUT,
+    INVALID_SIGNATURE,
+    CHANGE_NOT_RECORDED,
 ];
 
 impl ApiError {
@@ -269,6 +298,8 @@ impl ApiError {
             Self::MethodNotAllowed => METHOD_NOT_ALLOWED,
             Self::NotReady(_) => NOT_READY,
             Self::PreconditionFailed(_) => PRECONDITION_FAILED,
+            Self::InvalidSignature => INVALID_SIGNATURE,
+            Self::ChangeNotRecorded => CHANGE_NOT_RECORDED,
             Self::Upstream(e) => match e {
                 UpstreamError::Unauthorized { .. } => UPSTREAM_UNAUTHORIZED,
                 UpstreamError::InsufficientScope { .. } => INSUFFICIENT_SCOPE,
@@ -315,6 +346,8 @@ impl ApiError {
             Self::MethodNotAllowed => "This route does not support this method.".to_owned(),
             Self::NotReady(why) => why.clone(),
             Self::PreconditionFailed(_) => "The conversation changed since the tag in If-Match was issued; its current tag is in the ETag header.".to_owned(),
+            Self::InvalidSignature => "X-Qpien-Signature is missing or is not the HMAC-SHA256 of this body under a current webhook secret.".to_owned(),
+            Self::ChangeNotRecorded => "The change could not be recorded for every replica; deliver it again.".to_owned(),
             Self::Upstream(e) => match e {
                 UpstreamError::Unauthorized { code: "TOKEN_EXPIRED", .. } => {
                     "Qpien says the access token has expired; generate a new one.".to_owned()
@@ -362,7 +395,12 @@ impl ApiError {
     }
 
     pub fn problem(&self) -> Problem {
-        let (slug, status, title, _) = self.kind();
+        let ProblemKind {
+            slug,
+            status,
+            title,
+            ..
+        } = self.kind();
         let context = REQUEST.try_with(Clone::clone).ok();
         Problem {
             kind: format!("/problems/{slug}"),
@@ -415,7 +453,7 @@ fn error_chain(error: &dyn std::error::Error) -> String {
 
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
-        StatusCode::from_u16(self.kind().1).expect("valid status")
+        StatusCode::from_u16(self.kind().status).expect("valid status")
     }
 
     fn error_response(&self) -> HttpResponse {
@@ -432,6 +470,9 @@ impl ResponseError for ApiError {
             }
             Self::MissingApiKey => {
                 response.insert_header((header::WWW_AUTHENTICATE, CALLER_REALM));
+            }
+            Self::InvalidSignature => {
+                response.insert_header((header::WWW_AUTHENTICATE, WEBHOOK_CHALLENGE));
             }
             Self::InvalidApiKey => {
                 let value = format!("{CALLER_REALM}, error=\"invalid_token\"");

@@ -7,6 +7,7 @@ pub mod cli;
 pub mod connector;
 pub mod domain;
 pub mod error;
+pub mod events;
 pub mod metrics;
 pub mod openapi;
 pub mod public_url;

@@ -73,6 +73,18 @@ pub struct ReasonLabels {
     pub reason: &'static str,
 }
 
+/// `type` is a known Qpien event type, `other` or `none` (a delivery not read that far).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WebhookLabels {
+    pub r#type: &'static str,
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ScopeLabels {
+    pub scope: &'static str,
+}
+
 pub struct Metrics {
     registry: Registry,
     pub http_requests: Family<HttpLabels, Counter>,
@@ -100,6 +112,12 @@ pub struct Metrics {
     /// Looks at a changed keys file, by outcome (`reloaded` or `kept`: the file could not
     /// be used and the last good keys stayed).
     pub caller_keys_reloads: Family<OutcomeLabels, Counter>,
+    /// Qpien webhook deliveries, by event type and outcome.
+    pub webhook_events: Family<WebhookLabels, Counter>,
+    /// Changes recorded against the cache, by scope (`conversation` or `everything`).
+    pub invalidations: Family<ScopeLabels, Counter>,
+    /// When the last delivery with a valid signature arrived, seconds since 1970; 0 before one.
+    pub webhook_last_verified: Gauge,
 }
 
 fn latency() -> Histogram {
@@ -128,6 +146,9 @@ impl Default for Metrics {
             caller_upstream_calls: Family::default(),
             caller_keys: Gauge::default(),
             caller_keys_reloads: Family::default(),
+            webhook_events: Family::default(),
+            invalidations: Family::default(),
+            webhook_last_verified: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -211,6 +232,21 @@ impl Default for Metrics {
             "Changes of the caller keys file seen, by outcome (reloaded, or kept the last good keys)",
             m.caller_keys_reloads.clone(),
         );
+        registry.register(
+            "webhook_events",
+            "Qpien webhook deliveries by event type (a known type, other, or none when not read that far) and outcome: applied, duplicate, unknown-type (applied too), bad-signature, too-large, malformed, not-recorded (Redis did not take it: answered 503 for Qpien to retry)",
+            m.webhook_events.clone(),
+        );
+        registry.register(
+            "invalidations",
+            "Changes recorded against the read cache from Qpien's webhooks, by scope: conversation, or everything when a delivery names none",
+            m.invalidations.clone(),
+        );
+        registry.register(
+            "webhook_last_verified_timestamp_seconds",
+            "When the last Qpien webhook delivery with a valid signature arrived (Unix time; 0 before the first). Alert on time() minus this when Qpien is expected to be busy",
+            m.webhook_last_verified.clone(),
+        );
         Self { registry, ..m }
     }
 }
@@ -220,6 +256,15 @@ impl Metrics {
         let mut text = String::new();
         encode(&mut text, &self.registry).expect("writing to a String cannot fail");
         text
+    }
+
+    pub fn webhook(&self, kind: &'static str, outcome: &'static str) {
+        self.webhook_events
+            .get_or_create(&WebhookLabels {
+                r#type: kind,
+                outcome,
+            })
+            .inc();
     }
 
     pub fn read(&self, read: &'static str, result: &'static str) {

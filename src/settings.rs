@@ -47,6 +47,8 @@ pub struct Settings {
     /// Shared state for several replicas (`REDIS_*`, `QPIEN_REPLICAS`); `None` keeps
     /// everything in this process.
     pub redis: Option<RedisSettings>,
+    /// Qpien's webhooks in (`QPIEN_WEBHOOK_*`).
+    pub webhooks: WebhookSettings,
     /// `SANDBOX_TOKEN_TTL_SECS` / `SANDBOX_RATE_LIMIT_PER_MINUTE`: the embedded sandbox's
     /// token lifetime (default 3600) and rate limit (default 100); used only when
     /// `QPIEN_API_URL` is unset.
@@ -109,6 +111,71 @@ pub struct CacheLimits {
     pub stale_if_error: Duration,
     pub max_entries: u64,
     pub max_bytes: u64,
+}
+
+/// Qpien's webhook deliveries to `POST /webhooks/qpien`.
+#[derive(Clone, Debug)]
+pub struct WebhookSettings {
+    /// `QPIEN_WEBHOOK_SECRET`: the secret Qpien showed when the webhook was created;
+    /// several, comma-separated, while one is being rotated (a delivery signed with any
+    /// is accepted). Default: unset, the route answers 404 (with the embedded sandbox,
+    /// `cargo run` registers a webhook of its own and uses its secret).
+    pub secrets: Vec<Secret>,
+    /// `QPIEN_WEBHOOK_MAX_BODY_BYTES`: the largest delivery taken; larger ones get 413
+    /// before they are read whole. Default 262144 (256 KiB).
+    pub max_body_bytes: usize,
+    /// `QPIEN_WEBHOOK_DEDUP_SECS`: how long a delivery's id is remembered, so Qpien's
+    /// retries of it are applied once. Default 86400.
+    pub remember: Duration,
+}
+
+impl Default for WebhookSettings {
+    fn default() -> Self {
+        Self {
+            secrets: Vec::new(),
+            max_body_bytes: 256 * 1024,
+            remember: Duration::from_secs(86_400),
+        }
+    }
+}
+
+impl WebhookSettings {
+    /// The `QPIEN_WEBHOOK_*` settings; each problem is pushed for the operator.
+    fn parse(get: &impl Fn(&str) -> Option<String>, problems: &mut Vec<String>) -> Self {
+        let mut settings = Self::default();
+        if let Some(list) = get("QPIEN_WEBHOOK_SECRET") {
+            settings.secrets = list
+                .split(',')
+                .map(str::trim)
+                .filter(|secret| !secret.is_empty())
+                .map(Secret::new)
+                .collect();
+            if settings.secrets.is_empty() {
+                problems.push("QPIEN_WEBHOOK_SECRET is set but holds no secret: give the secret Qpien showed when the webhook was created (several, comma-separated, while rotating), or unset it".into());
+            }
+        }
+        let mut number = |key: &str, range: std::ops::RangeInclusive<u64>| {
+            let value = get(key)?;
+            match value.parse::<u64>() {
+                Ok(n) if range.contains(&n) => Some(n),
+                _ => {
+                    problems.push(format!(
+                        "{key} must be a whole number from {} to {}, got {value:?}",
+                        range.start(),
+                        range.end()
+                    ));
+                    None
+                }
+            }
+        };
+        if let Some(n) = number("QPIEN_WEBHOOK_MAX_BODY_BYTES", 1_024..=16_777_216) {
+            settings.max_body_bytes = n as usize;
+        }
+        if let Some(n) = number("QPIEN_WEBHOOK_DEDUP_SECS", 1..=604_800) {
+            settings.remember = Duration::from_secs(n);
+        }
+        settings
+    }
 }
 
 /// Where replicas share their rate budget, token and read cache.
@@ -229,6 +296,7 @@ impl Default for Settings {
             shutdown_drain: Duration::from_secs(30),
             cors: CorsOrigins::Off,
             redis: None,
+            webhooks: WebhookSettings::default(),
             sandbox: SandboxConfig::default(),
         }
     }
@@ -372,6 +440,7 @@ impl Settings {
             }
         }
         settings.redis = redis_settings(&get, &mut problems);
+        settings.webhooks = WebhookSettings::parse(&get, &mut problems);
         if let Some(redis) = &settings.redis
             && redis.hash_secret.is_none()
             && !settings.is_service_mode()

@@ -16,6 +16,7 @@ use url::Url;
 use utoipa_actix_web::AppExt;
 
 use crate::callers::{KeyFileError, KeyStore, Reload};
+use crate::events::QpienWebhooks;
 use crate::metrics::{self, Metrics};
 use crate::public_url::PublicBaseUrl;
 use crate::reads::Reads;
@@ -132,6 +133,12 @@ impl Application {
             redis.clone(),
             metrics.clone().into_inner(),
         ));
+        let webhooks = QpienWebhooks::new(
+            &settings.webhooks,
+            redis.clone(),
+            metrics.clone().into_inner(),
+        )
+        .map(web::Data::new);
         let client = web::Data::from(client);
         let key_watch = keys.as_ref().map(|k| watch_caller_keys(k, metrics.clone()));
         let keys = keys.map(web::Data::from);
@@ -157,6 +164,9 @@ impl Application {
                 .app_data(base.clone());
             if let Some(keys) = &keys {
                 app = app.app_data(keys.clone());
+            }
+            if let Some(webhooks) = &webhooks {
+                app = app.app_data(webhooks.clone());
             }
             app.into_utoipa_app()
                 .configure(routes::configure)

@@ -1,30 +1,26 @@
-//! What no single handler annotation can say, added to every operation from shared
-//! tables: one problem response per status of `PROBLEM_STATUSES` (schema, and an example
-//! per problem kind that can cause it), the response headers each route sends, the links
-//! between operations, the security schemes and the scope each operation needs of a
-//! caller key, and the error table in the description.
+//! What no single handler annotation can say, added to every operation from its row in
+//! the operation registry: one problem response per problem status (schema, and an
+//! example per problem kind that can cause it), the response headers it sends, the links
+//! to other operations, the security schemes and the scope it needs of a caller key, and
+//! the error table in the description.
 
 use serde_json::{Map, Value, json};
 
 use super::examples::problem_example;
-use crate::error::{PROBLEM_JSON, PROBLEM_KINDS, ProblemKind};
-use crate::routes::{PROBLEM_STATUSES, REQUIRED_SCOPES};
+use crate::error::{PROBLEM_JSON, PROBLEM_KINDS, ProblemKind, WEBHOOK_CHALLENGE};
+use crate::routes::registry::{self, Documented, Operation};
 
 const METHODS: [&str; 8] = [
     "get", "put", "post", "delete", "options", "head", "patch", "trace",
 ];
 
 /// Kinds only a request with a body can cause.
-const BODY_KINDS: [&str; 5] = [
+const BODY_KINDS: [&str; 4] = [
     "malformed-body",
     "payload-too-large",
     "unsupported-media-type",
     "invalid-body",
-    "upstream-rejected-input",
 ];
-
-/// Operations that spend the caller's budget toward Qpien, and so report it.
-const BUDGETED: [&str; 3] = ["listConversations", "getConversation", "updateConversation"];
 
 pub(super) fn complete(document: &mut Value) {
     add_security_scheme(document);
@@ -44,33 +40,27 @@ pub(super) fn complete(document: &mut Value) {
 fn complete_operation(path: &str, operation: &mut Value) {
     let id = operation["operationId"]
         .as_str()
-        .expect("every operation has an operationId")
-        .to_owned();
-    let has_body = operation.get("requestBody").is_some();
-    let statuses = PROBLEM_STATUSES
-        .iter()
-        .find(|(op, _)| *op == id)
-        .map_or(&[][..], |(_, statuses)| *statuses);
+        .expect("every operation has an operationId");
+    let row = registry::by_id(id).unwrap_or_else(|| panic!("{id} has no row in routes::registry"));
     let responses = operation["responses"]
         .as_object_mut()
         .expect("every operation has responses");
-    for status in statuses {
-        let kinds = kinds_for(&id, *status, has_body);
-        responses.insert(status.to_string(), problem_response(&id, path, &kinds));
+    for status in row.problems {
+        let kinds = kinds_for(row, *status);
+        responses.insert(status.to_string(), problem_response(row, path, &kinds));
     }
-    let budgeted = BUDGETED.contains(&id.as_str());
     for (status, response) in responses.iter_mut() {
         let headers = response
             .as_object_mut()
             .expect("responses are inline")
             .entry("headers")
             .or_insert_with(|| json!({}));
-        add_headers(headers, status, budgeted, &id);
+        add_headers(headers, status, row);
     }
     if let Some(ok) = responses.get_mut("200") {
-        add_links(ok, &id);
+        add_links(ok, row);
     }
-    if id == "describeProblem" {
+    if path.contains("{slug}") {
         constrain_problem_slug(operation);
     }
     not_null_headers(operation);
@@ -78,19 +68,19 @@ fn complete_operation(path: &str, operation: &mut Value) {
     if operation.get("security").is_none() {
         operation["security"] = json!([]);
     }
-    add_caller_key(operation, &id);
+    add_caller_key(operation, row);
 }
 
 /// Wherever a bearer is accepted, a caller key in `X-API-Key` is too; the scope the key
 /// needs is in the description, for people, and in `x-required-scope`, for tools.
-fn add_caller_key(operation: &mut Value, id: &str) {
+fn add_caller_key(operation: &mut Value, row: &Operation) {
     let security = operation["security"]
         .as_array_mut()
         .expect("security is a list");
     if let Some(at) = security.iter().position(|r| r.get("bearer").is_some()) {
         security.insert(at + 1, json!({ "apiKey": [] }));
     }
-    let Some((_, scope)) = REQUIRED_SCOPES.iter().find(|(op, _)| *op == id) else {
+    let Some(scope) = row.scope else {
         return;
     };
     let scope = scope.as_str();
@@ -103,39 +93,56 @@ fn add_caller_key(operation: &mut Value, id: &str) {
 }
 
 /// The kinds of problem `operation` can answer with `status`.
-pub(super) fn kinds_for(operation: &str, status: u16, has_body: bool) -> Vec<ProblemKind> {
+pub(super) fn kinds_for(operation: &Operation, status: u16) -> Vec<ProblemKind> {
     PROBLEM_KINDS
         .iter()
-        .filter(|(slug, kind_status, _, _)| {
-            *kind_status == status
-                && match *slug {
-                    s if BODY_KINDS.contains(&s) => has_body,
-                    // /readyz reports an open breaker as not ready; routes that call Qpien as unavailable.
-                    "not-ready" => operation == "checkReadiness",
-                    "unavailable" => operation != "checkReadiness",
-                    "precondition-failed" => operation == "updateConversation",
-                    // Answered by the router for any path, not by an operation.
-                    "method-not-allowed" => false,
-                    _ => true,
-                }
-        })
+        .filter(|kind| kind.status == status && applies(kind.slug, operation))
         .copied()
         .collect()
 }
 
-fn problem_response(operation: &str, path: &str, kinds: &[ProblemKind]) -> Value {
+/// Whether a problem of kind `slug` can come from `operation`, by what its row says.
+fn applies(slug: &str, operation: &Operation) -> bool {
+    let calls_qpien = operation.budget.is_some();
+    match slug {
+        "upstream-rejected-input" => calls_qpien && operation.has_body(),
+        s if BODY_KINDS.contains(&s) => operation.has_body(),
+        // A caller's credential or key, and what it may do.
+        "missing-credentials"
+        | "missing-api-key"
+        | "invalid-api-key"
+        | "insufficient-key-scope"
+        | "invalid-parameters" => operation.scope.is_some(),
+        // Qpien's answers, and what stands between a caller and Qpien.
+        "upstream-unauthorized"
+        | "insufficient-scope"
+        | "rate-limited"
+        | "upstream-error"
+        | "upstream-timeout"
+        | "unavailable"
+        | "precondition-failed" => calls_qpien,
+        "invalid-signature" | "change-not-recorded" => operation.signed,
+        // The readiness probe reports an open breaker as not ready.
+        "not-ready" => !calls_qpien && !operation.signed,
+        // Answered by the router for any path, not by an operation.
+        "method-not-allowed" => false,
+        _ => true,
+    }
+}
+
+fn problem_response(operation: &Operation, path: &str, kinds: &[ProblemKind]) -> Value {
     let description = kinds
         .iter()
-        .map(|(slug, _, title, _)| format!("{title} (`/problems/{slug}`)"))
+        .map(|kind| format!("{} (`/problems/{}`)", kind.title, kind.slug))
         .collect::<Vec<_>>()
         .join("; ");
     let examples: Map<String, Value> = kinds
         .iter()
-        .map(|(slug, _, title, _)| {
-            let value = problem_example(operation, path, slug);
+        .map(|kind| {
+            let value = problem_example(operation, path, kind.slug);
             (
-                (*slug).to_owned(),
-                json!({ "summary": title, "value": value }),
+                kind.slug.to_owned(),
+                json!({ "summary": kind.title, "value": value }),
             )
         })
         .collect();
@@ -154,7 +161,8 @@ fn header(description: &str, schema: Value, required: bool) -> Value {
     json!({ "description": description, "required": required, "schema": schema })
 }
 
-fn add_headers(headers: &mut Value, status: &str, budgeted: bool, operation: &str) {
+fn add_headers(headers: &mut Value, status: &str, operation: &Operation) {
+    let budgeted = operation.budget.is_some();
     let headers = headers.as_object_mut().expect("headers is a map");
     let integer = |minimum: u64| json!({ "type": "integer", "minimum": minimum });
     let text = |example: &str| json!({ "type": "string", "example": example });
@@ -168,7 +176,7 @@ fn add_headers(headers: &mut Value, status: &str, budgeted: bool, operation: &st
             true,
         ),
     );
-    if operation == "listConversations" && status == "200" {
+    if operation.documents(Documented::PageLinks) && status == "200" {
         add(
             "Link",
             header(
@@ -226,9 +234,9 @@ fn add_headers(headers: &mut Value, status: &str, budgeted: bool, operation: &st
             ),
         );
     }
-    let reads = matches!(operation, "listConversations" | "getConversation");
-    let representation = (reads && (status == "200" || status == "304"))
-        || (operation == "updateConversation" && status == "200");
+    let cached = operation.documents(Documented::Cached);
+    let representation =
+        operation.documents(Documented::ETag) && (status == "200" || (cached && status == "304"));
     if representation {
         add(
             "ETag",
@@ -239,7 +247,7 @@ fn add_headers(headers: &mut Value, status: &str, budgeted: bool, operation: &st
             ),
         );
     }
-    if reads && (status == "200" || status == "304") {
+    if cached && (status == "200" || status == "304") {
         add(
             "Cache-Control",
             header(
@@ -279,6 +287,14 @@ fn add_headers(headers: &mut Value, status: &str, budgeted: bool, operation: &st
             header(
                 "The conversation's current entity tag.",
                 text("\"5f0c6e1d2a3b4c59\""),
+                true,
+            ),
+        ),
+        "401" if operation.signed => add(
+            "WWW-Authenticate",
+            header(
+                "The signature Qpien must send (RFC 9110 asks a challenge of every 401).",
+                text(WEBHOOK_CHALLENGE),
                 true,
             ),
         ),
@@ -325,22 +341,19 @@ fn add_headers(headers: &mut Value, status: &str, budgeted: bool, operation: &st
 }
 
 /// Where to go from a success, for clients and for Schemathesis' stateful tests.
-fn add_links(ok: &mut Value, operation: &str) {
-    let link = |target: &str, id: &str, description: &str| json!({ "operationId": target, "parameters": { "id": id }, "description": description });
-    let links = match operation {
-        "listConversations" => json!({
-            "GetFirstConversation": link("getConversation", "$response.body#/items/0/id", "Read the first conversation of the page."),
-            "UpdateFirstConversation": link("updateConversation", "$response.body#/items/0/id", "Update the first conversation of the page."),
-        }),
-        "getConversation" => json!({
-            "UpdateConversation": link("updateConversation", "$response.body#/id", "Update this conversation."),
-        }),
-        "updateConversation" => json!({
-            "GetConversation": link("getConversation", "$response.body#/id", "Read this conversation again."),
-        }),
-        _ => return,
-    };
-    ok["links"] = links;
+fn add_links(ok: &mut Value, operation: &Operation) {
+    if operation.links.is_empty() {
+        return;
+    }
+    let links: Map<String, Value> = operation
+        .links
+        .iter()
+        .map(|link| {
+            let value = json!({ "operationId": link.operation, "parameters": { "id": link.id }, "description": link.description });
+            (link.name.to_owned(), value)
+        })
+        .collect();
+    ok["links"] = Value::Object(links);
 }
 
 /// An optional header is absent, never `null`: HTTP has no null field value, and a tool
@@ -364,7 +377,7 @@ fn not_null_headers(operation: &mut Value) {
 
 /// The `slug` of `GET /problems/{slug}` is one of the kinds the service knows.
 fn constrain_problem_slug(operation: &mut Value) {
-    let slugs: Vec<&str> = PROBLEM_KINDS.iter().map(|k| k.0).collect();
+    let slugs: Vec<&str> = PROBLEM_KINDS.iter().map(|k| k.slug).collect();
     for parameter in operation["parameters"].as_array_mut().into_iter().flatten() {
         if parameter["name"] == "slug" {
             parameter["schema"]["enum"] = json!(slugs);
@@ -384,6 +397,12 @@ fn add_security_scheme(document: &mut Value) {
             "in": "header",
             "name": "X-API-Key",
             "description": "Service mode with caller keys: your caller key (`qpk_…`), for clients that cannot send a bearer. Taken before `Authorization` when both are sent.",
+        },
+        "qpienSignature": {
+            "type": "apiKey",
+            "in": "header",
+            "name": "X-Qpien-Signature",
+            "description": "Qpien's webhook signature: the hex HMAC-SHA256 of the exact body bytes under the secret Qpien showed when the webhook was created (`QPIEN_WEBHOOK_SECRET`). Only Qpien sends it.",
         }
     });
 }
@@ -391,8 +410,11 @@ fn add_security_scheme(document: &mut Value) {
 /// The README's error table, from the same table as the responses.
 fn add_error_table(document: &mut Value) {
     let mut table = String::from("\n\n| status | type | title |\n|---|---|---|\n");
-    for (slug, status, title, _) in PROBLEM_KINDS {
-        table.push_str(&format!("| {status} | `/problems/{slug}` | {title} |\n"));
+    for kind in PROBLEM_KINDS {
+        table.push_str(&format!(
+            "| {} | `/problems/{}` | {} |\n",
+            kind.status, kind.slug, kind.title
+        ));
     }
     if let Some(Value::String(description)) = document["info"].get_mut("description") {
         description.push_str(&table);
@@ -405,12 +427,12 @@ mod tests {
 
     #[test]
     fn every_documented_problem_status_has_a_kind_that_causes_it() {
-        for (operation, statuses) in PROBLEM_STATUSES {
-            let has_body = *operation == "updateConversation";
-            for status in *statuses {
+        for operation in registry::OPERATIONS {
+            for status in operation.problems {
                 assert!(
-                    !kinds_for(operation, *status, has_body).is_empty(),
-                    "{operation} lists {status}, but no problem kind of that status applies to it"
+                    !kinds_for(operation, *status).is_empty(),
+                    "{} lists {status}, but no problem kind of that status applies to it",
+                    operation.id
                 );
             }
         }

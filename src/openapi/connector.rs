@@ -10,6 +10,8 @@
 
 use serde_json::{Map, Value, json};
 
+use crate::routes::registry::{self, Connector};
+
 /// The connector's display name: certification wants at most 30 characters and no "API"
 /// (every connector is one). The 3.x documents keep their longer, developer-facing title.
 pub const CONNECTOR_TITLE: &str = "Qpien Conversations";
@@ -25,17 +27,6 @@ tag, prioritise, resolve or hand a conversation to another agent.";
 const WEBSITE: &str = "https://qpien.com";
 const PRIVACY_POLICY: &str = "https://qpien.com";
 const CATEGORIES: &str = "Communication;Sales and CRM";
-
-/// The one tag whose operations a flow uses; the others (Operations, Problems) are for
-/// orchestrators, monitoring and people reading a problem's `type`.
-const CONNECTOR_TAG: &str = "Conversations";
-
-/// The parameters a maker is shown without opening "advanced", by operation.
-const IMPORTANT_PARAMETERS: [(&str, &[&str]); 3] = [
-    ("listConversations", &["status", "tag"]),
-    ("getConversation", &["id"]),
-    ("updateConversation", &["id", "body"]),
-];
 
 /// The list operation's paging: the top-level field of its body holding the next page's URL.
 pub const NEXT_LINK_FIELD: &str = "nextLink";
@@ -82,39 +73,49 @@ fn operations(root: &mut Map<String, Value>) -> impl Iterator<Item = &mut Value>
         .flat_map(|item| item.values_mut())
 }
 
-/// Leaves out the operations outside `CONNECTOR_TAG`, the paths left empty, and their tags.
+/// How the registry shows the operation in the connector.
+fn connector_of(operation: &Value) -> Connector {
+    operation["operationId"]
+        .as_str()
+        .and_then(registry::by_id)
+        .map_or(Connector::Hidden, |row| row.connector)
+}
+
+/// Leaves out the operations the registry hides from the connector (liveness, readiness,
+/// metrics, problem explanations: for orchestrators, monitoring and people reading a
+/// problem's `type`), the paths left empty, and the tags no operation left uses.
 fn keep_connector_operations(root: &mut Map<String, Value>) {
+    let mut used_tags: Vec<Value> = Vec::new();
     if let Some(paths) = root.get_mut("paths").and_then(Value::as_object_mut) {
         for item in paths.values_mut().filter_map(Value::as_object_mut) {
-            item.retain(|_, operation| operation["tags"][0] == CONNECTOR_TAG);
+            item.retain(|_, operation| connector_of(operation) != Connector::Hidden);
+            for operation in item.values() {
+                used_tags.extend(operation["tags"].as_array().into_iter().flatten().cloned());
+            }
         }
         paths.retain(|_, item| item.as_object().is_some_and(|i| !i.is_empty()));
     }
     if let Some(Value::Array(tags)) = root.get_mut("tags") {
-        tags.retain(|tag| tag["name"] == CONNECTOR_TAG);
+        tags.retain(|tag| used_tags.contains(&tag["name"]));
     }
 }
 
 fn label_operation(operation: &mut Value) {
-    let id = operation["operationId"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
-    let important = IMPORTANT_PARAMETERS
-        .iter()
-        .find(|(op, _)| *op == id)
-        .map(|(_, names)| *names);
+    let (important, pages) = match connector_of(operation) {
+        Connector::Action { important, pages } => (Some(important), pages),
+        Connector::Hidden => (None, None),
+    };
     let Some(operation) = operation.as_object_mut() else {
         return;
     };
     if important.is_some() {
         operation.insert("x-ms-visibility".into(), json!("important"));
     }
-    if id == "listConversations" {
+    if let Some(items) = pages {
         // `itemName` defaults to `value` (AutoRest's convention); ours is `items`.
         operation.insert(
             "x-ms-pageable".into(),
-            json!({ "nextLinkName": NEXT_LINK_FIELD, "itemName": "items" }),
+            json!({ "nextLinkName": NEXT_LINK_FIELD, "itemName": items }),
         );
     }
     let parameters = operation

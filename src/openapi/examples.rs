@@ -10,13 +10,14 @@ use crate::callers::Scope;
 use crate::domain::{ConversationId, ConversationPatch, ListQuery, PatchError};
 use crate::error::{ApiError, PROBLEM_KINDS, REQUEST, RequestContext};
 use crate::routes::MAX_BODY_BYTES;
+use crate::routes::registry::Operation;
 use crate::upstream::UpstreamError;
 
 pub(super) const EXAMPLE_ID: &str = "6650a1000000000000000001";
 const EXAMPLE_REQUEST_ID: &str = "3f1c2a8e-8a52-4a57-9d54-5b1a0f6f3a11";
 
 /// The problem body `operation` answers for `slug`, as requested at `path`.
-pub(super) fn problem_example(operation: &str, path: &str, slug: &str) -> Value {
+pub(super) fn problem_example(operation: &Operation, path: &str, slug: &str) -> Value {
     let instance = path
         .replace("{id}", EXAMPLE_ID)
         .replace("{slug}", "no-such-problem");
@@ -34,14 +35,16 @@ pub(super) fn problem_example(operation: &str, path: &str, slug: &str) -> Value 
 }
 
 /// A typical cause of `slug` for `operation`; `None` for a kind this file does not know.
-pub(super) fn example_error(operation: &str, slug: &str) -> Option<ApiError> {
-    let scope = if operation == "updateConversation" {
-        "write_conversations"
-    } else {
-        "read_conversations"
+/// Its scope, path and whether it calls Qpien (its registry row) choose among causes.
+pub(super) fn example_error(operation: &Operation, slug: &str) -> Option<ApiError> {
+    let key_scope = operation.scope.unwrap_or(Scope::Read);
+    let scope = match key_scope {
+        Scope::Write => "write_conversations",
+        Scope::Read => "read_conversations",
     };
     Some(match slug {
-        "invalid-parameters" if operation == "listConversations" => {
+        // The list's query; the others' path parameter.
+        "invalid-parameters" if !operation.path.contains('{') => {
             let pairs = [("status", "done"), ("pageSize", "500")]
                 .map(|(name, value)| (name.to_owned(), value.to_owned()));
             ApiError::InvalidParameters(ListQuery::parse(&pairs).err()?)
@@ -65,11 +68,7 @@ pub(super) fn example_error(operation: &str, slug: &str) -> Option<ApiError> {
         "invalid-api-key" => ApiError::InvalidApiKey,
         "insufficient-key-scope" => ApiError::KeyLacksScope {
             key_id: "crm".into(),
-            scope: if operation == "updateConversation" {
-                Scope::Write
-            } else {
-                Scope::Read
-            },
+            scope: key_scope,
         },
         "upstream-unauthorized" => ApiError::Upstream(UpstreamError::Unauthorized {
             code: "TOKEN_EXPIRED",
@@ -79,7 +78,8 @@ pub(super) fn example_error(operation: &str, slug: &str) -> Option<ApiError> {
             required_scope: Some(scope.to_owned()),
             message: String::new(),
         }),
-        "not-found" if operation == "describeProblem" => ApiError::RouteNotFound,
+        // Nothing of Qpien's to find: the thing named in the path is the service's own.
+        "not-found" if operation.budget.is_none() => ApiError::RouteNotFound,
         "not-found" => ApiError::Upstream(UpstreamError::NotFound {
             message: String::new(),
         }),
@@ -97,18 +97,20 @@ pub(super) fn example_error(operation: &str, slug: &str) -> Option<ApiError> {
         "upstream-timeout" => ApiError::Upstream(UpstreamError::Timeout),
         "method-not-allowed" => ApiError::MethodNotAllowed,
         "precondition-failed" => ApiError::PreconditionFailed("\"5f0c6e1d2a3b4c59\"".into()),
+        "invalid-signature" => ApiError::InvalidSignature,
+        "change-not-recorded" => ApiError::ChangeNotRecorded,
         _ => return None,
     })
 }
 
 /// A kind added to the table before an example here: its title and explanation.
 fn from_table(slug: &str, instance: &str) -> Value {
-    let (slug, status, title, text) = PROBLEM_KINDS
+    let kind = PROBLEM_KINDS
         .iter()
-        .find(|k| k.0 == slug)
+        .find(|k| k.slug == slug)
         .expect("examples are asked for known kinds only");
     json!({
-        "type": format!("/problems/{slug}"), "title": title, "status": status, "detail": text,
+        "type": format!("/problems/{}", kind.slug), "title": kind.title, "status": kind.status, "detail": kind.explanation,
         "instance": instance, "requestId": EXAMPLE_REQUEST_ID,
     })
 }
@@ -116,17 +118,17 @@ fn from_table(slug: &str, instance: &str) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::routes::PROBLEM_STATUSES;
+    use crate::routes::registry::OPERATIONS;
 
     #[test]
     fn every_problem_kind_has_an_example_of_its_own_status() {
-        for (operation, _) in PROBLEM_STATUSES {
-            for (slug, status, _, _) in PROBLEM_KINDS {
-                let error = example_error(operation, slug)
-                    .unwrap_or_else(|| panic!("no example of /problems/{slug}: add one"));
+        for operation in OPERATIONS {
+            for kind in PROBLEM_KINDS {
+                let error = example_error(operation, kind.slug)
+                    .unwrap_or_else(|| panic!("no example of /problems/{}: add one", kind.slug));
                 let problem = error.problem();
-                assert_eq!(problem.kind, format!("/problems/{slug}"));
-                assert_eq!(problem.status, *status);
+                assert_eq!(problem.kind, format!("/problems/{}", kind.slug));
+                assert_eq!(problem.status, kind.status);
             }
         }
     }

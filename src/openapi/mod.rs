@@ -57,6 +57,7 @@ explanation.",
         (name = "Conversations", description = "Customer conversations: list, read, update."),
         (name = "Operations", description = "Liveness, readiness and metrics, for orchestrators and monitoring."),
         (name = "Problems", description = "What each problem `type` means."),
+        (name = "Webhooks", description = "Deliveries from Qpien: how the service learns of changes made in Qpien."),
     ),
     components(schemas(crate::error::Problem))
 )]
@@ -139,14 +140,19 @@ pub fn default_document(version: Version) -> Value {
 
 /// The 3.1 document before any server is set.
 fn openapi_31() -> Value {
+    let mut document = from_handlers();
+    complete::complete(&mut document);
+    document
+}
+
+/// The document as the handlers' `#[utoipa::path]` items make it.
+fn from_handlers() -> Value {
     let (_, document) = actix_web::App::new()
         .into_utoipa_app()
         .openapi(ApiDoc::openapi())
         .configure(routes::configure)
         .split_for_parts();
-    let mut document = serde_json::to_value(document).expect("the document serialises");
-    complete::complete(&mut document);
-    document
+    serde_json::to_value(document).expect("the document serialises")
 }
 
 /// `servers` goes right after `info`, where readers look for it.
@@ -213,6 +219,31 @@ fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::routes::registry::OPERATIONS;
+
+    /// A handler without a row would be documented without its problems, scope and
+    /// headers; a row without a handler would promise an operation that is not served.
+    #[test]
+    fn every_handler_has_a_row_and_every_row_a_handler() {
+        let document = from_handlers();
+        let mut handlers: Vec<(String, String, String)> = Vec::new();
+        for (path, item) in document["paths"].as_object().unwrap() {
+            for (method, operation) in item.as_object().unwrap() {
+                let id = operation["operationId"].as_str().unwrap_or_default();
+                handlers.push((method.to_uppercase(), path.clone(), id.to_owned()));
+            }
+        }
+        let mut rows: Vec<(String, String, String)> = OPERATIONS
+            .iter()
+            .map(|op| (op.method.to_string(), op.path.to_owned(), op.id.to_owned()))
+            .collect();
+        handlers.sort();
+        rows.sort();
+        assert_eq!(
+            handlers, rows,
+            "handlers (left) and registry rows (right) differ"
+        );
+    }
 
     #[test]
     fn a_public_base_url_with_a_path_becomes_the_server_and_the_base_path() {

@@ -7,8 +7,12 @@
 //! once, and a page fetched by a flight that started before it can never be found
 //! again. Items are replaced in place, by the newer of two answers.
 //!
-//! With Redis, answers and generations live there too, shared by the replicas, and
-//! Redis is the truth while it answers: this process's copy only stands in while it
+//! Every entry carries the number of the change sequence current when its read looked
+//! here (`invalidate`): an entry older than the last change recorded against it is not
+//! found at all, neither fresh nor stale.
+//!
+//! With Redis, answers, generations and changes live there too, shared by the replicas,
+//! and Redis is the truth while it answers: this process's copy only stands in while it
 //! does not, so a write made through one replica is what every replica reads next.
 
 use std::sync::Arc;
@@ -21,9 +25,11 @@ use moka::ops::compute::Op;
 use tokio::time::Instant;
 
 use super::etag::ETag;
+use super::invalidate::{Changed, Epoch, Invalidations};
 use crate::domain::{ConversationId, ListQuery};
 pub use crate::settings::CacheLimits;
 use crate::state::redis::RedisState;
+use crate::state::shared_reads::ChangeRecord;
 use crate::upstream::CredentialId;
 
 fn unix_ms(at: SystemTime) -> u64 {
@@ -68,6 +74,28 @@ pub struct Entry {
     /// When Qpien was asked (for an update: when it answered), for age and for which
     /// of two answers is newer.
     pub fetched_at: Instant,
+    /// The change sequence's number when its read looked in the cache, before Qpien was
+    /// asked: the entry stands until a later change is recorded against it.
+    pub epoch: Epoch,
+}
+
+/// What a look in the cache found: a usable entry, if any; the change sequence's number
+/// now, for the answer a miss will fetch; and the last change recorded against the key,
+/// which a flight's answer must not be older than.
+pub struct Looked {
+    pub entry: Option<Arc<Entry>>,
+    pub now: Epoch,
+    pub level: u64,
+}
+
+impl Read {
+    /// Where changes that outdate this read are recorded in Redis.
+    fn record(&self) -> ChangeRecord<'_> {
+        match self {
+            Read::Conversation(id) => ChangeRecord::Conversation(id.as_str()),
+            Read::List { .. } => ChangeRecord::Lists,
+        }
+    }
 }
 
 impl ReadKey {
@@ -102,30 +130,41 @@ impl ReadKey {
 }
 
 impl Entry {
-    /// For Redis: `<fetched, ms since 1970>:<total items>:<json>`, fetched first so a
-    /// script can keep the newer of two answers.
+    /// For Redis: `<fetched, ms since 1970>:<epoch>:<total items>:<json>`, fetched first
+    /// so a script can keep the newer of two answers. An entry numbered by this process's
+    /// sequence goes in as 0: older than any change.
     pub fn encode(&self) -> (Vec<u8>, u64) {
         let fetched_ms = unix_ms(SystemTime::now()).saturating_sub(self.age().as_millis() as u64);
-        let mut value = format!("{fetched_ms}:{}:", self.total_items).into_bytes();
+        let epoch = match self.epoch {
+            Epoch::Shared(n) => n,
+            Epoch::Local(_) => 0,
+        };
+        let mut value = format!("{fetched_ms}:{epoch}:{}:", self.total_items).into_bytes();
         value.extend_from_slice(&self.json);
         (value, fetched_ms)
     }
 
     /// What `encode` made; `None` for anything else.
     pub fn decode(value: &[u8]) -> Option<Self> {
-        let mut parts = value.splitn(3, |b| *b == b':');
+        let mut parts = value.splitn(4, |b| *b == b':');
         let number = |part: Option<&[u8]>| std::str::from_utf8(part?).ok()?.parse::<u64>().ok();
         let fetched_ms = number(parts.next())?;
+        let epoch = number(parts.next())?;
         let total_items = number(parts.next())?;
         let json = Bytes::copy_from_slice(parts.next()?);
         let age = unix_ms(SystemTime::now()).saturating_sub(fetched_ms);
         let fetched_at = Instant::now()
             .checked_sub(Duration::from_millis(age))
             .unwrap_or_else(Instant::now);
-        Some(Self::new(json, total_items, fetched_at))
+        Some(Self::new(
+            json,
+            total_items,
+            fetched_at,
+            Epoch::Shared(epoch),
+        ))
     }
 
-    pub fn new(json: Bytes, total_items: u64, fetched_at: Instant) -> Self {
+    pub fn new(json: Bytes, total_items: u64, fetched_at: Instant, epoch: Epoch) -> Self {
         let etag = ETag::of(&json);
         Self {
             etag,
@@ -133,6 +172,7 @@ impl Entry {
             json,
             total_items,
             fetched_at,
+            epoch,
         }
     }
 
@@ -157,6 +197,7 @@ pub struct ReadCache {
     entries: moka::sync::Cache<ReadKey, Arc<Entry>>,
     generations: moka::sync::Cache<CredentialId, u64>,
     next_generation: AtomicU64,
+    changes: Invalidations,
     shared: Option<Arc<RedisState>>,
 }
 
@@ -187,8 +228,14 @@ impl ReadCache {
                 .time_to_idle(lifetime + Duration::from_secs(60))
                 .build(),
             next_generation: AtomicU64::new(1),
+            changes: Invalidations::new(lifetime, limits.max_entries),
             shared,
         }
+    }
+
+    /// How long a conversation's change record is kept: longer than any entry it outdates.
+    fn record_lifetime(&self) -> Duration {
+        self.limits.ttl + self.limits.stale_if_error + Duration::from_secs(60)
     }
 
     /// Redis, while it answers and the cache is on.
@@ -232,16 +279,74 @@ impl ReadCache {
         }
     }
 
-    /// The answer for `key`: Redis's while it answers, else this process's.
-    pub async fn get(&self, key: &ReadKey) -> Option<Arc<Entry>> {
+    /// The answer for `key`, unless a change outdated it: Redis's while it answers,
+    /// else this process's.
+    pub async fn get(&self, key: &ReadKey) -> Looked {
         if let Some(redis) = self.redis()
-            && let Some(stored) = redis.entry(&key.name()).await
+            && let Some((stored, now, level)) = redis
+                .entry_and_changes(&key.name(), key.read.record())
+                .await
         {
-            let entry = Arc::new(Entry::decode(&stored?)?);
-            self.keep_here(key.clone(), Arc::clone(&entry));
-            return Some(entry);
+            let entry = stored
+                .and_then(|value| Entry::decode(&value))
+                .filter(|entry| matches!(entry.epoch, Epoch::Shared(n) if n >= level))
+                .map(Arc::new);
+            if let Some(entry) = &entry {
+                self.keep_here(key.clone(), Arc::clone(entry));
+            }
+            return Looked {
+                entry,
+                now: Epoch::Shared(now),
+                level,
+            };
         }
-        self.entries.get(key)
+        let level = self.local_level(&key.read);
+        let entry = self.entries.get(key).filter(|entry| match entry.epoch {
+            Epoch::Local(n) => n >= level,
+            // Redis's numbers say nothing of this process's: such an entry stands only
+            // while no change was recorded here against it (Redis away since).
+            Epoch::Shared(_) => level == 0,
+        });
+        Looked {
+            entry,
+            now: Epoch::Local(self.changes.now()),
+            level,
+        }
+    }
+
+    fn local_level(&self, read: &Read) -> u64 {
+        match read {
+            Read::Conversation(id) => self.changes.of_conversation(id),
+            Read::List { .. } => self.changes.of_lists(),
+        }
+    }
+
+    /// The change sequence's number now, for an answer not read through `get`.
+    pub async fn epoch_now(&self) -> Epoch {
+        if let Some(redis) = self.redis()
+            && let Some(now) = redis.changes_now().await
+        {
+            return Epoch::Shared(now);
+        }
+        Epoch::Local(self.changes.now())
+    }
+
+    /// Records a change here and, with Redis, there: after `Ok`, no replica reading
+    /// through Redis finds an answer older than it. `Err` when Redis is configured but
+    /// did not take it (this replica still drops its own).
+    pub async fn record(&self, changed: &Changed) -> Result<(), ()> {
+        self.changes.record(changed);
+        let Some(redis) = self.shared.as_deref() else {
+            return Ok(());
+        };
+        let record = match changed {
+            Changed::Conversation(id) => ChangeRecord::Conversation(id.as_str()),
+            Changed::Everything => ChangeRecord::Everything,
+        };
+        match redis.record_change(record, self.record_lifetime()).await {
+            Some(_) => Ok(()),
+            None => Err(()),
+        }
     }
 
     /// Keeps `entry` unless the cache already holds a newer answer for `key` (an update

@@ -10,6 +10,7 @@ use tokio::time::Instant;
 
 use super::Answer;
 use super::cache::{Entry, Read, ReadCache, ReadKey};
+use super::invalidate::Epoch;
 use crate::upstream::{BudgetWait, Credential, QpienClient};
 
 /// One read of Qpien for a key: what it needs to run in a task of its own.
@@ -20,6 +21,8 @@ pub(super) struct Fetch {
     pub credential: Credential,
     pub request_id: String,
     pub wait: BudgetWait,
+    /// The change sequence's number when the read looked in the cache.
+    pub epoch: Epoch,
 }
 
 /// How often a replica waiting on another's flight looks for its answer.
@@ -64,7 +67,7 @@ impl Fetch {
         while Instant::now() < until {
             tokio::time::sleep(FLIGHT_POLL).await;
             let redis = self.cache.shared()?;
-            if let Some(entry) = self.cache.get(&self.key).await
+            if let Some(entry) = self.cache.get(&self.key).await.entry
                 && had.is_none_or(|had| entry.fetched_at > had)
             {
                 return Some(entry);
@@ -85,6 +88,7 @@ impl Fetch {
             credential,
             request_id,
             wait,
+            epoch,
         } = self;
         let asked_at = Instant::now();
         let entry = match &key.read {
@@ -92,13 +96,13 @@ impl Fetch {
                 let conversation = client
                     .get_conversation(&credential, &request_id, id, wait)
                     .await?;
-                Entry::new(to_json(&conversation), 0, asked_at)
+                Entry::new(to_json(&conversation), 0, asked_at, epoch)
             }
             Read::List { query, .. } => {
                 let page = client
                     .list_conversations(&credential, &request_id, query, wait)
                     .await?;
-                Entry::new(to_json(&page.items), page.total_items, asked_at)
+                Entry::new(to_json(&page.items), page.total_items, asked_at, epoch)
             }
         };
         let entry = Arc::new(entry);

@@ -10,13 +10,15 @@ pub mod cache;
 mod coalesce;
 pub mod etag;
 mod fetch;
+pub mod invalidate;
 mod update;
 
 use std::sync::Arc;
 
-use self::cache::{CacheLimits, Entry, Read, ReadCache, ReadKey};
+use self::cache::{CacheLimits, Entry, Looked, Read, ReadCache, ReadKey};
 use self::coalesce::{Flights, Role};
 use self::fetch::Fetch;
+use self::invalidate::{Changed, Epoch};
 use crate::domain::{ConversationId, ListQuery};
 use crate::metrics::Metrics;
 use crate::state::redis::RedisState;
@@ -91,10 +93,14 @@ type Answer = Result<Arc<Entry>, UpstreamError>;
 /// Updates of one conversation run one at a time; ids share these locks by hash.
 const UPDATE_LOCKS: usize = 64;
 
+/// A flight answers one key, and only reads that found no change recorded against the
+/// key since it started may join it.
+type FlightKey = (ReadKey, u64);
+
 pub struct Reads {
     client: Arc<QpienClient>,
     cache: Arc<ReadCache>,
-    flights: Flights<ReadKey, Answer>,
+    flights: Flights<FlightKey, Answer>,
     update_locks: Box<[tokio::sync::Mutex<()>]>,
     metrics: Arc<Metrics>,
 }
@@ -168,11 +174,20 @@ impl Reads {
             read,
         };
         // A cache that is off holds nothing: no lookup.
-        let cached = if self.cache.enabled() {
+        let Looked {
+            entry: cached,
+            now,
+            level,
+        } = if self.cache.enabled() {
             self.cache.get(&key).await
         } else {
-            None
+            Looked {
+                entry: None,
+                now: Epoch::Local(0),
+                level: 0,
+            }
         };
+        let flight = (key, level);
         if let Some(entry) = &cached
             && freshness == Freshness::Cached
             && self.cache.is_fresh(entry)
@@ -189,7 +204,7 @@ impl Reads {
         // costs once the budget is spent, so it should cost about what a hit does.
         if let Some(entry) = &stale
             && self.client.read_budget_spent(credential)
-            && !self.flights.under_way(&key)
+            && !self.flights.under_way(&flight)
         {
             self.metrics.read(kind, "stale");
             return Ok(Served {
@@ -205,11 +220,11 @@ impl Reads {
             BudgetWait::Allowed
         };
         let had = stale.as_ref().map(|entry| entry.fetched_at);
-        let (flight, role) = self.flights.join(&key, || {
-            self.fetch(key.clone(), credential, request_id, wait)
+        let (answer, role) = self.flights.join(&flight, || {
+            self.fetch(flight.0.clone(), credential, request_id, wait, now)
                 .shared(had)
         });
-        match (flight.await, stale) {
+        match (answer.await, stale) {
             (Ok(entry), _) => {
                 let source = match role {
                     Role::Leader => Source::Miss,
@@ -236,6 +251,7 @@ impl Reads {
         credential: &Credential,
         request_id: &str,
         wait: BudgetWait,
+        epoch: Epoch,
     ) -> Fetch {
         Fetch {
             client: Arc::clone(&self.client),
@@ -244,7 +260,15 @@ impl Reads {
             credential: credential.clone(),
             request_id: request_id.to_owned(),
             wait,
+            epoch,
         }
+    }
+
+    /// Records a change Qpien reported: from now on no read, on any replica reading
+    /// through Redis, is answered from before it. `Err` when Redis is configured and did
+    /// not take the record (the caller should have the change reported again).
+    pub async fn changed(&self, changed: &Changed) -> Result<(), ()> {
+        self.cache.record(changed).await
     }
 }
 

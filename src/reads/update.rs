@@ -80,9 +80,17 @@ impl Reads {
             credential: credential.id(),
             read: Read::Conversation(id.clone()),
         };
+        // Taken before Qpien is asked: what it answers is no older than this.
+        let epoch = self.cache.epoch_now().await;
         if let Some(condition @ Condition::Tags(_)) = condition {
             let current = self
-                .fetch(key.clone(), credential, request_id, BudgetWait::Allowed)
+                .fetch(
+                    key.clone(),
+                    credential,
+                    request_id,
+                    BudgetWait::Allowed,
+                    epoch,
+                )
                 .run()
                 .await;
             match current {
@@ -99,7 +107,7 @@ impl Reads {
             .await;
         match result {
             Ok(conversation) => {
-                let entry = Arc::new(Entry::new(to_json(&conversation), 0, Instant::now()));
+                let entry = Arc::new(Entry::new(to_json(&conversation), 0, Instant::now(), epoch));
                 self.cache.put(key, Arc::clone(&entry)).await;
                 self.cache.forget_lists(credential.id()).await;
                 Ok(entry)

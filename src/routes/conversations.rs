@@ -4,13 +4,13 @@ use std::io::Write;
 
 use actix_web::http::header;
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, get, web};
-use futures_util::StreamExt;
 use serde::Serialize;
 use utoipa::{IntoParams, ToSchema};
 
 use super::Caller;
+use super::body::read_body;
 use super::caching::{self, Answered, Conditional};
-use crate::callers::Scope;
+use super::registry::{GET_CONVERSATION, LIST_CONVERSATIONS, UPDATE_CONVERSATION};
 use crate::domain::{
     Conversation, ConversationId, ConversationPatch, ConversationStatus, ConversationType,
     InvalidParam, ListQuery, PatchError, Priority,
@@ -21,14 +21,9 @@ use crate::public_url::PublicBaseUrl;
 use crate::reads::etag::ETag;
 use crate::reads::{Reads, Served, UpdateError};
 use crate::telemetry::RequestId;
-use crate::upstream::Class;
 
 /// Largest PATCH body accepted; a merge patch of this resource is a few hundred bytes.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
-
-pub const LIST_PROBLEMS: &[u16] = &[400, 401, 403, 429, 502, 503, 504];
-pub const GET_PROBLEMS: &[u16] = &[400, 401, 403, 404, 429, 502, 503, 504];
-pub const UPDATE_PROBLEMS: &[u16] = &[400, 401, 403, 404, 412, 413, 415, 422, 429, 502, 503, 504];
 
 /// One page of conversations with its paging metadata and links. The body is written by
 /// `page_body` around the cached JSON of the items; a test holds the two to one shape.
@@ -153,7 +148,7 @@ pub async fn list_conversations(
     metrics: web::Data<Metrics>,
     request_id: web::ReqData<RequestId>,
 ) -> Result<HttpResponse, ApiError> {
-    caller.require(Scope::Read)?;
+    caller.may(&LIST_CONVERSATIONS)?;
     let pairs =
         web::Query::<Vec<(String, String)>>::from_query(req.query_string()).map_err(|_| {
             ApiError::InvalidParameters(vec![InvalidParam::parameter(
@@ -164,9 +159,14 @@ pub async fn list_conversations(
     let query = ListQuery::parse(&pairs).map_err(ApiError::InvalidParameters)?;
     let conditional = Conditional::of(&req);
     let client = reads.client();
-    let budget = || client.budget_report(&caller.0, Class::Read);
+    let budget = || client.budget_report(&caller.credential, LIST_CONVERSATIONS.class());
     let served = match reads
-        .list(&caller.0, &request_id.0, &query, conditional.freshness)
+        .list(
+            &caller.credential,
+            &request_id.0,
+            &query,
+            conditional.freshness,
+        )
         .await
     {
         Ok(served) => served,
@@ -282,13 +282,18 @@ pub async fn get_conversation(
     metrics: web::Data<Metrics>,
     request_id: web::ReqData<RequestId>,
 ) -> Result<HttpResponse, ApiError> {
-    caller.require(Scope::Read)?;
+    caller.may(&GET_CONVERSATION)?;
     let id = parse_id(&id)?;
     let conditional = Conditional::of(&req);
     let client = reads.client();
-    let budget = || client.budget_report(&caller.0, Class::Read);
+    let budget = || client.budget_report(&caller.credential, GET_CONVERSATION.class());
     let served = match reads
-        .conversation(&caller.0, &request_id.0, &id, conditional.freshness)
+        .conversation(
+            &caller.credential,
+            &request_id.0,
+            &id,
+            conditional.freshness,
+        )
         .await
     {
         Ok(served) => served,
@@ -349,19 +354,25 @@ pub async fn update_conversation(
     metrics: web::Data<Metrics>,
     request_id: web::ReqData<RequestId>,
 ) -> Result<HttpResponse, ApiError> {
-    caller.require(Scope::Write)?;
+    caller.may(&UPDATE_CONVERSATION)?;
     let id = parse_id(&id)?;
     check_media_type(&req)?;
     let condition = caching::if_match(&req)?;
-    let body = read_body(&req, payload).await?;
+    let body = read_body(&req, payload, MAX_BODY_BYTES).await?;
     let patch = ConversationPatch::parse(&body).map_err(|e| match e {
         PatchError::Malformed(why) => ApiError::MalformedBody(why),
         PatchError::Invalid(errors) => ApiError::InvalidBody(errors),
     })?;
     let client = reads.client();
-    let budget = || client.budget_report(&caller.0, Class::Write);
+    let budget = || client.budget_report(&caller.credential, UPDATE_CONVERSATION.class());
     match reads
-        .update(&caller.0, &request_id.0, &id, &patch, condition.as_ref())
+        .update(
+            &caller.credential,
+            &request_id.0,
+            &id,
+            &patch,
+            condition.as_ref(),
+        )
         .await
     {
         Ok(entry) => {
@@ -378,31 +389,6 @@ pub async fn update_conversation(
         }
         Err(UpdateError::Upstream(error)) => caching::failure(error, budget),
     }
-}
-
-/// The body, refused with 413 past `MAX_BODY_BYTES` without reading the rest.
-async fn read_body(
-    req: &HttpRequest,
-    mut payload: web::Payload,
-) -> Result<web::BytesMut, ApiError> {
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
-        return Err(ApiError::PayloadTooLarge(MAX_BODY_BYTES));
-    }
-    let mut body = web::BytesMut::new();
-    while let Some(chunk) = payload.next().await {
-        let chunk = chunk
-            .map_err(|e| ApiError::MalformedBody(format!("the body could not be read: {e}")))?;
-        if body.len() + chunk.len() > MAX_BODY_BYTES {
-            return Err(ApiError::PayloadTooLarge(MAX_BODY_BYTES));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
 }
 
 fn check_media_type(req: &HttpRequest) -> Result<(), ApiError> {
@@ -490,6 +476,7 @@ mod tests {
                 serde_json::to_vec(&items).unwrap().into(),
                 2,
                 Instant::now(),
+                crate::reads::invalidate::Epoch::Local(0),
             )),
             source: Source::Miss,
         };

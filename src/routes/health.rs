@@ -5,6 +5,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::error::ApiError;
+use crate::events::QpienWebhooks;
 use crate::metrics::Metrics;
 use crate::telemetry::RequestId;
 use crate::upstream::{BreakerState, Class, QpienClient};
@@ -34,6 +35,36 @@ pub struct Health {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(example = "redis")]
     shared_state: Option<&'static str>,
+    /// With `QPIEN_WEBHOOK_SECRET`: when this replica last received a Qpien webhook
+    /// delivery with a valid signature. Never a reason for 503: a quiet account sends
+    /// none; alert on the metric instead, where Qpien is expected to be busy.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    webhooks: Option<Webhooks>,
+}
+
+/// What this replica last heard from Qpien's webhooks.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Webhooks {
+    /// When the last verified delivery arrived (RFC 3339), `null` before the first.
+    #[schema(example = "2026-12-02T07:30:00.123Z")]
+    last_verified_at: Option<String>,
+    /// Seconds since then, `null` before the first.
+    #[schema(example = 12)]
+    seconds_since_last_verified: Option<u64>,
+}
+
+impl Webhooks {
+    fn of(receiver: &QpienWebhooks) -> Self {
+        let last = receiver.last_verified();
+        Self {
+            last_verified_at: last.map(|at| {
+                chrono::DateTime::<chrono::Utc>::from(at)
+                    .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+            }),
+            seconds_since_last_verified: last.map(|at| at.elapsed().unwrap_or_default().as_secs()),
+        }
+    }
 }
 
 /// The rate budget toward Qpien, as the `X-RateLimit-*` fields report it.
@@ -67,6 +98,7 @@ pub async fn healthz() -> HttpResponse {
         circuit_breaker: None,
         budget: None,
         shared_state: None,
+        webhooks: None,
     })
 }
 
@@ -86,6 +118,7 @@ pub async fn healthz() -> HttpResponse {
 pub async fn readyz(
     client: web::Data<QpienClient>,
     request_id: web::ReqData<RequestId>,
+    webhooks: Option<web::Data<QpienWebhooks>>,
 ) -> Result<HttpResponse, ApiError> {
     let breaker = client.breaker_state();
     if breaker == BreakerState::Open {
@@ -121,6 +154,7 @@ pub async fn readyz(
         circuit_breaker: Some(client.breaker_state().as_str()),
         budget,
         shared_state: Some(client.shared_state()),
+        webhooks: webhooks.as_ref().map(|w| Webhooks::of(w)),
     }))
 }
 

@@ -1,37 +1,30 @@
 //! The route pattern a request path matches, for the root span and the metrics: worked
-//! out by comparing strings, without asking actix (whose patterns with a `{param}` are
-//! regexes, run again for each request that asks). This file imports nothing of the
-//! crate, so the telemetry and the metrics can name routes without depending on them.
+//! out from the registry's patterns by comparing strings, without asking actix (whose
+//! patterns with a `{param}` are regexes, run again for each request that asks). The
+//! registry imports only plain enums, so the telemetry and the metrics can name routes
+//! without depending on the handlers.
+
+use super::registry::{OPERATIONS, PAGES, matches};
 
 /// What the metrics and the root span call a path that no route matches.
 pub const UNMATCHED: &str = "unmatched";
 
-/// The route pattern `path` matches, as actix's `match_pattern` would name it (a test
-/// holds the two together); `UNMATCHED` for none.
-pub fn route_label(path: &str) -> &'static str {
-    match path {
-        "/conversations" => "/conversations",
-        "/healthz" => "/healthz",
-        "/readyz" => "/readyz",
-        "/metrics" => "/metrics",
-        "/openapi.json" => "/openapi.json",
-        "/openapi-3.0.json" => "/openapi-3.0.json",
-        "/swagger-2.0.json" => "/swagger-2.0.json",
-        "/docs" => "/docs",
-        "/" => "/",
-        _ if one_segment_after(path, "/conversations").is_some() => "/conversations/{id}",
-        _ if one_segment_after(path, "/problems").is_some() => "/problems/{slug}",
-        _ if path.starts_with("/docs/") => "/docs/{_:.*}",
-        _ => UNMATCHED,
-    }
+/// Every route pattern: the operations', then the pages'.
+fn patterns() -> impl Iterator<Item = &'static str> {
+    OPERATIONS
+        .iter()
+        .map(|op| op.path)
+        .chain(PAGES.iter().map(|(pattern, _)| *pattern))
 }
 
-/// `segment` when `path` is `prefix/segment`, the segment not empty and without `/`: what
-/// a `{param}` after `prefix` matches.
-pub(super) fn one_segment_after<'p>(path: &'p str, prefix: &str) -> Option<&'p str> {
-    path.strip_prefix(prefix)?
-        .strip_prefix('/')
-        .filter(|segment| !segment.is_empty() && !segment.contains('/'))
+/// The route pattern `path` matches, as actix's `match_pattern` would name it (a test
+/// holds the two together); `UNMATCHED` for none. A pattern without a parameter wins
+/// over one with, as a static route registered first does.
+pub fn route_label(path: &str) -> &'static str {
+    patterns()
+        .find(|pattern| *pattern == path)
+        .or_else(|| patterns().find(|pattern| pattern.contains('{') && matches(pattern, path)))
+        .unwrap_or(UNMATCHED)
 }
 
 #[cfg(test)]
@@ -44,20 +37,7 @@ mod tests {
     /// actix's own `ResourceDef` matching would.
     #[test]
     fn labels_agree_with_actix_pattern_matching() {
-        let patterns = [
-            "/conversations",
-            "/conversations/{id}",
-            "/healthz",
-            "/readyz",
-            "/metrics",
-            "/openapi.json",
-            "/openapi-3.0.json",
-            "/swagger-2.0.json",
-            "/problems/{slug}",
-            "/docs/{_:.*}",
-            "/docs",
-            "/",
-        ];
+        let patterns: Vec<&str> = patterns().collect();
         let paths = [
             "/conversations",
             "/conversations/",

@@ -1,57 +1,62 @@
-//! The HTTP routes: one handler per operation, each documented with `#[utoipa::path]`.
-//! `configure` is the single list of routes, used by the server and by the OpenAPI
-//! generator alike.
+//! The HTTP routes: one handler per operation, each documented with `#[utoipa::path]`
+//! and described by its row in `registry`. `configure` is the single list of handlers,
+//! used by the server and by the OpenAPI generator alike.
 
+mod body;
 mod caching;
 mod conversations;
 mod health;
 pub mod label;
 mod problems;
+pub mod registry;
 mod table;
+mod webhooks;
 
 use std::future::{Ready, ready};
 use std::sync::Arc;
 
 use actix_web::dev::Payload;
 use actix_web::http::header::{AUTHORIZATION, HeaderName};
-use actix_web::{FromRequest, HttpMessage, HttpRequest, web};
+use actix_web::{FromRequest, HttpMessage, HttpRequest, Route, web};
 use tracing_actix_web::RootSpan;
 use utoipa_actix_web::service_config::ServiceConfig;
 
 pub use conversations::{ConversationList, MAX_BODY_BYTES, PageLinks};
 pub use table::unmatched;
 
-use crate::callers::{CallerKey, KeyStore, Scope};
+use crate::callers::{CallerKey, KeyStore};
 use crate::error::ApiError;
 use crate::metrics::{KeyId, Metrics};
 use crate::upstream::{Credential, CredentialHasher, QpienClient};
 
-/// Problem statuses each operation can answer, by `operationId`; the OpenAPI document
-/// gets one response per status from this table.
-pub const PROBLEM_STATUSES: &[(&str, &[u16])] = &[
-    ("listConversations", conversations::LIST_PROBLEMS),
-    ("getConversation", conversations::GET_PROBLEMS),
-    ("updateConversation", conversations::UPDATE_PROBLEMS),
-    ("checkReadiness", &[503]),
-    ("describeProblem", &[404]),
-];
-
 pub fn configure(cfg: &mut ServiceConfig) {
-    cfg.service(conversations::list_conversations)
-        .service(table::OneConversation)
+    use conversations::*;
+    use problems::*;
+    let to = |route: fn() -> Route| route;
+    cfg.service(list_conversations)
+        .service(
+            table::Parameterised::default()
+                .with(
+                    &registry::GET_CONVERSATION,
+                    to(|| web::to(get_conversation)),
+                    __path_get_conversation,
+                )
+                .with(
+                    &registry::UPDATE_CONVERSATION,
+                    to(|| web::to(update_conversation)),
+                    __path_update_conversation,
+                )
+                .with(
+                    &registry::DESCRIBE_PROBLEM,
+                    to(|| web::to(describe)),
+                    __path_describe,
+                ),
+        )
         .service(health::healthz)
         .service(health::readyz)
         .service(health::metrics)
-        .service(problems::describe);
+        .service(webhooks::receive_qpien_webhook);
 }
-
-/// Scopes each operation needs of a caller key, by `operationId`, for the OpenAPI
-/// document; each handler checks its own with `Caller::require` (a test compares them).
-pub const REQUIRED_SCOPES: &[(&str, Scope)] = &[
-    ("listConversations", Scope::Read),
-    ("getConversation", Scope::Read),
-    ("updateConversation", Scope::Write),
-];
 
 /// The header for callers that cannot send a bearer (e.g. Power Automate connectors).
 pub const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
@@ -61,31 +66,34 @@ pub const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
 /// that was presented (`None`: pass-through mode, or an anonymous service-mode caller).
 /// Service mode without keys ignores the caller's `Authorization`; with keys it requires
 /// a known one; pass-through mode requires a bearer.
-pub struct Caller(pub Credential, pub Option<Arc<CallerKey>>);
+pub struct Caller {
+    /// The Qpien credential the request runs under.
+    pub credential: Credential,
+    /// The caller key presented, in service mode with caller keys.
+    pub key: Option<Arc<CallerKey>>,
+}
 
 impl Caller {
-    /// The caller key, for later layers (budget shares, metrics).
-    pub fn key(&self) -> Option<&Arc<CallerKey>> {
-        self.1.as_ref()
-    }
-
     pub fn key_id(&self) -> Option<&str> {
-        self.1.as_deref().map(|k| k.id.as_str())
+        self.key.as_deref().map(|k| k.id.as_str())
     }
 
     /// The key's share of the upstream budget, requests a minute.
     pub fn per_minute(&self) -> Option<u32> {
-        self.1.as_deref().and_then(|k| k.per_minute)
+        self.key.as_deref().and_then(|k| k.per_minute)
     }
 
-    /// 403 unless the caller key allows `scope`; callers without a key pass (their
-    /// authority is Qpien's to judge, or the operator chose anonymous access).
-    pub fn require(&self, scope: Scope) -> Result<(), ApiError> {
-        match self.1.as_deref() {
-            Some(key) if !key.scopes.contains(scope) => Err(ApiError::KeyLacksScope {
-                key_id: key.id.clone(),
-                scope,
-            }),
+    /// 403 unless the caller key allows the scope `operation` needs (its registry row);
+    /// callers without a key pass (their authority is Qpien's to judge, or the operator
+    /// chose anonymous access).
+    pub fn may(&self, operation: &registry::Operation) -> Result<(), ApiError> {
+        match (self.key.as_deref(), operation.scope) {
+            (Some(key), Some(scope)) if !key.scopes.contains(scope) => {
+                Err(ApiError::KeyLacksScope {
+                    key_id: key.id.clone(),
+                    scope,
+                })
+            }
             _ => Ok(()),
         }
     }
@@ -103,11 +111,17 @@ impl FromRequest for Caller {
         if let Some(service) = credentials.service() {
             return ready(match req.app_data::<web::Data<KeyStore>>() {
                 Some(keys) => with_key(req, keys, credentials),
-                None => Ok(Caller(service, None)),
+                None => Ok(Caller {
+                    credential: service,
+                    key: None,
+                }),
             });
         }
         ready(match bearer(req) {
-            Some(token) => Ok(Caller(credentials.bearer(token), None)),
+            Some(token) => Ok(Caller {
+                credential: credentials.bearer(token),
+                key: None,
+            }),
             None => Err(ApiError::MissingCredentials),
         })
     }
@@ -154,5 +168,8 @@ fn with_key(
     let credential = credentials
         .service_for_key(&key.id, key.per_minute)
         .expect("caller keys exist in service mode only");
-    Ok(Caller(credential, Some(key)))
+    Ok(Caller {
+        credential,
+        key: Some(key),
+    })
 }

@@ -1,10 +1,12 @@
 //! State the facade keeps about callers and Qpien, behind one seam: the rate budget's
-//! windows, the service's token, the read cache's shared tier. Each has an in-process
-//! implementation (one replica) and a Redis one (several replicas), chosen at start-up.
+//! windows, the service's token, the read cache's shared tier, the webhook deliveries
+//! already applied. Each has an in-process implementation (one replica) and a Redis one
+//! (several replicas), chosen at start-up.
 
 pub mod redis;
 mod shared_budget;
-mod shared_reads;
+mod shared_events;
+pub mod shared_reads;
 mod shared_token;
 pub mod window;
 

@@ -1,7 +1,9 @@
 //! The read cache's shared tier in Redis: answers by name, kept as long as they may be
 //! served (fresh, then stale on trouble); a per-credential generation that an update
-//! moves on, so every replica stops finding that credential's list pages at once; and a
-//! short lock per flight, so replicas that miss the same answer together ask Qpien once.
+//! moves on, so every replica stops finding that credential's list pages at once; the
+//! sequence of changes Qpien reported and the last one recorded against each
+//! conversation, the lists and everything (`reads::invalidate`); and a short lock per
+//! flight, so replicas that miss the same answer together ask Qpien once.
 
 use std::sync::LazyLock;
 use std::time::Duration;
@@ -22,7 +24,99 @@ static PUT_IF_NEWER: LazyLock<redis::Script> = LazyLock::new(|| {
     )
 });
 
+/// Records a change: takes the next number of the sequence (KEYS[1]) and records it
+/// against what changed (KEYS[2], kept ARGV[1] ms when ARGV[1] is not 0) and the lists
+/// (KEYS[3]). A number only ever grows, so records never go back.
+static RECORD_CHANGE: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        "local n = redis.call('INCR', KEYS[1])
+         if tonumber(ARGV[1]) > 0 then
+           redis.call('SET', KEYS[2], n, 'PX', ARGV[1])
+         else
+           redis.call('SET', KEYS[2], n)
+         end
+         redis.call('SET', KEYS[3], n)
+         return n",
+    )
+});
+
+/// Where a change is recorded, and what a read compares its answer's number with.
+pub enum ChangeRecord<'a> {
+    Conversation(&'a str),
+    Lists,
+    Everything,
+}
+
 impl RedisState {
+    fn change_key(&self, record: ChangeRecord) -> String {
+        match record {
+            ChangeRecord::Conversation(id) => self.key("changed", &format!("c:{id}")),
+            ChangeRecord::Lists => self.key("changed", "lists"),
+            ChangeRecord::Everything => self.key("changed", "all"),
+        }
+    }
+
+    /// The answer stored under `name`, the sequence's current number, and the last
+    /// change recorded against `record` or everything, in one round trip; `None` when
+    /// Redis cannot say.
+    pub async fn entry_and_changes(
+        &self,
+        name: &str,
+        record: ChangeRecord<'_>,
+    ) -> Option<(Option<Vec<u8>>, u64, u64)> {
+        let keys = [
+            self.key("read", name),
+            self.key("changes", "sequence"),
+            self.change_key(ChangeRecord::Everything),
+            self.change_key(record),
+        ];
+        let (entry, now, everything, own): (
+            Option<Vec<u8>>,
+            Option<u64>,
+            Option<u64>,
+            Option<u64>,
+        ) = self
+            .run(|mut c| async move { redis::cmd("MGET").arg(&keys).query_async(&mut c).await })
+            .await?;
+        let level = everything.unwrap_or(0).max(own.unwrap_or(0));
+        Some((entry, now.unwrap_or(0), level))
+    }
+
+    /// The sequence's current number; `None` when Redis cannot say.
+    pub async fn changes_now(&self) -> Option<u64> {
+        let key = self.key("changes", "sequence");
+        let now: Option<u64> = self
+            .run(|mut c| async move { redis::cmd("GET").arg(key).query_async(&mut c).await })
+            .await?;
+        Some(now.unwrap_or(0))
+    }
+
+    /// Records a change against `record` (a conversation's record kept `keep`, longer
+    /// than any answer it outdates) and the lists; its number, `None` when Redis did not
+    /// take it.
+    pub async fn record_change(&self, record: ChangeRecord<'_>, keep: Duration) -> Option<u64> {
+        let ms = match record {
+            ChangeRecord::Conversation(_) => keep.as_millis().max(1) as u64,
+            _ => 0,
+        };
+        let keys = [
+            self.key("changes", "sequence"),
+            self.change_key(record),
+            self.change_key(ChangeRecord::Lists),
+        ];
+        self.run(|mut c| async move {
+            let [sequence, changed, lists] = keys;
+            RECORD_CHANGE
+                .key(sequence)
+                .key(changed)
+                .key(lists)
+                .arg(ms)
+                .invoke_async(&mut c)
+                .await
+        })
+        .await
+    }
+
     /// The generation of a credential's list pages (0 before any update).
     pub async fn generation(&self, credential: &str) -> Option<u64> {
         let key = self.key("generation", credential);

@@ -21,3 +21,4 @@ mod resilience;
 mod shared_state;
 mod update_conversation;
 mod upstream_failures;
+mod webhooks;

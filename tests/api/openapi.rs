@@ -254,6 +254,10 @@ async fn every_documented_example_request_succeeds_on_the_demo_data() {
     let mut sent = 0;
     for (path, item) in document["paths"].as_object().unwrap() {
         for (method, operation) in item.as_object().unwrap() {
+            // Only Qpien can sign a webhook delivery: no tool tries it out.
+            if operation["security"][0].get("qpienSignature").is_some() {
+                continue;
+            }
             let name = format!("{method} {path}");
             let mut url = Url::parse(&app.address).unwrap();
             let mut filled = path.clone();

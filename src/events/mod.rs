@@ -1,0 +1,193 @@
+//! Changes the facade learns of. Today: Qpien's webhook deliveries, verified against
+//! their signature and turned into exact invalidations of the read cache
+//! (`reads::invalidate`), applied once however often Qpien delivers them. Nothing here
+//! knows HTTP; `routes::webhooks` is the door.
+
+pub mod qpien;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use self::qpien::Delivery;
+use crate::metrics::Metrics;
+use crate::reads::Reads;
+use crate::reads::invalidate::Changed;
+use crate::settings::WebhookSettings;
+use crate::state::redis::RedisState;
+
+/// What became of a delivery Qpien should not send again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Accepted {
+    /// Its change was recorded.
+    Applied,
+    /// Its change was recorded, though its type is not one the facade knows.
+    UnknownType,
+    /// It had been applied already (a retry by Qpien).
+    Duplicate,
+}
+
+impl Accepted {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Accepted::Applied => "applied",
+            Accepted::UnknownType => "unknown-type",
+            Accepted::Duplicate => "duplicate",
+        }
+    }
+}
+
+/// Why a delivery was refused; nothing of it was applied.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Refused {
+    /// No signature, or not one of the body under any current secret.
+    BadSignature,
+    /// Signed, but not a JSON object.
+    Malformed(String),
+    /// Redis did not take the change, so other replicas would not see it: Qpien
+    /// should deliver it again.
+    NotRecorded,
+}
+
+/// The receiver of Qpien's webhook deliveries.
+pub struct QpienWebhooks {
+    secrets: Vec<Vec<u8>>,
+    max_body_bytes: usize,
+    remember: Duration,
+    /// Deliveries applied, by id, without Redis (or while it is away).
+    seen: moka::sync::Cache<String, ()>,
+    shared: Option<Arc<RedisState>>,
+    last_verified_ms: AtomicU64,
+    metrics: Arc<Metrics>,
+}
+
+/// Delivery ids remembered in this process at most; older ones go first.
+const SEEN_CAPACITY: u64 = 100_000;
+
+impl QpienWebhooks {
+    /// `None` when no secret is set: the route then answers 404.
+    pub fn new(
+        settings: &WebhookSettings,
+        shared: Option<Arc<RedisState>>,
+        metrics: Arc<Metrics>,
+    ) -> Option<Self> {
+        if settings.secrets.is_empty() {
+            return None;
+        }
+        Some(Self {
+            secrets: settings
+                .secrets
+                .iter()
+                .map(|s| s.expose().as_bytes().to_vec())
+                .collect(),
+            max_body_bytes: settings.max_body_bytes,
+            remember: settings.remember,
+            seen: moka::sync::Cache::builder()
+                .max_capacity(SEEN_CAPACITY)
+                .time_to_live(settings.remember)
+                .build(),
+            shared,
+            last_verified_ms: AtomicU64::new(0),
+            metrics,
+        })
+    }
+
+    pub fn max_body_bytes(&self) -> usize {
+        self.max_body_bytes
+    }
+
+    /// A delivery refused for its size, before it was read.
+    pub fn too_large(&self) {
+        self.metrics.webhook("none", "too-large");
+    }
+
+    /// When the last delivery with a valid signature arrived.
+    pub fn last_verified(&self) -> Option<SystemTime> {
+        match self.last_verified_ms.load(Ordering::Acquire) {
+            0 => None,
+            ms => Some(UNIX_EPOCH + Duration::from_millis(ms)),
+        }
+    }
+
+    /// Checks `body` against `signature` (the header's value) before reading it, then
+    /// records the change it reports, once per delivery id.
+    pub async fn accept(
+        &self,
+        body: &[u8],
+        signature: Option<&[u8]>,
+        reads: &Reads,
+    ) -> Result<Accepted, Refused> {
+        if !signature.is_some_and(|s| qpien::verify(&self.secrets, body, s)) {
+            self.metrics.webhook("none", "bad-signature");
+            return Err(Refused::BadSignature);
+        }
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        self.last_verified_ms
+            .fetch_max(now.as_millis() as u64, Ordering::AcqRel);
+        self.metrics.webhook_last_verified.set(now.as_secs() as i64);
+        let delivery = Delivery::parse(body).map_err(|why| {
+            self.metrics.webhook("none", "malformed");
+            Refused::Malformed(why)
+        })?;
+        let kind = delivery.kind_label();
+        if !self.first_arrival(&delivery.id).await? {
+            self.metrics.webhook(kind, "duplicate");
+            return Ok(Accepted::Duplicate);
+        }
+        let changed = match &delivery.conversation {
+            Some(id) => Changed::Conversation(id.clone()),
+            None => Changed::Everything,
+        };
+        if reads.changed(&changed).await.is_err() {
+            self.forget(&delivery.id).await;
+            self.metrics.webhook(kind, "not-recorded");
+            return Err(Refused::NotRecorded);
+        }
+        let scope = match changed {
+            Changed::Conversation(_) => "conversation",
+            Changed::Everything => "everything",
+        };
+        self.metrics
+            .invalidations
+            .get_or_create(&crate::metrics::ScopeLabels { scope })
+            .inc();
+        let accepted = if delivery.is_known() {
+            Accepted::Applied
+        } else {
+            tracing::info!(
+                webhook.event = delivery.kind.as_deref().unwrap_or("(none)"),
+                webhook.delivery = %delivery.id,
+                "a Qpien webhook event of a type the facade does not know: applied as a change of {scope}"
+            );
+            Accepted::UnknownType
+        };
+        self.metrics.webhook(kind, accepted.as_str());
+        Ok(accepted)
+    }
+
+    /// Whether delivery `id` arrives for the first time, here and, with Redis, on
+    /// every replica.
+    async fn first_arrival(&self, id: &str) -> Result<bool, Refused> {
+        if let Some(redis) = &self.shared {
+            return match redis.first_delivery(id, self.remember).await {
+                Some(first) => Ok(first),
+                None => {
+                    self.metrics.webhook("none", "not-recorded");
+                    Err(Refused::NotRecorded)
+                }
+            };
+        }
+        let mut first = false;
+        self.seen.get_with(id.to_owned(), || first = true);
+        Ok(first)
+    }
+
+    async fn forget(&self, id: &str) {
+        match &self.shared {
+            Some(redis) => redis.forget_delivery(id).await,
+            None => self.seen.invalidate(id),
+        }
+    }
+}

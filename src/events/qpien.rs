@@ -1,0 +1,208 @@
+//! Qpien's webhook deliveries as we assume them (`docs/qpien-assumptions.md`): the only
+//! place that knows their wire shape. Qpien documents the signature and little else, so
+//! reading is liberal: any JSON object is a delivery, an unknown event type is still
+//! one, and the conversation is looked for wherever a payload plausibly names it.
+
+use hmac::{Hmac, Mac};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::domain::ConversationId;
+
+/// The header Qpien signs its deliveries in: hex HMAC-SHA256 of the body.
+pub const SIGNATURE_HEADER: &str = "X-Qpien-Signature";
+
+/// The event types the facade knows (Qpien's names). Any other is still accepted.
+pub const KNOWN_TYPES: &[&str] = &[
+    "NEW_INCOMING_MESSAGE",
+    "NEW_OUTGOING_MESSAGE",
+    "JOIN_CONVERSATION",
+    "CONVERSATION_UPDATED",
+];
+
+/// Whether `signature` (the header's value) is the HMAC-SHA256 of `body` under one of
+/// `secrets`. Compared in constant time; a `sha256=` prefix and either case of hex are
+/// accepted, since Qpien's exact spelling is not documented.
+pub fn verify(secrets: &[Vec<u8>], body: &[u8], signature: &[u8]) -> bool {
+    let signature = signature.strip_prefix(b"sha256=").unwrap_or(signature);
+    let Some(expected) = decode_hex(signature.trim_ascii()) else {
+        return false;
+    };
+    secrets.iter().any(|secret| {
+        let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes any key");
+        mac.update(body);
+        mac.verify_slice(&expected).is_ok()
+    })
+}
+
+/// The 32 bytes of a SHA-256 written in 64 hex digits; `None` for anything else.
+fn decode_hex(text: &[u8]) -> Option<[u8; 32]> {
+    if text.len() != 64 {
+        return None;
+    }
+    let digit = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+    let mut out = [0u8; 32];
+    for (byte, pair) in out.iter_mut().zip(text.chunks_exact(2)) {
+        *byte = digit(pair[0])? << 4 | digit(pair[1])?;
+    }
+    Some(out)
+}
+
+/// A verified delivery, as far as the facade reads it.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Delivery {
+    /// What identifies it across Qpien's retries: the payload's own id when it has one,
+    /// else `sha256:` and the hex SHA-256 of the body.
+    pub id: String,
+    /// Qpien's event type, as sent; `None` when the payload names none.
+    pub kind: Option<String>,
+    /// The conversation it is about; `None` when no plausible place names one.
+    pub conversation: Option<ConversationId>,
+}
+
+impl Delivery {
+    /// Reads a delivery's body; `Err` with the reason when it is not a JSON object.
+    pub fn parse(body: &[u8]) -> Result<Self, String> {
+        let value: Value =
+            serde_json::from_slice(body).map_err(|e| format!("the body is not JSON: {e}"))?;
+        if !value.is_object() {
+            return Err("the body is not a JSON object".into());
+        }
+        let id = ["_id", "id", "eventId"]
+            .iter()
+            .find_map(|name| text(&value[*name]))
+            .map(str::to_owned)
+            .unwrap_or_else(|| format!("sha256:{:x}", Sha256::digest(body)));
+        let kind = ["event", "type", "eventType"]
+            .iter()
+            .find_map(|name| text(&value[*name]))
+            .map(str::to_owned);
+        let conversation = conversation_id(&value).or_else(|| conversation_id(&value["data"]));
+        Ok(Self {
+            id,
+            kind,
+            conversation,
+        })
+    }
+
+    /// Whether the facade knows its event type.
+    pub fn is_known(&self) -> bool {
+        self.kind
+            .as_deref()
+            .is_some_and(|kind| KNOWN_TYPES.contains(&kind))
+    }
+
+    /// Its type as a metric label: a known type, or `other`, so the labels stay few.
+    pub fn kind_label(&self) -> &'static str {
+        KNOWN_TYPES
+            .iter()
+            .find(|known| self.kind.as_deref() == Some(**known))
+            .copied()
+            .unwrap_or("other")
+    }
+}
+
+fn text(value: &Value) -> Option<&str> {
+    value.as_str().filter(|s| !s.is_empty() && s.len() <= 256)
+}
+
+/// The conversation `value` names: `conversationId`, `conversation` (an id, or an object
+/// with `_id` or `id`), or `message.conversation`.
+fn conversation_id(value: &Value) -> Option<ConversationId> {
+    let conversation = &value["conversation"];
+    [
+        &value["conversationId"],
+        conversation,
+        &conversation["_id"],
+        &conversation["id"],
+        &value["message"]["conversation"],
+        &value["message"]["conversationId"],
+    ]
+    .into_iter()
+    .find_map(|candidate| ConversationId::parse(candidate.as_str()?).ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ID: &str = "6650a1000000000000000001";
+
+    fn sign(secret: &str, body: &[u8]) -> String {
+        let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+        mac.update(body);
+        mac.finalize()
+            .into_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
+    #[test]
+    fn a_signature_verifies_under_any_current_secret_and_only_over_the_same_bytes() {
+        let body = br#"{"event":"JOIN_CONVERSATION"}"#;
+        let secrets = vec![b"old".to_vec(), b"new".to_vec()];
+        let signature = sign("new", body);
+
+        assert!(verify(&secrets, body, signature.as_bytes()));
+        assert!(verify(&secrets, body, signature.to_uppercase().as_bytes()));
+        assert!(verify(
+            &secrets,
+            body,
+            format!("sha256={signature}").as_bytes()
+        ));
+        assert!(!verify(
+            &secrets,
+            b"{\"event\":\"JOIN_CONVERSATION\"} ",
+            signature.as_bytes()
+        ));
+        assert!(!verify(&[b"other".to_vec()], body, signature.as_bytes()));
+        assert!(!verify(&secrets, body, &signature.as_bytes()[..63]));
+        assert!(!verify(&secrets, body, b""));
+    }
+
+    #[test]
+    fn the_conversation_is_found_where_payloads_plausibly_name_it() {
+        let payloads = [
+            format!(r#"{{"conversationId":"{ID}"}}"#),
+            format!(r#"{{"data":{{"conversation":{{"_id":"{ID}"}}}}}}"#),
+            format!(r#"{{"data":{{"message":{{"conversation":"{ID}"}}}}}}"#),
+            format!(r#"{{"message":{{"conversation":"{ID}"}}}}"#),
+            format!(r#"{{"conversation":"{ID}"}}"#),
+            format!(r#"{{"data":{{"conversation":{{"id":"{ID}"}}}}}}"#),
+        ];
+        for payload in payloads {
+            let delivery = Delivery::parse(payload.as_bytes()).unwrap();
+            assert_eq!(
+                delivery.conversation.as_ref().map(|c| c.as_str()),
+                Some(ID),
+                "{payload}"
+            );
+        }
+        let none = Delivery::parse(br#"{"data":{"conversation":"not-an-id"}}"#).unwrap();
+        assert_eq!(none.conversation, None);
+    }
+
+    #[test]
+    fn a_delivery_is_known_by_its_own_id_else_by_its_bytes() {
+        let with_id = Delivery::parse(br#"{"_id":"abc","event":"X"}"#).unwrap();
+        assert_eq!(with_id.id, "abc");
+        assert_eq!(with_id.kind.as_deref(), Some("X"));
+        assert!(!with_id.is_known());
+        assert_eq!(with_id.kind_label(), "other");
+
+        let a = Delivery::parse(br#"{"event":"JOIN_CONVERSATION"}"#).unwrap();
+        let b = Delivery::parse(br#"{"event": "JOIN_CONVERSATION"}"#).unwrap();
+        assert!(a.id.starts_with("sha256:"));
+        assert_ne!(a.id, b.id);
+        assert!(a.is_known());
+        assert_eq!(a.kind_label(), "JOIN_CONVERSATION");
+    }
+
+    #[test]
+    fn bodies_that_are_not_json_objects_are_refused() {
+        assert!(Delivery::parse(b"not json").is_err());
+        assert!(Delivery::parse(b"[1,2]").is_err());
+        assert!(Delivery::parse(b"").is_err());
+    }
+}
