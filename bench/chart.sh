@@ -40,9 +40,16 @@ columns=$(head -n 1 "$TSV" | awk -F'\t' '{ print NF }')
 groups=$(($(wc -l <"$TSV") - 1))
 ((columns >= 2 && groups >= 1)) || die "$TSV needs a header, a label column, one series and one row"
 series=$((columns - 1))
-width=$((groups * (70 + 45 * series) + 240))
+# Group labels are broken after each ", " (see wrap below); each group is as wide as its
+# bars or its longest label line, and the chart as wide as its groups or its title.
+longest=$(tail -n +2 "$TSV" | cut -f 1 | awk '{ n = split($0, part, ", "); for (i = 1; i <= n; i++)
+    if (length(part[i]) > max) max = length(part[i]) } END { print max + 0 }')
+group=$((70 + 45 * series))
+((group < 8 * longest + 20)) && group=$((8 * longest + 20))
+width=$((groups * group + 160))
+((width < 9 * ${#TITLE} + 80)) && width=$((9 * ${#TITLE} + 80))
 ((width < 640)) && width=640
-((width > 1400)) && width=1400
+((width > 1800)) && width=1800
 
 install_gnuplot
 gnuplot <<EOF || die "gnuplot could not draw $TSV"
@@ -59,15 +66,15 @@ set style fill solid 0.85 border rgb "#333333"
 set boxwidth 0.9
 set grid ytics lc rgb "#dddddd"
 set border 3
-# Turned, so that long group labels do not run into each other.
-set xtics nomirror noenhanced rotate by 20 right
+set xtics nomirror noenhanced
 set ytics nomirror
 set yrange [0:*]
 set offsets 0, 0, graph 0.1, 0
-set bmargin 7
+set bmargin 5
 # Each bar's value just above it: bar j (from 0) of group k stands at k + (j - (n-1)/2) / (n + gap).
 bar(k, j) = k + (j - ($series - 1) / 2.0) / ($series + 1)
-plot for [i=2:$columns] $(quoted "$TSV") using i:xtic(1) title columnheader(i), \
+wrap(s) = strstrt(s, ", ") == 0 ? s : s[1:strstrt(s, ", ") - 1] . "\n" . wrap(s[strstrt(s, ", ") + 2:])
+plot for [i=2:$columns] $(quoted "$TSV") using i:xtic(wrap(strcol(1))) title columnheader(i), \
      for [i=2:$columns] $(quoted "$TSV") using (bar(\$0, i - 2)):i:(sprintf("%g", column(i))) \
          with labels offset 0, 0.7 font "sans,10" notitle
 EOF
