@@ -321,6 +321,31 @@ print_report() {
     return 0
 }
 
+# The report drawn as two bar charts beside it (bench/chart.sh): CPU per request by
+# scenario, and the ratio table's medians against their targets, read back from the
+# report so that the chart and the table cannot disagree.
+#   $1 the file name's stamp, $2 the report
+draw_charts() {
+    local stamp=$1 report=$2 commit label summary cpu canned
+    commit=$(git -C "$REPO_DIR" rev-parse --short HEAD)
+    printf 'scenario\ttarget CPU µs/req\tcanned upstream CPU µs/req\n' >"$TMP/chart-cpu.tsv"
+    for label in "${SCENARIOS[@]}"; do
+        summary=$(summary_of "$label") || continue
+        IFS='|' read -r _ _ _ _ _ _ _ _ _ cpu canned _ <<<"$summary"
+        printf '%s\t%s\t%s\n' "$label" "$cpu" "$canned" >>"$TMP/chart-cpu.tsv"
+    done
+    bash "$BENCH_DIR/chart.sh" "$TMP/chart-cpu.tsv" "$OUT_DIR/hotpath-$stamp-cpu.svg" \
+        "Hot path, commit $commit: CPU per request (median of $ROUNDS rounds)" "CPU µs per request" || return 1
+    { printf 'ratio\tmeasured (median)\ttarget (at most)\n'
+      awk -F' *[|] *' '$2 ~ / ÷ nginx hop/ {
+          median = $3; sub(/ .*/, "", median); if (median == "n/a") median = "-"
+          aim = $5; sub(/^≤ /, "", aim)
+          printf "%s\t%s\t%s\n", $2, median, aim
+      }' <<<"$report"; } >"$TMP/chart-ratios.tsv"
+    bash "$BENCH_DIR/chart.sh" "$TMP/chart-ratios.tsv" "$OUT_DIR/hotpath-$stamp-ratios.svg" \
+        "Hot path, commit $commit: facade CPU per request ÷ the nginx hop's" "ratio"
+}
+
 # ---------------------------------------------------------------- main
 
 main() {
@@ -367,6 +392,11 @@ main() {
     echo "$report" >"$OUT_DIR/hotpath-$stamp.md"
     echo
     echo "table saved to bench/out/hotpath-$stamp.md"
+    if draw_charts "$stamp" "$report"; then
+        echo "charts: bench/out/hotpath-$stamp-cpu.svg, bench/out/hotpath-$stamp-ratios.svg"
+    else
+        log "the charts were not drawn (bench/chart.sh said why above); the table stands"
+    fi
     if [[ $PROFILE == 1 ]]; then
         log "writing the profile report"
         write_profile_report

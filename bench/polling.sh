@@ -282,6 +282,28 @@ print_report() {
     return 0
 }
 
+# The table drawn as two bar charts beside it (bench/chart.sh): what runs A and B cost
+# Qpien, and the facade's CPU per request in every run.
+#   $1 the file name's stamp
+draw_charts() {
+    local stamp=$1 commit row
+    local -a f
+    commit=$(git -C "$REPO_DIR" rev-parse --short HEAD)
+    printf 'run\tQpien calls\tlist\titem\tbusiest 60 s\n' >"$TMP/chart-calls.tsv"
+    printf 'run\tfacade CPU µs/req\n' >"$TMP/chart-cpu.tsv"
+    for row in "${ROWS[@]}"; do
+        IFS='|' read -r -a f <<<"$row"
+        local name="${f[0]}: TTL ${f[1]} ms, ${f[2]}/min"
+        [[ ${f[2]} == "$QPIEN_LIMIT" ]] &&
+            printf '%s\t%s\t%s\t%s\t%s\n' "$name" "${f[11]}" "${f[12]}" "${f[13]}" "${f[15]}" >>"$TMP/chart-calls.tsv"
+        printf '%s\t%s\n' "$name" "${f[20]}" >>"$TMP/chart-cpu.tsv"
+    done
+    bash "$BENCH_DIR/chart.sh" "$TMP/chart-calls.tsv" "$OUT_DIR/polling-$stamp-calls.svg" \
+        "Polling, commit $commit: Qpien calls in ${DURATION} s under Qpien's budget (cache off, on)" "calls" || return 1
+    bash "$BENCH_DIR/chart.sh" "$TMP/chart-cpu.tsv" "$OUT_DIR/polling-$stamp-cpu.svg" \
+        "Polling, commit $commit: the facade's CPU per request" "CPU µs per request"
+}
+
 # ---------------------------------------------------------------- main
 
 main() {
@@ -304,6 +326,11 @@ main() {
     echo "$report" >"$OUT_DIR/polling-$stamp.md"
     echo
     echo "table saved to bench/out/polling-$stamp.md"
+    if draw_charts "$stamp"; then
+        echo "charts: bench/out/polling-$stamp-calls.svg, bench/out/polling-$stamp-cpu.svg"
+    else
+        log "the charts were not drawn (bench/chart.sh said why above); the table stands"
+    fi
 }
 
 main "$@"

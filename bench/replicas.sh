@@ -283,6 +283,40 @@ print_report() {
     return 0
 }
 
+# One group per figure, one bar per run: the table's columns turned into rows, for a chart.
+#   $1 the TSV to write, then pairs of a group's name (_ for a space) and its field in ROWS
+transposed() {
+    local tsv=$1
+    shift
+    printf '%s\n' "${ROWS[@]}" | awk -F'|' -v spec="$*" '
+        BEGIN { n = split(spec, s, " ") }
+        { runs++; header = header "\t" ($1 == "redis" ? "with Redis" : "without Redis")
+          for (i = 2; i <= n; i += 2) value[i, runs] = $(s[i] + 1) + 0 }
+        END {
+            print "figure" header
+            for (i = 2; i <= n; i += 2) {
+                line = s[i - 1]; gsub(/_/, " ", line)
+                for (r = 1; r <= runs; r++) line = line "\t" value[i, r]
+                print line
+            }
+        }' >"$tsv"
+}
+
+# The table drawn as two bar charts beside it (bench/chart.sh), the runs side by side:
+# what the replicas cost Qpien, and what callers got.
+#   $1 the file name's stamp
+draw_charts() {
+    local stamp=$1 commit
+    commit=$(git -C "$REPO_DIR" rev-parse --short HEAD)
+    transposed "$TMP/chart-calls.tsv" Qpien_calls 12 list 14 item 15 update 16 token 17 \
+        readiness_pings 18 busiest_60_s 19 "Qpien's_429s" 20
+    bash "$BENCH_DIR/chart.sh" "$TMP/chart-calls.tsv" "$OUT_DIR/replicas-$stamp-calls.svg" \
+        "Three replicas, commit $commit: Qpien calls over the sandbox's life" "calls" || return 1
+    transposed "$TMP/chart-answers.tsv" 200/304 4 412 5 429_to_callers 6 5xx 7 stale_answers 10
+    bash "$BENCH_DIR/chart.sh" "$TMP/chart-answers.tsv" "$OUT_DIR/replicas-$stamp-answers.svg" \
+        "Three replicas, commit $commit: answers to callers in ${DURATION} s" "answers"
+}
+
 # ---------------------------------------------------------------- main
 
 main() {
@@ -305,6 +339,11 @@ main() {
     echo "$report" >"$OUT_DIR/replicas-$stamp.md"
     echo
     echo "table saved to bench/out/replicas-$stamp.md"
+    if draw_charts "$stamp"; then
+        echo "charts: bench/out/replicas-$stamp-calls.svg, bench/out/replicas-$stamp-answers.svg"
+    else
+        log "the charts were not drawn (bench/chart.sh said why above); the table stands"
+    fi
 }
 
 main "$@"
