@@ -25,7 +25,7 @@ QPIEN_LIMIT=100        # Qpien's requests per minute per customer
 UNLIMITED=1000000      # a budget runs C, D and E cannot spend
 LIST_PATH="/conversations?status=open"
 ITEMS=10
-# The first ten seeded conversations (src/sandbox/data.rs numbers them in hex).
+# The first ten seeded conversations (sandbox/src/data.rs numbers them in hex).
 ITEM_IDS=$(for n in $(seq 1 "$ITEMS"); do printf '6650a1%018x,' "$n"; done)
 ITEM_IDS=${ITEM_IDS%,}
 
