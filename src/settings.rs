@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use url::Url;
 
-use crate::sandbox::SandboxConfig;
+use qpien_sandbox::SandboxConfig;
 
 /// Everything the service can be told. Each field says its environment variable and default.
 #[derive(Clone, Debug)]

@@ -11,6 +11,7 @@ use actix_web::dev::Server;
 use actix_web::http::{Method, header};
 use actix_web::middleware::{Condition, from_fn};
 use actix_web::{App, HttpResponse, HttpServer, web};
+use qpien_sandbox::{DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, Sandbox};
 use tracing_actix_web::TracingLogger;
 use url::Url;
 use utoipa_actix_web::AppExt;
@@ -20,7 +21,6 @@ use crate::events::QpienWebhooks;
 use crate::metrics::{self, Metrics};
 use crate::public_url::PublicBaseUrl;
 use crate::reads::CachedConversations;
-use crate::sandbox::{DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, Sandbox};
 use crate::settings::{
     CORS_ANY_IN_SERVICE_MODE, ClientCredentials, CorsOrigins, Secret, Settings, SettingsError,
 };

@@ -6,11 +6,9 @@ use std::process::Command;
 use std::sync::LazyLock;
 use std::time::Duration;
 
-use qpien_rest::sandbox::{
-    DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, Sandbox, SandboxConfig, SandboxStats,
-};
 use qpien_rest::settings::{ClientCredentials, LogFormat, Secret, Settings};
 use qpien_rest::startup::Application;
+use qpien_sandbox::{DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, Sandbox, SandboxConfig, SandboxStats};
 use reqwest::Response;
 use serde_json::{Value, json};
 use url::Url;

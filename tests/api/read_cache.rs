@@ -5,8 +5,8 @@
 use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
-use qpien_rest::sandbox::{DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, SandboxConfig};
 use qpien_rest::settings::Settings;
+use qpien_sandbox::{DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, SandboxConfig};
 use serde_json::{Value, json};
 use wiremock::matchers::method;
 use wiremock::{Mock, MockServer, ResponseTemplate};

@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use futures_util::future::join_all;
-use qpien_rest::sandbox::{DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, Sandbox, SandboxConfig};
 use qpien_rest::settings::{RedisSettings, Secret, Settings};
+use qpien_sandbox::{DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, Sandbox, SandboxConfig};
 use serde_json::{Value, json};
 use wiremock::matchers::{body_partial_json, header as has_header, method};
 use wiremock::{Mock, MockServer, ResponseTemplate};

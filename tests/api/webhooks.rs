@@ -327,7 +327,7 @@ async fn once_one_replica_answered_a_delivery_no_replica_serves_the_old_state() 
     };
     let sandbox_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let sandbox =
-        qpien_rest::sandbox::Sandbox::start(sandbox_listener, Default::default()).unwrap();
+        qpien_sandbox::Sandbox::start(sandbox_listener, Default::default()).unwrap();
     let mut replicas = Vec::new();
     for _ in 0..3 {
         let url = redis.url();

@@ -1,8 +1,8 @@
 //! The sandbox: a real GraphQL server that stands in for Qpien's API in development and
 //! tests, since no machine here can reach Qpien.
 //!
-//! It serves exactly the schema of `src/upstream/graphql/schema.graphql` (a test proves
-//! it) and behaves as `/work/shared/qpien-api.md` documents Qpien: client credentials are
+//! It serves exactly the schema qpien-rest assumes, `src/upstream/graphql/schema.graphql`
+//! at the workspace root (a test of this crate proves it) and behaves as `/work/shared/qpien-api.md` documents Qpien: client credentials are
 //! exchanged for expiring bearer tokens with scopes, failures are GraphQL errors with
 //! `extensions.code` and `"success": false`, and a per-client rate limit answers 429 with
 //! `X-RateLimit-*` headers on every response. The data is a deterministic demo seed held in
@@ -13,7 +13,9 @@
 //! - [`auth`]: clients, tokens and scopes;
 //! - [`server`]: HTTP, rate limiting, error shape and counters.
 //!
-//! The `qpien-sandbox` binary runs it standalone (docker-compose).
+//! The `qpien-sandbox` binary (`src/main.rs`) runs it standalone (docker-compose). The
+//! facade depends on this crate only to embed it at start-up; this crate depends on
+//! nothing of the facade's code.
 
 mod auth;
 mod data;

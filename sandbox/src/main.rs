@@ -9,7 +9,7 @@
 use std::net::TcpListener;
 use std::process::ExitCode;
 
-use qpien_rest::sandbox::{DEMO_CLIENT_ID, READ_ONLY_CLIENT_ID, Sandbox, SandboxConfig};
+use qpien_sandbox::{DEMO_CLIENT_ID, READ_ONLY_CLIENT_ID, Sandbox, SandboxConfig};
 use tracing_subscriber::EnvFilter;
 
 fn setting(name: &str, default: &str) -> Result<String, String> {
