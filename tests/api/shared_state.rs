@@ -393,17 +393,7 @@ async fn redis_killed_and_restarted_under_load_is_no_outage() {
         statuses
     };
     let app = &replicas.apps[0];
-    let shared_state = async |wanted: &'static str| {
-        eventually(
-            &format!("readiness to say {wanted:?}"),
-            PATIENCE,
-            async || {
-                let ready: Value = app.get("/readyz").await.json().await.unwrap();
-                (ready["sharedState"] == wanted).then_some(ready)
-            },
-        )
-        .await
-    };
+    let readiness = async || -> Value { app.get("/readyz").await.json().await.unwrap() };
     let faults = async {
         // Some of the load goes through Redis first.
         eventually("reads through Redis", PATIENCE, async || {
@@ -411,10 +401,26 @@ async fn redis_killed_and_restarted_under_load_is_no_outage() {
         })
         .await;
         redis.kill();
-        let ready = shared_state("in-process (Redis unreachable)").await;
+        let ready = eventually(
+            "readiness to say Redis is unreachable",
+            PATIENCE,
+            async || {
+                // A read that must ask Qpien takes the budget, so this replica uses Redis and
+                // notices (cached answers alone would not).
+                let no_cache = [("cache-control", "no-cache")];
+                app.get_with("/conversations?pageSize=1", &no_cache).await;
+                let ready = readiness().await;
+                (ready["sharedState"] == "in-process (Redis unreachable)").then_some(ready)
+            },
+        )
+        .await;
         let metrics = app.get("/metrics").await.text().await.unwrap();
         redis.restart().await;
-        let back = shared_state("redis").await;
+        let back = eventually("readiness to say Redis is back", PATIENCE, async || {
+            let ready = readiness().await;
+            (ready["sharedState"] == "redis").then_some(ready)
+        })
+        .await;
         faults_over.store(true, std::sync::atomic::Ordering::SeqCst);
         (ready, metrics, back)
     };
