@@ -393,23 +393,24 @@ async fn redis_killed_and_restarted_under_load_is_no_outage() {
         statuses
     };
     let app = &replicas.apps[0];
-    let readiness = async || -> Value { app.get("/readyz").await.json().await.unwrap() };
+    let readiness =
+        async |app: &TestApp| -> Value { app.get("/readyz").await.json().await.unwrap() };
     let faults = async {
-        // Some of the load goes through Redis first.
-        eventually("reads through Redis", PATIENCE, async || {
-            (replicas.sandbox.stats().requests >= 2).then_some(())
-        })
-        .await;
+        // Every replica holds a token and keeps its state in Redis before it goes.
+        for replica in &replicas.apps {
+            eventually("every replica ready with Redis", PATIENCE, async || {
+                let ready = readiness(replica).await;
+                (ready["sharedState"] == "redis").then_some(())
+            })
+            .await;
+        }
         redis.kill();
+        // The load's reads go through Redis, so the replica notices.
         let ready = eventually(
             "readiness to say Redis is unreachable",
             PATIENCE,
             async || {
-                // A read that must ask Qpien takes the budget, so this replica uses Redis and
-                // notices (cached answers alone would not).
-                let no_cache = [("cache-control", "no-cache")];
-                app.get_with("/conversations?pageSize=1", &no_cache).await;
-                let ready = readiness().await;
+                let ready = readiness(app).await;
                 (ready["sharedState"] == "in-process (Redis unreachable)").then_some(ready)
             },
         )
@@ -417,7 +418,7 @@ async fn redis_killed_and_restarted_under_load_is_no_outage() {
         let metrics = app.get("/metrics").await.text().await.unwrap();
         redis.restart().await;
         let back = eventually("readiness to say Redis is back", PATIENCE, async || {
-            let ready = readiness().await;
+            let ready = readiness(app).await;
             (ready["sharedState"] == "redis").then_some(ready)
         })
         .await;
