@@ -8,7 +8,7 @@ use crate::error::ApiError;
 use crate::events::QpienWebhooks;
 use crate::metrics::Metrics;
 use crate::telemetry::RequestId;
-use crate::upstream::{BreakerState, Class, QpienClient, ServiceToken};
+use crate::upstream::{BreakerState, Class, QpienClient};
 
 /// Health report.
 #[derive(Serialize, ToSchema)]
@@ -130,11 +130,6 @@ pub async fn readyz(
         .check_ready(&request_id.0)
         .await
         .map_err(|e| ApiError::NotReady(format!("Qpien is not usable: {e}")))?;
-    if client.token() == ServiceToken::Missing {
-        return Err(ApiError::NotReady(
-            "no valid Qpien access token is held".into(),
-        ));
-    }
     let mode = if client.is_service_mode() {
         "service"
     } else {

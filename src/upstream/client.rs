@@ -242,7 +242,8 @@ impl QpienClient {
         wire.try_into()
     }
 
-    /// Ready means: the upstream answers GraphQL and, in service mode, we hold a token.
+    /// Ready means: the upstream answers GraphQL and, in service mode, we hold a token
+    /// (the probe fetches one when none is held, unless the budget is spent).
     /// An answer from Qpien in the last `FRESH_EVIDENCE` is proof enough, so frequent
     /// probes do not spend the customer's rate budget; otherwise a `{ __typename }` probe
     /// is sent. In pass-through mode an authentication error still proves Qpien is there.
