@@ -43,30 +43,10 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-command -v curl >/dev/null || die "curl is missing (apt-get install curl)"
+install_commands curl:curl gnuplot:gnuplot-nox
 log "building the release binaries and the pollers"
 (cd "$REPO_DIR" && cargo build --release --locked --quiet --bin qpien-rest --bin qpien-sandbox --example staleness)
 BIN=$REPO_DIR/target/release
-
-# Starts "$@" (an env assignment list, then the binary) listening on a free port, the
-# port given as PORT_VAR=port; sets STARTED_PORT.
-start_on_free_port() {
-    local name=$1 port_var=$2 port pid attempt
-    shift 2
-    for attempt in 1 2 3 4 5; do
-        port=$(free_port)
-        env -i PATH="$PATH" RUST_LOG=warn "$port_var=$port" "$@" >>"$TMP/$name.log" 2>&1 &
-        pid=$!
-        STARTED+=("$pid")
-        if wait_listening "$pid" "$port"; then
-            STARTED_PORT=$port
-            return
-        fi
-        stop "$pid"
-        log "$name did not start on port $port (attempt $attempt)"
-    done
-    die "$name did not start; see $TMP/$name.log"
-}
 
 declare -a ROWS=()
 
@@ -126,7 +106,9 @@ echo "| run | REST requests | Qpien calls | Qpien 429s | 429s to callers | chang
 echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 for row in "${ROWS[@]}"; do
     IFS=$'\t' read -r -a f <<<"$row"
-    printf '| %s |\n' "$(IFS='|'; echo "${f[*]}" | sed 's/|/ | /g')"
+    printf '|'
+    printf ' %s |' "${f[@]}"
+    echo
 done
 
 mkdir -p "$OUT_DIR"

@@ -29,24 +29,6 @@ for setting in COUNT CONCURRENCY; do
 done
 TMP=$(mktemp -d -t qpien-webhook-burst.XXXXXX)
 
-install_missing() {
-    local -a packages=()
-    command -v ab >/dev/null || packages+=(apache2-utils)
-    command -v curl >/dev/null || packages+=(curl)
-    command -v openssl >/dev/null || packages+=(openssl)
-    command -v pgrep >/dev/null || packages+=(procps)
-    ((${#packages[@]} == 0)) && return
-    log "installing ${packages[*]} with apt-get (Debian packages; needs root)"
-    local sudo=()
-    ((EUID == 0)) || sudo=(sudo)
-    "${sudo[@]}" apt-get update -qq
-    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-        "${packages[@]}" >"$TMP/apt.log" 2>&1 || {
-        cat "$TMP/apt.log" >&2
-        die "apt-get install ${packages[*]} failed"
-    }
-}
-
 # shellcheck source=bench/procs.sh
 source "$BENCH_DIR/procs.sh"
 
@@ -59,28 +41,11 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-install_missing
+install_commands ab:apache2-utils curl:curl openssl:openssl pgrep:procps
 log "building the release binaries (cargo build --release --locked --bin qpien-rest --bin qpien-sandbox)"
 (cd "$REPO_DIR" && cargo build --release --locked --bin qpien-rest --bin qpien-sandbox --quiet)
 FACADE_BIN=$REPO_DIR/target/release/qpien-rest
 SANDBOX_BIN=$REPO_DIR/target/release/qpien-sandbox
-
-start_sandbox() {
-    local port pid attempt
-    for attempt in 1 2 3 4 5; do
-        port=$(free_port)
-        env -i PATH="$PATH" SANDBOX_PORT="$port" RUST_LOG=warn "$SANDBOX_BIN" >>"$TMP/sandbox.log" 2>&1 &
-        pid=$!
-        STARTED+=("$pid")
-        if wait_listening "$pid" "$port"; then
-            SANDBOX_PORT=$port
-            return
-        fi
-        stop "$pid"
-        log "sandbox did not start on port $port (attempt $attempt)"
-    done
-    die "the sandbox did not start; see $TMP/sandbox.log"
-}
 
 # Calls of getConversation the sandbox has answered.
 qpien_reads() {
@@ -88,30 +53,14 @@ qpien_reads() {
         python3 -c 'import json, sys; print(json.load(sys.stdin)["operations"].get("getConversation", 0))'
 }
 
-start_facade() {
-    local port pid attempt
-    for attempt in 1 2 3 4 5; do
-        port=$(free_port)
-        env -i PATH="$PATH" HOST=127.0.0.1 PORT="$port" RUST_LOG=warn SHUTDOWN_DRAIN_SECS=0 \
-            QPIEN_API_URL="http://127.0.0.1:$SANDBOX_PORT/api/v1" \
-            QPIEN_CLIENT_ID=demo-client QPIEN_CLIENT_SECRET=demo-secret \
-            QPIEN_WEBHOOK_SECRET="$SECRET" READ_CACHE_TTL_MS=60000 \
-            "$FACADE_BIN" >>"$TMP/facade.log" 2>&1 &
-        pid=$!
-        STARTED+=("$pid")
-        if wait_listening "$pid" "$port"; then
-            FACADE_PID=$pid FACADE_PORT=$port
-            return
-        fi
-        stop "$pid"
-        log "facade did not start on port $port (attempt $attempt)"
-    done
-    die "the facade did not start; see $TMP/facade.log"
-}
-
-start_sandbox
-start_facade
-URL=http://127.0.0.1:$FACADE_PORT
+start_on_free_port sandbox SANDBOX_PORT "$SANDBOX_BIN"
+SANDBOX_PORT=$STARTED_PORT
+start_on_free_port facade PORT HOST=127.0.0.1 SHUTDOWN_DRAIN_SECS=0 \
+    QPIEN_API_URL="http://127.0.0.1:$SANDBOX_PORT/api/v1" \
+    QPIEN_CLIENT_ID=demo-client QPIEN_CLIENT_SECRET=demo-secret \
+    QPIEN_WEBHOOK_SECRET="$SECRET" READ_CACHE_TTL_MS=60000 "$FACADE_BIN"
+FACADE_PID=$STARTED_PID
+URL=http://127.0.0.1:$STARTED_PORT
 # A forged delivery: a plausible body, a signature made with another key.
 printf '{"_id":"6650e100000000000000%04x","event":"NEW_INCOMING_MESSAGE","data":{"message":{"conversation":"%s"}}}' \
     "$RANDOM" "$CONVERSATION_ID" >"$TMP/forged.json"

@@ -155,18 +155,7 @@ impl WebhookSettings {
             }
         }
         let mut number = |key: &str, range: std::ops::RangeInclusive<u64>| {
-            let value = get(key)?;
-            match value.parse::<u64>() {
-                Ok(n) if range.contains(&n) => Some(n),
-                _ => {
-                    problems.push(format!(
-                        "{key} must be a whole number from {} to {}, got {value:?}",
-                        range.start(),
-                        range.end()
-                    ));
-                    None
-                }
-            }
+            whole_number(get, problems, key, range)
         };
         if let Some(n) = number("QPIEN_WEBHOOK_MAX_BODY_BYTES", 1_024..=16_777_216) {
             settings.max_body_bytes = n as usize;
@@ -175,6 +164,28 @@ impl WebhookSettings {
             settings.remember = Duration::from_secs(n);
         }
         settings
+    }
+}
+
+/// The whole number `key` is set to, when it is and lies in `range`; else a problem for
+/// the operator, and `None`.
+fn whole_number(
+    get: &impl Fn(&str) -> Option<String>,
+    problems: &mut Vec<String>,
+    key: &str,
+    range: std::ops::RangeInclusive<u64>,
+) -> Option<u64> {
+    let value = get(key)?;
+    match value.parse::<u64>() {
+        Ok(n) if range.contains(&n) => Some(n),
+        _ => {
+            problems.push(format!(
+                "{key} must be a whole number from {} to {}, got {value:?}",
+                range.start(),
+                range.end()
+            ));
+            None
+        }
     }
 }
 
@@ -369,18 +380,7 @@ impl Settings {
             ),
         }
         let mut number = |key: &str, range: std::ops::RangeInclusive<u64>| {
-            let value = get(key)?;
-            match value.parse::<u64>() {
-                Ok(n) if range.contains(&n) => Some(n),
-                _ => {
-                    problems.push(format!(
-                        "{key} must be a whole number from {} to {}, got {value:?}",
-                        range.start(),
-                        range.end()
-                    ));
-                    None
-                }
-            }
+            whole_number(&get, &mut problems, key, range)
         };
         let upstream = &mut settings.upstream;
         if let Some(ms) = number("QPIEN_CONNECT_TIMEOUT_MS", 1..=600_000) {
