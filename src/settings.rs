@@ -49,9 +49,11 @@ pub struct Settings {
     pub redis: Option<RedisSettings>,
     /// Qpien's webhooks in (`QPIEN_WEBHOOK_*`).
     pub webhooks: WebhookSettings,
-    /// `SANDBOX_TOKEN_TTL_SECS` / `SANDBOX_RATE_LIMIT_PER_MINUTE`: the embedded sandbox's
-    /// token lifetime (default 3600) and rate limit (default 100); used only when
-    /// `QPIEN_API_URL` is unset.
+    /// The embedded sandbox, used only when `QPIEN_API_URL` is unset:
+    /// `SANDBOX_TOKEN_TTL_SECS` (default 3600), `SANDBOX_RATE_LIMIT_PER_MINUTE` (100),
+    /// `SANDBOX_LATENCY_MS` (0), and `SANDBOX_ACTIVITY_PER_MINUTE`: how many changes a
+    /// minute its seeded customers and agents make, each reported to the facade's own
+    /// webhook receiver (default `EMBEDDED_ACTIVITY_PER_MINUTE`; 0 turns it off).
     pub sandbox: SandboxConfig,
 }
 
@@ -112,6 +114,11 @@ pub struct CacheLimits {
     pub max_entries: u64,
     pub max_bytes: u64,
 }
+
+/// Changes a minute the embedded sandbox makes by default, as a quiet account would: every
+/// few seconds a customer writes or an agent joins, so `cargo run` shows push at work
+/// while a poll repeated within seconds is still usually a cache hit.
+pub const EMBEDDED_ACTIVITY_PER_MINUTE: u32 = 6;
 
 /// Qpien's webhook deliveries to `POST /webhooks/qpien`.
 #[derive(Clone, Debug)]
@@ -466,7 +473,11 @@ impl Settings {
                 _ => problems.push(format!("ALLOW_ANONYMOUS must be true or false, got {v:?}")),
             }
         }
-        match SandboxConfig::from_lookup(get) {
+        let embedded = SandboxConfig {
+            activity_per_minute: EMBEDDED_ACTIVITY_PER_MINUTE,
+            ..SandboxConfig::default()
+        };
+        match SandboxConfig::from_lookup_over(embedded, get) {
             Ok(config) => settings.sandbox = config,
             Err(why) => problems.push(why),
         }

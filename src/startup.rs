@@ -11,7 +11,7 @@ use actix_web::dev::Server;
 use actix_web::http::{Method, header};
 use actix_web::middleware::{Condition, from_fn};
 use actix_web::{App, HttpResponse, HttpServer, web};
-use qpien_sandbox::{DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, Sandbox};
+use qpien_sandbox::{DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, Sandbox, WebhookEvent};
 use tracing_actix_web::TracingLogger;
 use url::Url;
 use utoipa_actix_web::AppExt;
@@ -36,6 +36,8 @@ pub enum StartupError {
         address: String,
         source: std::io::Error,
     },
+    #[error("cannot register the facade's webhook receiver with the embedded sandbox: {0}")]
+    SandboxWebhook(String),
     #[error("cannot start the embedded sandbox: {0}")]
     Sandbox(std::io::Error),
     #[error("cannot build the HTTP client: {0}")]
@@ -133,8 +135,17 @@ impl Application {
             redis.clone(),
             metrics.clone().into_inner(),
         ));
+        // The embedded sandbox reports its changes to this facade's own receiver, signed
+        // with the configured secret or one made for this run: push works on `cargo run`.
+        let mut webhook_settings = settings.webhooks.clone();
+        if sandbox.is_some() && webhook_settings.secrets.is_empty() {
+            webhook_settings.secrets = vec![Secret::new(format!(
+                "{:032x}",
+                uuid::Uuid::new_v4().as_u128()
+            ))];
+        }
         let webhooks = QpienWebhooks::new(
-            &settings.webhooks,
+            &webhook_settings,
             redis.clone(),
             metrics.clone().into_inner(),
         )
@@ -152,6 +163,20 @@ impl Application {
             .local_addr()
             .expect("a bound listener has an address")
             .port();
+        if let (Some(sandbox), Some(secret)) = (&sandbox, webhook_settings.secrets.first()) {
+            let host = if settings.host.is_unspecified() {
+                std::net::IpAddr::from([127, 0, 0, 1])
+            } else {
+                settings.host
+            };
+            let receiver = format!(
+                "http://{}/webhooks/qpien",
+                std::net::SocketAddr::from((host, port))
+            );
+            sandbox
+                .register_webhook_with_secret(&receiver, &WebhookEvent::ALL, secret.expose())
+                .map_err(|e| StartupError::SandboxWebhook(e.to_string()))?;
+        }
 
         let server = HttpServer::new(move || {
             let mut app = App::new()

@@ -288,3 +288,41 @@ async fn the_healthcheck_command_reports_whether_the_service_answers() {
     assert_eq!(up.code(), Some(0));
     assert_eq!(down.code(), Some(1));
 }
+
+/// With no configuration at all, the embedded sandbox's activity reaches the facade as
+/// signed webhook deliveries, with a secret made for the run.
+#[tokio::test]
+async fn with_no_configuration_the_embedded_sandbox_pushes_its_changes_to_the_facade() {
+    let service = Service::start(&[("SANDBOX_ACTIVITY_PER_MINUTE", "600")]);
+    let http = reqwest::Client::new();
+
+    let applied = eventually("a webhook delivery applied", PATIENCE, async || {
+        let metrics = http
+            .get(format!("{}/metrics", service.address))
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        metrics
+            .lines()
+            .any(|line| {
+                line.starts_with("qpien_rest_webhook_events_total{")
+                    && line.contains("outcome=\"applied\"")
+            })
+            .then_some(metrics)
+    })
+    .await;
+
+    assert!(!applied.contains("outcome=\"bad-signature\""), "{applied}");
+    let ready: serde_json::Value = http
+        .get(format!("{}/readyz", service.address))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(ready["webhooks"]["lastVerifiedAt"].is_string(), "{ready}");
+}
