@@ -100,6 +100,9 @@ run "webhooks, TTL 60 s" 60000 push
 run "no webhooks, TTL 5 s" 5000 poll
 
 commit=$(cd "$REPO_DIR" && git rev-parse --short HEAD 2>/dev/null || echo unknown)
+mkdir -p "$OUT_DIR"
+stamp=$(date -u +%Y%m%dT%H%M%SZ)
+{
 echo "### Staleness and cost of polling, commit $commit, $(nproc) cores, ${SECONDS_PER_RUN}s a run, a poll every ${INTERVAL_MS} ms, activity $ACTIVITY a minute"
 echo
 echo "| run | REST requests | Qpien calls | Qpien 429s | 429s to callers | changes seen | staleness p50 ms | p99 ms | max ms | deliveries acknowledged | polls older than told |"
@@ -110,9 +113,8 @@ for row in "${ROWS[@]}"; do
     printf ' %s |' "${f[@]}"
     echo
 done
+} | tee "$OUT_DIR/staleness-$stamp.md"
 
-mkdir -p "$OUT_DIR"
-stamp=$(date -u +%Y%m%dT%H%M%SZ)
 {
     printf 'run\tp50\tp99\tmax\n'
     for row in "${ROWS[@]}"; do

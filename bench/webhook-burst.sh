@@ -41,7 +41,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-install_commands ab:apache2-utils curl:curl openssl:openssl pgrep:procps
+install_commands ab:apache2-utils curl:curl openssl:openssl pgrep:procps gnuplot:gnuplot-nox
 log "building the release binaries (cargo build --release --locked --bin qpien-rest --bin qpien-sandbox)"
 (cd "$REPO_DIR" && cargo build --release --locked --bin qpien-rest --bin qpien-sandbox --quiet)
 FACADE_BIN=$REPO_DIR/target/release/qpien-rest
@@ -99,7 +99,12 @@ rps=$(awk '/Requests per second:/ { print $4 }' "$TMP/ab.txt")
 cpu_us=$(awk -v t=$((cpu_after - cpu_before)) -v hz="$CLK_TCK" -v n="$COUNT" 'BEGIN { printf "%.1f", t / hz * 1e6 / n }')
 commit=$(cd "$REPO_DIR" && git rev-parse --short HEAD 2>/dev/null || echo unknown)
 
-cat <<TABLE
+OUT_DIR=$BENCH_DIR/out
+mkdir -p "$OUT_DIR"
+stamp=$(date -u +%Y%m%dT%H%M%SZ)
+rss_before_mib=$(awk -v a="$rss_before" 'BEGIN { printf "%.1f", a / 1024 }')
+rss_after_mib=$(awk -v a="$rss_after" 'BEGIN { printf "%.1f", a / 1024 }')
+cat <<TABLE | tee "$OUT_DIR/webhook-burst-$stamp.md"
 ### Forged webhook deliveries, commit $commit, $(nproc) cores
 
 | measure | value |
@@ -109,8 +114,16 @@ cat <<TABLE
 | counted \`bad-signature\` by the facade | ${rejected:-0} |
 | deliveries per second | ${rps:-?} |
 | facade CPU per forged delivery, µs (user + system) | $cpu_us |
-| facade RSS before / after, MiB | $(awk -v a="$rss_before" -v b="$rss_after" 'BEGIN { printf "%.1f / %.1f", a / 1024, b / 1024 }') |
+| facade RSS before / after, MiB | $rss_before_mib / $rss_after_mib |
 | valid delivery in the middle (burst still running: $ab_running) | HTTP $valid_status, $(tr -d '\n' <"$TMP/valid.json") |
 | \`applied\` counted | ${applied:-0} |
 | Qpien calls for the conversation, before / after the burst and one read | ${calls_before:-0} / ${calls_after:-0} |
 TABLE
+
+printf 'measure\tvalue\nCPU µs per forged delivery\t%s\nRSS MiB before\t%s\nRSS MiB after\t%s\n' \
+    "$cpu_us" "$rss_before_mib" "$rss_after_mib" >"$TMP/chart.tsv"
+if bash "$BENCH_DIR/chart.sh" "$TMP/chart.tsv" "$OUT_DIR/webhook-burst-$stamp.svg" \
+    "$COUNT forged webhook deliveries, commit $commit" "µs or MiB"; then
+    echo
+    echo "table: bench/out/webhook-burst-$stamp.md, chart: bench/out/webhook-burst-$stamp.svg"
+fi
