@@ -1,6 +1,6 @@
 //! A real `redis-server` (Debian's package) for the tests of shared state: started on a
-//! free port of 127.0.0.1 in a directory of its own, without persistence, stopped when
-//! dropped. Without the binary a test is skipped with a message, except in CI
+//! free port of 127.0.0.1 in a directory of its own, without persistence (or with an
+//! append-only file synced on every write, `start_persistent`), stopped when dropped. Without the binary a test is skipped with a message, except in CI
 //! (`CI=true`), where `.ci/install-tools.sh` installs it and its absence is a failure.
 
 use std::net::TcpListener;
@@ -11,11 +11,22 @@ pub struct RedisServer {
     pub port: u16,
     dir: tempfile::TempDir,
     child: Option<Child>,
+    persistent: bool,
 }
 
 impl RedisServer {
     /// A running server, or `None` (after saying why) when this machine has none.
     pub async fn start() -> Option<Self> {
+        Self::start_with(false).await
+    }
+
+    /// A running server that keeps every write in its append-only file, fsynced before
+    /// it answers (`appendfsync always`), as the compose and Kubernetes Redis do.
+    pub async fn start_persistent() -> Option<Self> {
+        Self::start_with(true).await
+    }
+
+    async fn start_with(persistent: bool) -> Option<Self> {
         let found = Command::new("redis-server")
             .arg("--version")
             .stdout(Stdio::null())
@@ -38,6 +49,7 @@ impl RedisServer {
             port,
             dir: tempfile::tempdir().unwrap(),
             child: None,
+            persistent,
         };
         server.restart().await;
         Some(server)
@@ -49,9 +61,15 @@ impl RedisServer {
 
     /// Starts it (again, after `kill`) on the same port, and waits until it answers.
     pub async fn restart(&mut self) {
+        let persistence: &[&str] = if self.persistent {
+            &["--appendonly", "yes", "--appendfsync", "always"]
+        } else {
+            &["--appendonly", "no"]
+        };
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
+            .args(["--save", ""])
+            .args(persistence)
             .arg("--dir")
             .arg(self.dir.path())
             .stdout(Stdio::null())
