@@ -9,7 +9,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
@@ -131,13 +131,13 @@ pub struct NewEvent {
 }
 
 impl NewEvent {
-    /// The event as stored under `id`.
+    /// The event as stored under `id`: its time to the millisecond, as it reads back.
     pub fn with_id(self, id: Cursor) -> Event {
         Event {
             id,
             kind: self.kind,
             qpien_type: self.qpien_type,
-            occurred_at: self.occurred_at,
+            occurred_at: self.occurred_at.trunc_subsecs(3),
             conversation_id: self.conversation_id,
             data: self.data,
         }
