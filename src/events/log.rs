@@ -215,9 +215,9 @@ impl EventLog {
         let retention = settings.event_log.retention;
         let (live, _) = broadcast::channel(LIVE_CAPACITY);
         let store = match (redis, &settings.redis) {
-            (Some(redis), Some(redis_settings)) => Store::Redis(
-                StreamLog::open(redis, redis_settings, retention, live.clone()).await?,
-            ),
+            (Some(redis), Some(redis_settings)) => {
+                Store::Redis(StreamLog::open(redis, redis_settings, retention, live.clone()).await?)
+            }
             _ => {
                 let path = settings.data_dir.join("events.sqlite3");
                 Store::Sqlite(SqliteLog::open(&path, retention, live.clone())?)
@@ -354,10 +354,7 @@ mod tests {
             );
         }
         assert_eq!(EventKind::parse("conversation.deleted"), None);
-        assert_eq!(
-            EventKind::from_qpien(Some("TAG_ADDED")),
-            EventKind::Changed
-        );
+        assert_eq!(EventKind::from_qpien(Some("TAG_ADDED")), EventKind::Changed);
         assert_eq!(EventKind::from_qpien(None), EventKind::Changed);
         assert_eq!(
             EventKind::from_qpien(Some("JOIN_CONVERSATION")),

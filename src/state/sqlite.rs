@@ -240,7 +240,12 @@ fn insert(connection: &mut Connection, events: Vec<NewEvent>) -> Result<Vec<Even
         )?;
         for event in events {
             let body = serde_json::to_string(&event).map_err(|e| SqlError(e.to_string()))?;
-            statement.execute(params![now, event.kind.as_str(), event.conversation_id, body])?;
+            statement.execute(params![
+                now,
+                event.kind.as_str(),
+                event.conversation_id,
+                body
+            ])?;
             let id = cursor(transaction.last_insert_rowid() as u64);
             stored.push(event.with_id(id));
         }
@@ -275,16 +280,28 @@ impl From<SqlError> for LogError {
 /// remembers the largest id deleted.
 fn prune(connection: &mut Connection, cutoff_ms: i64) -> rusqlite::Result<u64> {
     let transaction = connection.transaction()?;
-    // Ids grow with the time of recording, so the events to delete are a prefix.
-    let through: Option<i64> = transaction
+    // Ids grow with the time of recording, so the events to delete are a prefix: up to
+    // the first one to keep. Finding it reads only the rows to delete (no index on time).
+    let first_kept: Option<i64> = transaction
         .query_row(
-            "SELECT max(id) FROM (SELECT id FROM events WHERE recorded_ms < ?1 ORDER BY id LIMIT ?2)",
-            params![cutoff_ms, PRUNE_CHUNK as i64],
+            "SELECT id FROM events WHERE recorded_ms >= ?1 ORDER BY id LIMIT 1",
+            [cutoff_ms],
             |row| row.get(0),
-        )?;
-    let Some(through) = through else {
+        )
+        .optional()?;
+    let (oldest, newest): (Option<i64>, Option<i64>) =
+        transaction.query_row("SELECT min(id), max(id) FROM events", [], |row| {
+            Ok((row.get(0)?, row.get(1)?))
+        })?;
+    let (Some(oldest), Some(newest)) = (oldest, newest) else {
         return Ok(0);
     };
+    // The largest id deleted is recorded: it must be one that existed.
+    let last_to_delete = first_kept.map_or(newest, |kept| kept - 1);
+    let through = last_to_delete.min(oldest + PRUNE_CHUNK as i64 - 1);
+    if through < oldest {
+        return Ok(0);
+    }
     let removed = transaction.execute("DELETE FROM events WHERE id <= ?1", [through])?;
     transaction.execute(
         "INSERT INTO log_meta (name, value) VALUES ('pruned_through', ?1)

@@ -43,7 +43,10 @@ async fn events_read_back_in_order_a_page_at_a_time_with_cursors_that_sort_as_st
 
     let first = log.after(&start, &Filter::default(), 3).await.unwrap();
     let second = log.after(&first.next, &Filter::default(), 3).await.unwrap();
-    let third = log.after(&second.next, &Filter::default(), 3).await.unwrap();
+    let third = log
+        .after(&second.next, &Filter::default(), 3)
+        .await
+        .unwrap();
 
     assert_eq!(first.events, appended[..3]);
     assert_eq!(second.events, appended[3..]);
@@ -51,7 +54,9 @@ async fn events_read_back_in_order_a_page_at_a_time_with_cursors_that_sort_as_st
     assert_eq!(third.next, second.next);
     assert_eq!(second.next, log.latest());
     assert!(
-        appended.windows(2).all(|w| w[0].id.as_str() < w[1].id.as_str()),
+        appended
+            .windows(2)
+            .all(|w| w[0].id.as_str() < w[1].id.as_str()),
         "ids sort as strings"
     );
     assert!(start.as_str() < appended[0].id.as_str());
@@ -98,14 +103,14 @@ async fn a_filtered_read_returns_only_matches_and_its_cursor_passes_the_rest() {
 #[tokio::test]
 async fn a_cursor_before_pruned_events_or_not_from_this_log_is_gone() {
     let dir = tempfile::tempdir().unwrap();
-    let log = open(&dir, Duration::ZERO);
+    let log = open(&dir, Duration::from_millis(300));
     let start = log.latest();
     let old = log.append(event(EventKind::Updated, A, 0)).await.unwrap();
     let last_old = log.append(event(EventKind::Updated, A, 1)).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(5)).await;
-
-    assert_eq!(log.prune().await.unwrap(), 2);
+    tokio::time::sleep(Duration::from_millis(400)).await;
     let new = log.append(event(EventKind::Updated, A, 2)).await.unwrap();
+
+    assert_eq!(log.prune().await.unwrap(), 2, "the two older than 300 ms");
 
     for gone in [&start, &old.id, &Cursor::new("abc"), &Cursor::new("99999")] {
         let answer = log.after(gone, &Filter::default(), 10).await;
@@ -143,7 +148,10 @@ async fn subscribers_get_each_event_once_it_is_appended() {
     let (live, mut receiver) = broadcast::channel(16);
     let log = SqliteLog::open(&dir.path().join("events.sqlite3"), WEEK, live).unwrap();
 
-    let appended = log.append(event(EventKind::MessageSent, A, 0)).await.unwrap();
+    let appended = log
+        .append(event(EventKind::MessageSent, A, 0))
+        .await
+        .unwrap();
 
     assert_eq!(receiver.try_recv().unwrap(), appended);
 }
@@ -222,7 +230,10 @@ async fn a_kill_9_loses_no_acknowledged_event() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("events.sqlite3");
     let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "state::sqlite::tests::child_appending_until_killed"])
+        .args([
+            "--exact",
+            "state::sqlite::tests::child_appending_until_killed",
+        ])
         .args(["--ignored", "--nocapture", "--test-threads=1"])
         .env("EVENT_LOG_CHILD_FILE", &path)
         .stdout(Stdio::piped())
@@ -241,9 +252,11 @@ async fn a_kill_9_loses_no_acknowledged_event() {
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     // What it printed before it died was acknowledged too.
-    acknowledged.extend(lines.map_while(Result::ok).filter_map(|line| {
-        line.strip_prefix("ACK ").map(str::to_owned)
-    }));
+    acknowledged.extend(
+        lines
+            .map_while(Result::ok)
+            .filter_map(|line| line.strip_prefix("ACK ").map(str::to_owned)),
+    );
 
     let log = open(&dir, WEEK);
     let mut stored = std::collections::HashMap::new();

@@ -4,8 +4,9 @@
 //! connection of its own (a blocked command would hold up the shared one) and feeds its
 //! live subscribers from it: the events of every replica, each once, in stream order.
 //! Durability is Redis's: with `appendonly yes` and `appendfsync always` an
-//! acknowledged `XADD` is on disk. Needs Redis 7 (`XINFO STREAM` reports the largest id
-//! trimmed, which tells a gone cursor from a current one exactly).
+//! acknowledged `XADD` is on disk. Pruning records the largest id it trimmed
+//! (`<prefix>events:trimmed`), which tells a gone cursor from a current one exactly
+//! (Redis's own `max-deleted-entry-id` counts `XDEL`, not trims). Needs Redis 6.2.
 
 use std::sync::{Arc, LazyLock, Weak};
 use std::time::Duration;
@@ -28,23 +29,49 @@ const TAIL_COUNT: usize = 512;
 const SCAN_BATCH: usize = 500;
 const SCAN_ROUNDS: usize = 8;
 
-/// In one atomic step: the largest id trimmed, the latest id given, and (when ARGV[1]
-/// is a stream id) up to ARGV[2] entries after it. A missing stream has neither.
+/// `<ms>-<seq>` ids compared in Lua, where ids are text.
+const LUA_OLDER: &str = "local function older(a, b)
+   local am, as = string.match(a, '(%d+)-(%d+)')
+   local bm, bs = string.match(b, '(%d+)-(%d+)')
+   am, as, bm, bs = tonumber(am), tonumber(as), tonumber(bm), tonumber(bs)
+   return am < bm or (am == bm and as < bs)
+ end
+";
+
+/// In one atomic step: the largest id trimmed (KEYS[2]), the latest id given, and (when
+/// ARGV[1] is a stream id) up to ARGV[2] entries after it. A missing stream has none.
 static READ: LazyLock<redis::Script> = LazyLock::new(|| {
     redis::Script::new(
-        "if redis.call('EXISTS', KEYS[1]) == 0 then return {'0-0', '0-0', {}} end
+        "local trimmed = redis.call('GET', KEYS[2]) or '0-0'
+         if redis.call('EXISTS', KEYS[1]) == 0 then return {trimmed, '0-0', {}} end
          local info = redis.call('XINFO', 'STREAM', KEYS[1])
-         local deleted, last = '0-0', '0-0'
+         local last = '0-0'
          for i = 1, #info, 2 do
-           if info[i] == 'max-deleted-entry-id' then deleted = info[i + 1] end
            if info[i] == 'last-generated-id' then last = info[i + 1] end
          end
          local entries = {}
          if ARGV[1] ~= '' then
            entries = redis.call('XRANGE', KEYS[1], '(' .. ARGV[1], '+', 'COUNT', ARGV[2])
          end
-         return {deleted, last, entries}",
+         return {trimmed, last, entries}",
     )
+});
+
+/// Trims the entries before id ARGV[1] and records the largest id trimmed in KEYS[2]
+/// (never moving it back: replicas prune with their own clocks); the count trimmed.
+static TRIM: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(&format!(
+        "{LUA_OLDER}
+         local newest = redis.call('XREVRANGE', KEYS[1], '(' .. ARGV[1], '-', 'COUNT', 1)
+         if #newest == 0 then return 0 end
+         local removed = redis.call('XTRIM', KEYS[1], 'MINID', ARGV[1])
+         local through = newest[1][1]
+         local recorded = redis.call('GET', KEYS[2])
+         if not recorded or older(recorded, through) then
+           redis.call('SET', KEYS[2], through)
+         end
+         return removed"
+    ))
 });
 
 /// One stream entry: its id and its fields (`e`, the event as JSON).
@@ -53,6 +80,8 @@ type Entry = (String, Vec<String>);
 pub struct StreamLog {
     redis: Arc<RedisState>,
     key: String,
+    /// The largest id pruning trimmed.
+    trimmed_key: String,
     retention: Duration,
     /// The tail runs while this lives.
     alive: Arc<()>,
@@ -70,6 +99,7 @@ impl StreamLog {
             .map_err(|e| OpenError(format!("REDIS_URL: {e}")))?;
         let log = Self {
             key: redis.key("events", "log"),
+            trimmed_key: redis.key("events", "trimmed"),
             redis,
             retention,
             alive: Arc::new(()),
@@ -131,8 +161,8 @@ impl StreamLog {
         let mut position = start;
         let mut events = Vec::new();
         for _ in 0..SCAN_ROUNDS {
-            let (deleted, last, entries) = self.read(&position, batch).await?;
-            if order(&position) < order(&deleted) || order(&position) > order(&last) {
+            let (trimmed, last, entries) = self.read(&position, batch).await?;
+            if order(&position) < order(&trimmed) || order(&position) > order(&last) {
                 return Err(LogError::Gone);
             }
             let end_reached = entries.len() < batch;
@@ -161,15 +191,14 @@ impl StreamLog {
     /// background and a precise trim keeps `Gone` precise.
     pub async fn prune(&self) -> Result<u64, LogError> {
         let cutoff = chrono::Utc::now().timestamp_millis() - self.retention.as_millis() as i64;
-        let key = self.key.clone();
+        let keys = [self.key.clone(), self.trimmed_key.clone()];
         let removed: u64 = self
             .redis
             .run(|mut c| async move {
-                redis::cmd("XTRIM")
-                    .arg(key)
-                    .arg("MINID")
+                TRIM.key(&keys[0])
+                    .key(&keys[1])
                     .arg(format!("{}-0", cutoff.max(0)))
-                    .query_async(&mut c)
+                    .invoke_async(&mut c)
                     .await
             })
             .await
@@ -182,11 +211,12 @@ impl StreamLog {
         after: &str,
         count: usize,
     ) -> Result<(String, String, Vec<Entry>), LogError> {
-        let key = self.key.clone();
+        let keys = [self.key.clone(), self.trimmed_key.clone()];
         let after = after.to_owned();
         self.redis
             .run(|mut c| async move {
-                READ.key(key)
+                READ.key(&keys[0])
+                    .key(&keys[1])
                     .arg(after)
                     .arg(count)
                     .invoke_async(&mut c)
@@ -224,7 +254,9 @@ fn cursor(stream_id: &str) -> Option<Cursor> {
 /// hands out.
 fn stream_id(cursor: &Cursor) -> Option<String> {
     let (ms, seq) = cursor.as_str().split_once('-')?;
-    let digits = |part: &str| !part.is_empty() && part.len() <= 20 && part.bytes().all(|b| b.is_ascii_digit());
+    let digits = |part: &str| {
+        !part.is_empty() && part.len() <= 20 && part.bytes().all(|b| b.is_ascii_digit())
+    };
     if !digits(ms) || !digits(seq) {
         return None;
     }
@@ -262,7 +294,9 @@ impl Tail {
         let mut connection = None;
         while self.alive.strong_count() > 0 {
             if connection.is_none() {
-                let connect = self.client.get_multiplexed_async_connection_with_config(&config);
+                let connect = self
+                    .client
+                    .get_multiplexed_async_connection_with_config(&config);
                 match connect.await {
                     Ok(c) => connection = Some(c),
                     Err(_) => {
