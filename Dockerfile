@@ -6,17 +6,20 @@
 FROM rust:1.95-slim-bookworm AS build
 WORKDIR /src
 # Dependencies first, so source edits do not rebuild them.
+# The workspace: the facade at the root, the sandbox crate in sandbox/.
 COPY Cargo.toml Cargo.lock build.rs ./
+COPY sandbox/Cargo.toml ./sandbox/
 COPY src/upstream/graphql ./src/upstream/graphql
-RUN mkdir -p src/bin \
+RUN mkdir -p sandbox/src \
     && echo 'fn main() {}' > src/main.rs \
-    && echo 'fn main() {}' > src/bin/qpien-sandbox.rs \
-    && touch src/lib.rs \
+    && echo 'fn main() {}' > sandbox/src/main.rs \
+    && touch src/lib.rs sandbox/src/lib.rs \
     && cargo build --release --locked --bins \
-    && rm -rf src/main.rs src/bin src/lib.rs
+    && rm -rf src/main.rs src/lib.rs sandbox/src
 COPY src ./src
+COPY sandbox/src ./sandbox/src
 # Make sure cargo sees the real sources as newer than the placeholder build.
-RUN touch src/main.rs src/lib.rs src/bin/qpien-sandbox.rs \
+RUN touch src/main.rs src/lib.rs sandbox/src/main.rs sandbox/src/lib.rs \
     && cargo build --release --locked --bins
 
 # HOST=0.0.0.0 makes the service reachable from outside the container, so in service mode

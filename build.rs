@@ -1,6 +1,9 @@
 //! Checks every GraphQL operation the facade sends against the schema we assume, so a
-//! wrong field or argument name fails the build instead of a user's request.
+//! wrong field or argument name fails the build instead of a user's request; and tells
+//! the tests whether a `redis-server` is at hand (`cfg(redis_server)`), so the tests
+//! that need one are reported as ignored where there is none, not as passed.
 
+use std::env;
 use std::fs;
 use std::path::Path;
 
@@ -10,6 +13,34 @@ const DIR: &str = "src/upstream/graphql";
 const FRAGMENT: &str = "conversation_fields.graphql";
 
 fn main() {
+    detect_redis_server();
+    check_operations();
+}
+
+/// Sets `cfg(redis_server)` when `redis-server` is on `PATH`. In CI (`CI=true`) its
+/// absence fails the build: there every test must run, and a skipped one would hide it.
+fn detect_redis_server() {
+    println!("cargo::rustc-check-cfg=cfg(redis_server)");
+    println!("cargo::rerun-if-env-changed=PATH");
+    println!("cargo::rerun-if-env-changed=CI");
+    let path = env::var_os("PATH").unwrap_or_default();
+    let mut found = false;
+    for dir in env::split_paths(&path).filter(|d| d.is_dir()) {
+        // Installing or removing the package changes the directory, not PATH.
+        println!("cargo::rerun-if-changed={}", dir.display());
+        found |= dir.join("redis-server").is_file();
+    }
+    if found {
+        println!("cargo::rustc-cfg=redis_server");
+    } else if env::var("CI").as_deref() == Ok("true") {
+        panic!(
+            "CI=true but no redis-server on PATH: the shared-state tests need one \
+             (.ci/install-tools.sh installs it; apt-get install redis-server)"
+        );
+    }
+}
+
+fn check_operations() {
     println!("cargo:rerun-if-changed={DIR}");
     let schema_path = Path::new(DIR).join("schema.graphql");
     let sdl = fs::read_to_string(&schema_path).expect("read the schema");

@@ -25,7 +25,7 @@ QPIEN_LIMIT=100        # Qpien's requests per minute per customer
 UNLIMITED=1000000      # a budget runs C, D and E cannot spend
 LIST_PATH="/conversations?status=open"
 ITEMS=10
-# The first ten seeded conversations (src/sandbox/data.rs numbers them in hex).
+# The first ten seeded conversations (sandbox/src/data.rs numbers them in hex).
 ITEM_IDS=$(for n in $(seq 1 "$ITEMS"); do printf '6650a1%018x,' "$n"; done)
 ITEM_IDS=${ITEM_IDS%,}
 
@@ -113,7 +113,7 @@ start_on_free_port() {
 run_sandbox() { # $1 rate limit
     exec env -i PATH="$PATH" SANDBOX_HOST=127.0.0.1 SANDBOX_PORT="$PORT_UNDER_TEST" \
         SANDBOX_RATE_LIMIT_PER_MINUTE="$1" SANDBOX_LATENCY_MS="$LATENCY_MS" \
-        RUST_LOG=warn,qpien_rest::sandbox::server=debug NO_COLOR=1 \
+        RUST_LOG=warn,qpien_sandbox::server=debug NO_COLOR=1 \
         "$SANDBOX_BIN"
 }
 

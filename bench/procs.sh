@@ -93,3 +93,46 @@ rss_kib() {
     done
     echo "$total"
 }
+
+# Installs with apt-get the Debian package of each command missing, given as
+# "command:package" pairs (needs root, or sudo). Uses the caller's log, die and TMP.
+install_commands() {
+    local pair
+    local -a packages=()
+    for pair in "$@"; do
+        command -v "${pair%%:*}" >/dev/null || packages+=("${pair#*:}")
+    done
+    ((${#packages[@]} == 0)) && return
+    log "installing ${packages[*]} with apt-get (Debian packages; needs root)"
+    local sudo=()
+    ((EUID == 0)) || sudo=(sudo)
+    "${sudo[@]}" apt-get update -qq
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+        "${packages[@]}" >"$TMP/apt.log" 2>&1 || {
+        cat "$TMP/apt.log" >&2
+        die "apt-get install ${packages[*]} failed"
+    }
+}
+
+# Starts a program with a clean environment on a free port, retrying on another port when
+# it cannot listen: $1 names it (its log is $TMP/$1.log), $2 is the variable that gives
+# it its port, the rest is VAR=value settings and then the program. Sets STARTED_PID and
+# STARTED_PORT.
+start_on_free_port() {
+    local name=$1 port_var=$2 port pid attempt
+    shift 2
+    for attempt in 1 2 3 4 5; do
+        port=$(free_port)
+        env -i PATH="$PATH" RUST_LOG=warn "$port_var=$port" "$@" >>"$TMP/$name.log" 2>&1 &
+        pid=$!
+        STARTED+=("$pid")
+        if wait_listening "$pid" "$port"; then
+            # shellcheck disable=SC2034 # read by the scripts that source this file
+            STARTED_PID=$pid STARTED_PORT=$port
+            return
+        fi
+        stop "$pid"
+        log "$name did not start on port $port (attempt $attempt)"
+    done
+    die "$name did not start; see $TMP/$name.log"
+}

@@ -55,7 +55,7 @@ done
 ((READERS % PER_THREAD == 0 && POLLERS % PER_THREAD == 0 && WRITERS % PER_THREAD == 0)) ||
     die "connections by role must fill threads of $PER_THREAD"
 
-# Every seeded conversation (src/sandbox/data.rs numbers them 1..72 in hex) is written
+# Every seeded conversation (sandbox/src/data.rs numbers them 1..72 in hex) is written
 # and read; the readers also page through lists under several filters and two page sizes,
 # some pages past the end (an empty page is a valid read too): 152 distinct reads, where
 # the budget leaves 90 calls a minute to reads.
@@ -117,7 +117,7 @@ trap 'exit 130' INT TERM
 # each request it receives (for the busiest 60 s); the replicas only warnings.
 export QPIEN_RATE_LIMIT_PER_MINUTE=$QPIEN_LIMIT SANDBOX_RATE_LIMIT_PER_MINUTE=$QPIEN_LIMIT
 export SANDBOX_LATENCY_MS=$LATENCY_MS
-export RUST_LOG=warn,qpien_rest::sandbox::server=debug NO_COLOR=1 LOG_FORMAT=text
+export RUST_LOG=warn,qpien_sandbox::server=debug NO_COLOR=1 LOG_FORMAT=text
 export SHUTDOWN_DRAIN_SECS=0
 export TOPOLOGY_PROFILE=release TOPOLOGY_BUILD=0
 

@@ -1,6 +1,6 @@
 # The standalone sandbox's request log, read by the benchmarks (sourced, not run). The
 # sandbox logs each request it receives, with its time, when started with
-#   RUST_LOG=warn,qpien_rest::sandbox::server=debug NO_COLOR=1
+#   RUST_LOG=warn,qpien_sandbox::server=debug NO_COLOR=1
 # shellcheck shell=bash
 
 # The most requests the sandbox received within any 60 seconds, from its log's times

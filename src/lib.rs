@@ -13,7 +13,6 @@ pub mod openapi;
 pub mod public_url;
 pub mod reads;
 pub mod routes;
-pub mod sandbox;
 pub mod settings;
 pub mod startup;
 pub mod state;

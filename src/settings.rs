@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use url::Url;
 
-use crate::sandbox::SandboxConfig;
+use qpien_sandbox::SandboxConfig;
 
 /// Everything the service can be told. Each field says its environment variable and default.
 #[derive(Clone, Debug)]
@@ -161,18 +161,7 @@ impl WebhookSettings {
             }
         }
         let mut number = |key: &str, range: std::ops::RangeInclusive<u64>| {
-            let value = get(key)?;
-            match value.parse::<u64>() {
-                Ok(n) if range.contains(&n) => Some(n),
-                _ => {
-                    problems.push(format!(
-                        "{key} must be a whole number from {} to {}, got {value:?}",
-                        range.start(),
-                        range.end()
-                    ));
-                    None
-                }
-            }
+            whole_number(get, problems, key, range)
         };
         if let Some(n) = number("QPIEN_WEBHOOK_MAX_BODY_BYTES", 1_024..=16_777_216) {
             settings.max_body_bytes = n as usize;
@@ -196,6 +185,28 @@ impl Default for EventLogSettings {
     fn default() -> Self {
         Self {
             retention: Duration::from_secs(7 * 86_400),
+        }
+    }
+}
+
+/// The whole number `key` is set to, when it is and lies in `range`; else a problem for
+/// the operator, and `None`.
+fn whole_number(
+    get: &impl Fn(&str) -> Option<String>,
+    problems: &mut Vec<String>,
+    key: &str,
+    range: std::ops::RangeInclusive<u64>,
+) -> Option<u64> {
+    let value = get(key)?;
+    match value.parse::<u64>() {
+        Ok(n) if range.contains(&n) => Some(n),
+        _ => {
+            problems.push(format!(
+                "{key} must be a whole number from {} to {}, got {value:?}",
+                range.start(),
+                range.end()
+            ));
+            None
         }
     }
 }
@@ -393,18 +404,7 @@ impl Settings {
             ),
         }
         let mut number = |key: &str, range: std::ops::RangeInclusive<u64>| {
-            let value = get(key)?;
-            match value.parse::<u64>() {
-                Ok(n) if range.contains(&n) => Some(n),
-                _ => {
-                    problems.push(format!(
-                        "{key} must be a whole number from {} to {}, got {value:?}",
-                        range.start(),
-                        range.end()
-                    ));
-                    None
-                }
-            }
+            whole_number(&get, &mut problems, key, range)
         };
         let upstream = &mut settings.upstream;
         if let Some(ms) = number("QPIEN_CONNECT_TIMEOUT_MS", 1..=600_000) {

@@ -11,6 +11,7 @@ use actix_web::dev::Server;
 use actix_web::http::{Method, header};
 use actix_web::middleware::{Condition, from_fn};
 use actix_web::{App, HttpResponse, HttpServer, web};
+use qpien_sandbox::{DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, Sandbox};
 use tracing_actix_web::TracingLogger;
 use url::Url;
 use utoipa_actix_web::AppExt;
@@ -19,8 +20,7 @@ use crate::callers::{KeyFileError, KeyStore, Reload};
 use crate::events::QpienWebhooks;
 use crate::metrics::{self, Metrics};
 use crate::public_url::PublicBaseUrl;
-use crate::reads::Reads;
-use crate::sandbox::{DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, Sandbox};
+use crate::reads::CachedConversations;
 use crate::settings::{
     CORS_ANY_IN_SERVICE_MODE, ClientCredentials, CorsOrigins, Secret, Settings, SettingsError,
 };
@@ -127,7 +127,7 @@ impl Application {
             redis.clone().zip(hash_secret.as_ref().map(Secret::expose)),
             metrics.clone().into_inner(),
         )?);
-        let reads = web::Data::new(Reads::new(
+        let reads = web::Data::new(CachedConversations::new(
             Arc::clone(&client),
             settings.read_cache,
             redis.clone(),

@@ -3,7 +3,22 @@
 
 use std::fmt;
 
+use utoipa::openapi::schema::{Object, ObjectBuilder, Type};
+
 const LEN: usize = 24;
+
+/// What `parse` accepts, as the OpenAPI document states it.
+pub fn object_id_pattern() -> String {
+    format!("^[0-9a-fA-F]{{{LEN}}}$")
+}
+
+/// The schema of an id a caller sends.
+pub fn object_id_schema() -> Object {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .pattern(Some(object_id_pattern()))
+        .build()
+}
 
 fn parse_object_id(value: &str) -> Result<String, String> {
     if value.len() == LEN && value.bytes().all(|b| b.is_ascii_hexdigit()) {

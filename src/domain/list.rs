@@ -1,7 +1,7 @@
 //! `GET /conversations`: the query string becomes a typed `ListQuery`, or the list of
 //! every offending parameter.
 
-use validator::{Validate, ValidationErrors};
+use utoipa::openapi::schema::{KnownFormat, Object, ObjectBuilder, SchemaFormat, Type};
 
 use super::{Conversation, ConversationStatus, ConversationType, InvalidParam, Priority};
 
@@ -11,8 +11,53 @@ pub const MAX_PAGE_SIZE: u32 = 100;
 /// Largest `page`, so that `page × pageSize` always fits the upstream's 32-bit integers.
 pub const MAX_PAGE: u32 = 100_000;
 pub const DEFAULT_PAGE_SIZE: u32 = 20;
-const MAX_PAGE_BOUND: i64 = MAX_PAGE as i64;
-const MAX_PAGE_SIZE_BOUND: i64 = MAX_PAGE_SIZE as i64;
+/// Longest tag name, in characters.
+pub const MAX_TAG_CHARS: usize = 64;
+
+// The bounds as the OpenAPI document states them, from the constants the parser checks.
+
+/// The schema of `page`.
+pub fn page_schema() -> Object {
+    bounded_integer(1, MAX_PAGE)
+}
+
+/// The schema of `pageSize`.
+pub fn page_size_schema() -> Object {
+    bounded_integer(DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+}
+
+/// The schema of `tag`.
+pub fn tag_schema() -> Object {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .max_length(Some(MAX_TAG_CHARS))
+        .min_length(Some(1))
+        .build()
+}
+
+fn bounded_integer(default: u32, max: u32) -> Object {
+    ObjectBuilder::new()
+        .schema_type(Type::Integer)
+        .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int32)))
+        .default(Some(default.into()))
+        .maximum(Some(max))
+        .minimum(Some(1))
+        .build()
+}
+
+/// `value` of `name` unless it is outside 1 to `max`.
+fn bounded(name: &str, value: i64, max: u32, errors: &mut Vec<InvalidParam>) -> u32 {
+    match u32::try_from(value) {
+        Ok(n) if (1..=max).contains(&n) => n,
+        _ => {
+            errors.push(InvalidParam::parameter(
+                name,
+                format!("must be a whole number from 1 to {max}"),
+            ));
+            1
+        }
+    }
+}
 
 /// Filters on the list; all given filters must hold.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
@@ -37,17 +82,6 @@ pub struct ListQuery {
 pub struct ConversationPage {
     pub items: Vec<Conversation>,
     pub total_items: u64,
-}
-
-/// The numeric and length bounds, checked by `validator` once the values are typed.
-#[derive(Validate)]
-struct Bounds {
-    #[validate(range(min = 1, max = MAX_PAGE_BOUND, message = "must be a whole number from 1 to 100000"))]
-    page: i64,
-    #[validate(range(min = 1, max = MAX_PAGE_SIZE_BOUND, message = "must be a whole number from 1 to 100"))]
-    page_size: i64,
-    #[validate(length(min = 1, max = 64, message = "must be 1 to 64 characters"))]
-    tag: Option<String>,
 }
 
 impl ListQuery {
@@ -99,39 +133,28 @@ impl ListQuery {
             }
         }
 
-        let bounds = Bounds {
-            page,
-            page_size,
-            tag: filter.tag.clone(),
-        };
-        if let Err(invalid) = bounds.validate() {
-            errors.extend(bounds_errors(&invalid));
+        // The bounds, once the values are typed, in the order of their names.
+        let page = bounded("page", page, MAX_PAGE, &mut errors);
+        let page_size = bounded("pageSize", page_size, MAX_PAGE_SIZE, &mut errors);
+        if filter
+            .tag
+            .as_ref()
+            .is_some_and(|tag| !(1..=MAX_TAG_CHARS).contains(&tag.chars().count()))
+        {
+            errors.push(InvalidParam::parameter(
+                "tag",
+                format!("must be 1 to {MAX_TAG_CHARS} characters"),
+            ));
         }
         if !errors.is_empty() {
             return Err(errors);
         }
         Ok(ListQuery {
             filter,
-            page: u32::try_from(page).expect("validated range"),
-            page_size: u32::try_from(page_size).expect("validated range"),
+            page,
+            page_size,
         })
     }
-}
-
-fn bounds_errors(invalid: &ValidationErrors) -> Vec<InvalidParam> {
-    let mut out = Vec::new();
-    for (field, errors) in invalid.field_errors() {
-        let name = match field.as_ref() {
-            "page_size" => "pageSize",
-            other => other,
-        };
-        for error in errors {
-            let detail = error.message.as_deref().unwrap_or("is out of range");
-            out.push(InvalidParam::parameter(name, detail));
-        }
-    }
-    out.sort_by(|a, b| a.parameter.cmp(&b.parameter));
-    out
 }
 
 fn parse_bool(value: &str) -> Result<bool, String> {

@@ -10,8 +10,11 @@ pub use conversation::{
     Channel, ChannelType, Conversation, ConversationStatus, ConversationType, LastMessage,
     MessageDirection, Priority, Tag,
 };
-pub use ids::{ConversationId, PersonId};
-pub use list::{ConversationFilter, ConversationPage, ListQuery, MAX_PAGE, MAX_PAGE_SIZE};
+pub use ids::{ConversationId, PersonId, object_id_pattern, object_id_schema};
+pub use list::{
+    ConversationFilter, ConversationPage, DEFAULT_PAGE_SIZE, ListQuery, MAX_PAGE, MAX_PAGE_SIZE,
+    MAX_TAG_CHARS, page_schema, page_size_schema, tag_schema,
+};
 pub use patch::{ConversationPatch, MAX_TAGS, PatchError};
 
 /// What is wrong with one input value: the query or path parameter or the JSON pointer

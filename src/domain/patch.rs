@@ -2,13 +2,11 @@
 //! becomes a typed `ConversationPatch`, or the list of every offending member.
 
 use serde_json::{Map, Value};
-use validator::Validate;
 
-use super::{ConversationStatus, InvalidParam, PersonId, Priority};
+use super::{ConversationStatus, InvalidParam, MAX_TAG_CHARS, PersonId, Priority};
 
 /// Most tags one conversation can carry through this API.
 pub const MAX_TAGS: usize = 20;
-const MAX_TAGS_BOUND: u64 = MAX_TAGS as u64;
 
 const UPDATABLE: [&str; 5] = ["status", "starred", "priority", "tags", "joinedPersonId"];
 const READ_ONLY: [&str; 8] = [
@@ -24,12 +22,11 @@ const READ_ONLY: [&str; 8] = [
 
 /// A valid, non-empty change. `None` leaves a field as it is; `joined_person_id:
 /// Some(None)` removes the joined agent (a `null` in the merge patch).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Validate)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ConversationPatch {
     pub status: Option<ConversationStatus>,
     pub starred: Option<bool>,
     pub priority: Option<Priority>,
-    #[validate(length(max = MAX_TAGS_BOUND, message = "must hold at most 20 tag names"))]
     pub tags: Option<Vec<String>>,
     pub joined_person_id: Option<Option<PersonId>>,
 }
@@ -105,15 +102,15 @@ impl ConversationPatch {
                 errors.push(InvalidParam::pointer(name, detail));
             }
         }
-        if let Err(invalid) = patch.validate() {
-            for (field, field_errors) in invalid.field_errors() {
-                for e in field_errors {
-                    errors.push(InvalidParam::pointer(
-                        field.as_ref(),
-                        e.message.as_deref().unwrap_or("is invalid"),
-                    ));
-                }
-            }
+        if patch
+            .tags
+            .as_ref()
+            .is_some_and(|tags| tags.len() > MAX_TAGS)
+        {
+            errors.push(InvalidParam::pointer(
+                "tags",
+                format!("must hold at most {MAX_TAGS} tag names"),
+            ));
         }
         if errors.is_empty() {
             // Repeated names are counted against the bound first, as the document's
@@ -156,11 +153,13 @@ fn tag_names(value: &Value) -> Result<Vec<String>, String> {
     let mut names = Vec::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {
         match item {
-            Value::String(s) if !s.trim().is_empty() && s.chars().count() <= 64 => {
+            Value::String(s) if !s.trim().is_empty() && s.chars().count() <= MAX_TAG_CHARS => {
                 names.push(s.clone());
             }
             Value::String(_) => {
-                return Err(format!("item {i} must be a tag name of 1 to 64 characters"));
+                return Err(format!(
+                    "item {i} must be a tag name of 1 to {MAX_TAG_CHARS} characters"
+                ));
             }
             _ => return Err(format!("item {i} must be a string, got {}", kind(item))),
         }

@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use self::qpien::Delivery;
 use crate::metrics::Metrics;
-use crate::reads::Reads;
+use crate::reads::CachedConversations;
 use crate::reads::invalidate::Changed;
 use crate::settings::WebhookSettings;
 use crate::state::redis::RedisState;
@@ -117,7 +117,7 @@ impl QpienWebhooks {
         &self,
         body: &[u8],
         signature: Option<&[u8]>,
-        reads: &Reads,
+        conversations: &CachedConversations,
     ) -> Result<Accepted, Refused> {
         if !signature.is_some_and(|s| qpien::verify(&self.secrets, body, s)) {
             self.metrics.webhook("none", "bad-signature");
@@ -142,7 +142,7 @@ impl QpienWebhooks {
             Some(id) => Changed::Conversation(id.clone()),
             None => Changed::Everything,
         };
-        if reads.changed(&changed).await.is_err() {
+        if conversations.changed(&changed).await.is_err() {
             self.forget(&delivery.id).await;
             self.metrics.webhook(kind, "not-recorded");
             return Err(Refused::NotRecorded);

@@ -97,7 +97,10 @@ const UPDATE_LOCKS: usize = 64;
 /// key since it started may join it.
 type FlightKey = (ReadKey, u64);
 
-pub struct Reads {
+/// Conversations as the routes get them: read through the cache and coalescing, and
+/// updated through it too, so the cache never shows a caller older data than its own
+/// write.
+pub struct CachedConversations {
     client: Arc<QpienClient>,
     cache: Arc<ReadCache>,
     flights: Flights<FlightKey, Answer>,
@@ -105,7 +108,7 @@ pub struct Reads {
     metrics: Arc<Metrics>,
 }
 
-impl Reads {
+impl CachedConversations {
     /// `shared`: the Redis the replicas share their cache through, if any.
     pub fn new(
         client: Arc<QpienClient>,

@@ -10,7 +10,7 @@ use tokio::time::Instant;
 use super::cache::{Entry, Read, ReadKey};
 use super::etag::{Condition, ETag};
 use super::fetch::{FLIGHT_POLL, to_json};
-use super::{Reads, UPDATE_LOCKS};
+use super::{CachedConversations, UPDATE_LOCKS};
 use crate::domain::{ConversationId, ConversationPatch};
 use crate::upstream::{BudgetWait, Credential, UpstreamError};
 
@@ -28,7 +28,7 @@ impl From<UpstreamError> for UpdateError {
     }
 }
 
-impl Reads {
+impl CachedConversations {
     /// Applies `patch` under `condition` (`If-Match`), one update of a conversation at a
     /// time in this process. A list of tags is checked against the conversation as Qpien
     /// has it now, read afresh (never from the cache, nor from a read already under way,

@@ -5,6 +5,10 @@ use std::io::Write;
 use actix_web::http::header;
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, get, web};
 use serde::Serialize;
+use serde_json::json;
+use utoipa::openapi::Required;
+use utoipa::openapi::path::{Parameter, ParameterBuilder, ParameterIn};
+use utoipa::openapi::schema::Object;
 use utoipa::{IntoParams, ToSchema};
 
 use super::Caller;
@@ -13,13 +17,14 @@ use super::caching::{self, Answered, Conditional};
 use super::registry::{GET_CONVERSATION, LIST_CONVERSATIONS, UPDATE_CONVERSATION};
 use crate::domain::{
     Conversation, ConversationId, ConversationPatch, ConversationStatus, ConversationType,
-    InvalidParam, ListQuery, PatchError, Priority,
+    DEFAULT_PAGE_SIZE, InvalidParam, ListQuery, PatchError, Priority, object_id_schema,
+    page_schema, page_size_schema, tag_schema,
 };
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::public_url::PublicBaseUrl;
 use crate::reads::etag::ETag;
-use crate::reads::{Reads, Served, UpdateError};
+use crate::reads::{CachedConversations, Served, UpdateError};
 use crate::telemetry::RequestId;
 
 /// Largest PATCH body accepted; a merge patch of this resource is a few hundred bytes.
@@ -90,21 +95,75 @@ struct ListParams {
     /// Only conversations of this type.
     #[param(rename = "type", example = "group")]
     kind: Option<ConversationType>,
-    /// Only conversations carrying the tag of this name, e.g. `vip`.
-    #[param(min_length = 1, max_length = 64, example = "vip")]
-    tag: Option<String>,
-    /// Page number, from 1.
-    #[param(minimum = 1, maximum = 100000, default = 1, example = 1)]
-    page: Option<u32>,
-    /// Conversations per page.
-    #[param(
-        rename = "pageSize",
-        minimum = 1,
-        maximum = 100,
-        default = 20,
-        example = 20
-    )]
-    page_size: Option<u32>,
+}
+
+/// The bounded parameters of `GET /conversations`, documented from the constants the
+/// parser checks (utoipa's attributes take literals only).
+struct ListBounds;
+
+impl IntoParams for ListBounds {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        vec![
+            documented(
+                "tag",
+                ParameterIn::Query,
+                "Only conversations carrying the tag of this name, e.g. `vip`.",
+                tag_schema(),
+                json!("vip"),
+            ),
+            documented(
+                "page",
+                ParameterIn::Query,
+                "Page number, from 1.",
+                page_schema(),
+                json!(1),
+            ),
+            documented(
+                "pageSize",
+                ParameterIn::Query,
+                "Conversations per page.",
+                page_size_schema(),
+                json!(DEFAULT_PAGE_SIZE),
+            ),
+        ]
+    }
+}
+
+/// The conversation a path names (documentation; parsing is `ConversationId::parse`).
+struct OneConversation;
+
+impl IntoParams for OneConversation {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        vec![documented(
+            "id",
+            ParameterIn::Path,
+            "Id of the conversation: 24 hexadecimal digits (either case).",
+            object_id_schema(),
+            json!("6650a1000000000000000001"),
+        )]
+    }
+}
+
+fn documented(
+    name: &str,
+    place: ParameterIn,
+    description: &str,
+    schema: Object,
+    example: serde_json::Value,
+) -> Parameter {
+    let required = if place == ParameterIn::Path {
+        Required::True
+    } else {
+        Required::False
+    };
+    ParameterBuilder::new()
+        .name(name)
+        .parameter_in(place)
+        .description(Some(description))
+        .required(required)
+        .schema(Some(schema))
+        .example(Some(example))
+        .build()
 }
 
 /// `If-None-Match`, documented once for both reads.
@@ -133,7 +192,7 @@ struct ReadConditions {
 #[utoipa::path(
     tag = "Conversations",
     operation_id = "listConversations",
-    params(ListParams, ReadConditions),
+    params(ListParams, ListBounds, ReadConditions),
     responses((status = 200, description = "One page of conversations.", body = ConversationList,
         headers(("Link" = String, description = "RFC 8288 links to the first, last, next and previous pages."))),
         (status = 304, description = "Not Modified: the page named by `If-None-Match` is still current.")),
@@ -143,7 +202,7 @@ struct ReadConditions {
 pub async fn list_conversations(
     req: HttpRequest,
     caller: Caller,
-    reads: web::Data<Reads>,
+    conversations: web::Data<CachedConversations>,
     base: web::Data<PublicBaseUrl>,
     metrics: web::Data<Metrics>,
     request_id: web::ReqData<RequestId>,
@@ -158,9 +217,9 @@ pub async fn list_conversations(
         })?;
     let query = ListQuery::parse(&pairs).map_err(ApiError::InvalidParameters)?;
     let conditional = Conditional::of(&req);
-    let client = reads.client();
+    let client = conversations.client();
     let budget = || client.budget_report(&caller.credential, LIST_CONVERSATIONS.class());
-    let served = match reads
+    let served = match conversations
         .list(
             &caller.credential,
             &request_id.0,
@@ -189,8 +248,8 @@ pub async fn list_conversations(
         served: &served,
         etag,
         etag_header: etag.header_value(),
-        limits: reads.limits(),
-        cache_control: reads.cache_control(),
+        limits: conversations.limits(),
+        cache_control: conversations.cache_control(),
         per_bearer: !client.is_service_mode(),
     };
     let mut response = answered.respond(&conditional, budget(), &metrics, body);
@@ -268,26 +327,26 @@ fn parse_id(raw: &str) -> Result<ConversationId, ApiError> {
     path = "/conversations/{id}",
     tag = "Conversations",
     operation_id = "getConversation",
-    params(("id" = String, Path, description = "Id of the conversation: 24 hexadecimal digits (either case).",
-        pattern = "^[0-9a-fA-F]{24}$", example = "6650a1000000000000000001"), ReadConditions),
+    params(OneConversation, ReadConditions),
     responses((status = 200, description = "The conversation.", body = Conversation),
         (status = 304, description = "Not Modified: the conversation named by `If-None-Match` is still current.")),
     security(("bearer" = []), ())
 )]
 pub async fn get_conversation(
     req: HttpRequest,
-    id: web::Path<String>,
     caller: Caller,
-    reads: web::Data<Reads>,
+    conversations: web::Data<CachedConversations>,
     metrics: web::Data<Metrics>,
     request_id: web::ReqData<RequestId>,
 ) -> Result<HttpResponse, ApiError> {
     caller.may(&GET_CONVERSATION)?;
-    let id = parse_id(&id)?;
+    // From the path as `table::Parameterised` matched it; read here rather than through
+    // `web::Path`, whose parameter utoipa would document a second time.
+    let id = parse_id(req.match_info().get("id").unwrap_or_default())?;
     let conditional = Conditional::of(&req);
-    let client = reads.client();
+    let client = conversations.client();
     let budget = || client.budget_report(&caller.credential, GET_CONVERSATION.class());
-    let served = match reads
+    let served = match conversations
         .conversation(
             &caller.credential,
             &request_id.0,
@@ -303,8 +362,8 @@ pub async fn get_conversation(
         served: &served,
         etag: served.entry.etag,
         etag_header: served.entry.etag_header.clone(),
-        limits: reads.limits(),
-        cache_control: reads.cache_control(),
+        limits: conversations.limits(),
+        cache_control: conversations.cache_control(),
         per_bearer: !client.is_service_mode(),
     };
     Ok(answered.respond(&conditional, budget(), &metrics, served.entry.json.clone()))
@@ -325,8 +384,7 @@ pub async fn get_conversation(
     path = "/conversations/{id}",
     tag = "Conversations",
     operation_id = "updateConversation",
-    params(("id" = String, Path, description = "Id of the conversation: 24 hexadecimal digits (either case).",
-        pattern = "^[0-9a-fA-F]{24}$", example = "6650a1000000000000000001"),
+    params(OneConversation,
         ("If-Match" = Option<String>, Header, example = "*", pattern = r#"^(\*|(W/)?"[!#-~]*"( *, *(W/)?"[!#-~]*")*)$"#, description = "Update only if the conversation is still as you read it: the `ETag` of your last read (or several, comma-separated). Checked against the conversation as Qpien has it now; if it changed, 412 and nothing is changed. `*` or no header: update whatever its state.")),
     // One media type: generators given two (even of one schema) make clumsy or broken
     // code, e.g. openapi-python-client 0.29; the description names the other.
@@ -347,15 +405,16 @@ pub async fn get_conversation(
 )]
 pub async fn update_conversation(
     req: HttpRequest,
-    id: web::Path<String>,
     caller: Caller,
     payload: web::Payload,
-    reads: web::Data<Reads>,
+    conversations: web::Data<CachedConversations>,
     metrics: web::Data<Metrics>,
     request_id: web::ReqData<RequestId>,
 ) -> Result<HttpResponse, ApiError> {
     caller.may(&UPDATE_CONVERSATION)?;
-    let id = parse_id(&id)?;
+    // From the path as `table::Parameterised` matched it; read here rather than through
+    // `web::Path`, whose parameter utoipa would document a second time.
+    let id = parse_id(req.match_info().get("id").unwrap_or_default())?;
     check_media_type(&req)?;
     let condition = caching::if_match(&req)?;
     let body = read_body(&req, payload, MAX_BODY_BYTES).await?;
@@ -363,9 +422,9 @@ pub async fn update_conversation(
         PatchError::Malformed(why) => ApiError::MalformedBody(why),
         PatchError::Invalid(errors) => ApiError::InvalidBody(errors),
     })?;
-    let client = reads.client();
+    let client = conversations.client();
     let budget = || client.budget_report(&caller.credential, UPDATE_CONVERSATION.class());
-    match reads
+    match conversations
         .update(
             &caller.credential,
             &request_id.0,
@@ -432,8 +491,21 @@ struct ConversationPatchDoc {
     #[schema(max_items = 20, example = json!(["vip", "billing"]))]
     tags: Option<Vec<TagName>>,
     /// Id of the agent to join (24 hexadecimal digits), or `null` to remove the agent.
-    #[schema(pattern = "^[0-9a-fA-F]{24}$")]
+    #[schema(schema_with = nullable_object_id)]
     joined_person_id: Option<String>,
+}
+
+/// An id, or `null`.
+fn nullable_object_id() -> utoipa::openapi::schema::Object {
+    let mut schema = object_id_schema();
+    schema.schema_type = utoipa::openapi::schema::SchemaType::from_iter([
+        utoipa::openapi::schema::Type::String,
+        utoipa::openapi::schema::Type::Null,
+    ]);
+    schema.description = Some(
+        "Id of the agent to join (24 hexadecimal digits), or `null` to remove the agent.".into(),
+    );
+    schema
 }
 
 /// The name of a tag: 1 to 64 characters, not all white space.
@@ -459,6 +531,25 @@ mod tests {
     use super::*;
     use crate::reads::Source;
     use crate::reads::cache::Entry;
+
+    /// utoipa's derive takes literals only: the merge patch's documented limits are held
+    /// to the constants its parser checks.
+    #[test]
+    fn the_documented_patch_limits_are_the_parsers() {
+        use utoipa::PartialSchema;
+        let patch = serde_json::to_value(ConversationPatchDoc::schema()).unwrap();
+        let tag = serde_json::to_value(TagName::schema()).unwrap();
+
+        assert_eq!(
+            patch["properties"]["tags"]["maxItems"],
+            crate::domain::MAX_TAGS
+        );
+        assert_eq!(
+            patch["properties"]["joinedPersonId"]["pattern"],
+            crate::domain::object_id_pattern()
+        );
+        assert_eq!(tag["maxLength"], crate::domain::MAX_TAG_CHARS);
+    }
 
     #[test]
     fn the_written_page_is_a_serialised_conversation_list() {

@@ -130,11 +130,6 @@ pub async fn readyz(
         .check_ready(&request_id.0)
         .await
         .map_err(|e| ApiError::NotReady(format!("Qpien is not usable: {e}")))?;
-    if client.holds_token() == Some(false) {
-        return Err(ApiError::NotReady(
-            "no valid Qpien access token is held".into(),
-        ));
-    }
     let mode = if client.is_service_mode() {
         "service"
     } else {

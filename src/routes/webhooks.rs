@@ -9,7 +9,7 @@ use super::body::read_body;
 use crate::error::ApiError;
 use crate::events::qpien::SIGNATURE_HEADER;
 use crate::events::{Accepted, QpienWebhooks, Refused};
-use crate::reads::Reads;
+use crate::reads::CachedConversations;
 
 /// What the receiver did with a delivery.
 #[derive(Serialize, ToSchema)]
@@ -46,7 +46,7 @@ pub async fn receive_qpien_webhook(
     req: HttpRequest,
     payload: web::Payload,
     webhooks: Option<web::Data<QpienWebhooks>>,
-    reads: web::Data<Reads>,
+    conversations: web::Data<CachedConversations>,
 ) -> Result<HttpResponse, ApiError> {
     let Some(webhooks) = webhooks else {
         return Err(ApiError::RouteNotFound);
@@ -59,7 +59,7 @@ pub async fn receive_qpien_webhook(
         body => body?,
     };
     let signature = req.headers().get(SIGNATURE_HEADER).map(|v| v.as_bytes());
-    let outcome = match webhooks.accept(&body, signature, &reads).await {
+    let outcome = match webhooks.accept(&body, signature, &conversations).await {
         Ok(accepted) => accepted,
         Err(Refused::BadSignature) => return Err(ApiError::InvalidSignature),
         Err(Refused::Malformed(why)) => return Err(ApiError::MalformedBody(why)),

@@ -242,7 +242,8 @@ impl QpienClient {
         wire.try_into()
     }
 
-    /// Ready means: the upstream answers GraphQL and, in service mode, we hold a token.
+    /// Ready means: the upstream answers GraphQL and, in service mode, we hold a token
+    /// (the probe fetches one when none is held, unless the budget is spent).
     /// An answer from Qpien in the last `FRESH_EVIDENCE` is proof enough, so frequent
     /// probes do not spend the customer's rate budget; otherwise a `{ __typename }` probe
     /// is sent. In pass-through mode an authentication error still proves Qpien is there.
@@ -255,7 +256,7 @@ impl QpienClient {
             .lock()
             .expect("not poisoned")
             .is_some_and(|at| at.elapsed() < FRESH_EVIDENCE);
-        if recently_healthy && self.holds_token() != Some(false) {
+        if recently_healthy && self.token() != ServiceToken::Missing {
             return Ok(());
         }
         let credential = self
@@ -279,9 +280,24 @@ impl QpienClient {
         }
     }
 
-    pub fn holds_token(&self) -> Option<bool> {
-        self.tokens.as_ref().map(TokenCache::holds_valid_token)
+    /// Whether this service holds a valid token of its own.
+    pub fn token(&self) -> ServiceToken {
+        match &self.tokens {
+            None => ServiceToken::NotUsed,
+            Some(tokens) if tokens.holds_valid_token() => ServiceToken::Held,
+            Some(_) => ServiceToken::Missing,
+        }
     }
+}
+
+/// The service's own Qpien token, for readiness.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ServiceToken {
+    /// Pass-through mode: every call carries its caller's bearer.
+    NotUsed,
+    Held,
+    /// Service mode without a valid token (none fetched yet, or it expired).
+    Missing,
 }
 
 /// No whole-call timeout here: the call's own deadline ends it first (`guarded`), and a

@@ -15,6 +15,6 @@ mod wire;
 
 pub use breaker::BreakerState;
 pub use budget::{BudgetReport, Class};
-pub use client::{BudgetWait, QpienClient};
+pub use client::{BudgetWait, QpienClient, ServiceToken};
 pub use credential::{CallerShare, Credential, CredentialHasher, CredentialId};
 pub use error::UpstreamError;

@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
-use crate::helpers::{Setup, TestApp, add_key, assert_problem, spawn_app_with};
+use crate::helpers::{
+    PATIENCE, Setup, TestApp, add_key, assert_problem, eventually, spawn_app_with,
+};
 use crate::process::Service;
 
 const ID: &str = "6650a1000000000000000001";
@@ -46,18 +48,6 @@ impl TestApp {
 
     async fn metrics(&self) -> String {
         self.get("/metrics").await.text().await.unwrap()
-    }
-}
-
-/// Polls `check` every 100 ms for up to five seconds (the file is looked at every second).
-async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
-    let started = Instant::now();
-    while !check().await {
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "never happened: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -197,18 +187,20 @@ async fn a_revoked_key_is_refused_and_a_new_one_accepted_without_a_restart() {
     let replacement = add_key(&file, "crm-2", "read", None);
 
     assert!(revoked.status.success());
-    eventually("the revoked key is refused", async || {
-        app.get_as("/conversations/6650a1000000000000000002", &leaked)
+    eventually("the revoked key is refused", PATIENCE, async || {
+        (app.get_as("/conversations/6650a1000000000000000002", &leaked)
             .await
             .status()
-            == 401
+            == 401)
+            .then_some(())
     })
     .await;
-    eventually("the new key is accepted", async || {
-        app.get_as("/conversations/6650a1000000000000000002", &replacement)
+    eventually("the new key is accepted", PATIENCE, async || {
+        (app.get_as("/conversations/6650a1000000000000000002", &replacement)
             .await
             .status()
-            == 200
+            == 200)
+            .then_some(())
     })
     .await;
     assert_eq!(
@@ -231,10 +223,11 @@ async fn a_broken_keys_file_keeps_the_last_good_keys_in_force() {
     std::fs::write(&draft, format!("crm {key} read\n")).unwrap();
     std::fs::rename(&draft, &file).unwrap();
 
-    eventually("the broken file is noticed", async || {
+    eventually("the broken file is noticed", PATIENCE, async || {
         app.metrics()
             .await
             .contains(r#"qpien_rest_caller_keys_reloads_total{outcome="kept"} 1"#)
+            .then_some(())
     })
     .await;
     let response = app.get_as("/conversations?pageSize=1", &key).await;
@@ -420,15 +413,13 @@ async fn sighup_rereads_the_keys_and_the_log_names_the_key_id_never_the_key() {
         .args(["-HUP", &service.pid().to_string()])
         .status()
         .unwrap();
-    let started = Instant::now();
-    while !service.output().contains("caller keys reloaded") {
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "no reload on SIGHUP:\n{}",
-            service.output()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually("the reload on SIGHUP in the log", PATIENCE, async || {
+        service
+            .output()
+            .contains("caller keys reloaded")
+            .then_some(())
+    })
+    .await;
     let after = client
         .get(format!("{}/healthz", service.address))
         .send()

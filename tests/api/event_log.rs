@@ -50,10 +50,12 @@ fn event(kind: EventKind, conversation: &str, n: u64) -> NewEvent {
 const WEEK: Duration = Duration::from_secs(7 * 86_400);
 
 #[tokio::test]
+#[cfg_attr(
+    not(redis_server),
+    ignore = "no redis-server on PATH: apt-get install redis-server"
+)]
 async fn a_cursor_from_one_replica_reads_on_another_and_each_sees_the_others_events_live() {
-    let Some(server) = RedisServer::start().await else {
-        return;
-    };
+    let server = RedisServer::start().await;
     let (one, two) = (replica(&server, WEEK).await, replica(&server, WEEK).await);
     let mut live_on_two = two.subscribe();
     let start = one.after(None, &Filter::default(), 10).await.unwrap();
@@ -84,10 +86,12 @@ async fn a_cursor_from_one_replica_reads_on_another_and_each_sees_the_others_eve
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(redis_server),
+    ignore = "no redis-server on PATH: apt-get install redis-server"
+)]
 async fn a_filtered_read_returns_only_matches_and_its_cursor_passes_the_rest() {
-    let Some(server) = RedisServer::start().await else {
-        return;
-    };
+    let server = RedisServer::start().await;
     let log = replica(&server, WEEK).await;
     let start = log.latest().await.unwrap();
     log.append(event(EventKind::Updated, A, 0)).await.unwrap();
@@ -105,10 +109,12 @@ async fn a_filtered_read_returns_only_matches_and_its_cursor_passes_the_rest() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(redis_server),
+    ignore = "no redis-server on PATH: apt-get install redis-server"
+)]
 async fn a_cursor_before_trimmed_events_or_not_from_this_log_is_gone() {
-    let Some(server) = RedisServer::start().await else {
-        return;
-    };
+    let server = RedisServer::start().await;
     let log = replica(&server, Duration::from_millis(300)).await;
     let start = log.latest().await.unwrap();
     let old = log.append(event(EventKind::Updated, A, 0)).await.unwrap();
@@ -128,10 +134,12 @@ async fn a_cursor_before_trimmed_events_or_not_from_this_log_is_gone() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(redis_server),
+    ignore = "no redis-server on PATH: apt-get install redis-server"
+)]
 async fn a_killed_and_restarted_redis_with_its_append_only_file_loses_no_acknowledged_event() {
-    let Some(mut server) = RedisServer::start_persistent().await else {
-        return;
-    };
+    let mut server = RedisServer::start_persistent().await;
     let log = replica(&server, WEEK).await;
     let (acks, mut acknowledged) = tokio::sync::mpsc::unbounded_channel();
     let began = Instant::now();

@@ -12,8 +12,8 @@ use wiremock::matchers::{body_partial_json, method};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::helpers::{
-    FAULT_TIMEOUT, Setup, TestApp, answering, assert_problem, graphql_error, graphql_url,
-    pass_through_app, spawn_app_with,
+    FAULT_TIMEOUT, PATIENCE, Setup, TestApp, answering, assert_problem, eventually, graphql_error,
+    graphql_url, pass_through_app, spawn_app_with,
 };
 
 const ID: &str = "6650a1000000000000000001";
@@ -339,11 +339,13 @@ async fn the_breaker_opens_after_consecutive_failures_fails_fast_and_recovers_af
         })))
         .mount(&upstream)
         .await;
-    tokio::time::sleep(Duration::from_millis(800)).await;
-    assert_eq!(
-        timed_get(&app, "/conversations").await.0.status().as_u16(),
-        200
-    );
+    // Until the cool-down ends each try is refused at once, without reaching Qpien.
+    let probed = eventually("the cool-down to end", PATIENCE, async || {
+        let response = app.get_with_bearer("/conversations").await;
+        (response.status() != 503).then_some(response)
+    })
+    .await;
+    assert_eq!(probed.status().as_u16(), 200);
     let metrics = app.get("/metrics").await.text().await.unwrap();
     assert!(
         metrics.contains("qpien_rest_circuit_breaker_state 0"),

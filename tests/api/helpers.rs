@@ -4,13 +4,11 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::LazyLock;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use qpien_rest::sandbox::{
-    DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, Sandbox, SandboxConfig, SandboxStats,
-};
 use qpien_rest::settings::{ClientCredentials, LogFormat, Secret, Settings};
 use qpien_rest::startup::Application;
+use qpien_sandbox::{DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, Sandbox, SandboxConfig, SandboxStats};
 use reqwest::Response;
 use serde_json::{Value, json};
 use url::Url;
@@ -426,6 +424,31 @@ impl TestApp {
             .await
             .unwrap();
         assert!(body["errors"].is_null(), "{body}");
+    }
+}
+
+/// Long enough for anything these tests wait for on a loaded machine; a condition that
+/// takes longer is broken, not slow.
+pub const PATIENCE: Duration = Duration::from_secs(10);
+
+/// Asks `check` every 20 ms until it gives a value, and returns it; panics naming `what`
+/// if none came within `within`. The tests wait for what they need to see instead of
+/// sleeping for a time that is too long on an idle machine and too short on a busy one.
+pub async fn eventually<T>(
+    what: &str,
+    within: Duration,
+    mut check: impl AsyncFnMut() -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "waited {within:?} in vain for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

@@ -45,6 +45,26 @@ async fn readyz_is_503_when_the_upstream_is_unreachable() {
     assert_problem(app.get("/readyz").await, 503).await;
 }
 
+/// Qpien rate-limits even the token request: the service holds no token, yet it still
+/// answers from its cache and with honest 429s, so it stays in rotation.
+#[tokio::test]
+async fn readyz_stays_200_when_qpien_rate_limits_the_token_request() {
+    let upstream = wiremock::MockServer::start().await;
+    wiremock::Mock::given(wiremock::matchers::method("POST"))
+        .respond_with(wiremock::ResponseTemplate::new(429).insert_header("Retry-After", "30"))
+        .mount(&upstream)
+        .await;
+    let app = spawn_app_with(Setup {
+        upstream_url: Some(crate::helpers::graphql_url(&upstream)),
+        ..Default::default()
+    })
+    .await;
+
+    let response = app.get("/readyz").await;
+
+    assert_eq!(response.status().as_u16(), 200);
+}
+
 #[tokio::test]
 async fn a_callers_request_id_is_returned_and_sent_upstream() {
     let app = spawn_app().await;

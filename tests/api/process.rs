@@ -10,7 +10,7 @@ use serde_json::json;
 use wiremock::matchers::{body_partial_json, method};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use crate::helpers::{graphql_error, token_answer};
+use crate::helpers::{PATIENCE, eventually, graphql_error, token_answer};
 
 const ID: &str = "6650a1000000000000000001";
 
@@ -126,11 +126,24 @@ async fn sigterm_stops_accepting_finishes_in_flight_requests_and_exits_0() {
             .bearer_auth("t")
             .send(),
     );
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    eventually("the request to reach Qpien", PATIENCE, async || {
+        let received = upstream.received_requests().await.unwrap_or_default();
+        (!received.is_empty()).then_some(())
+    })
+    .await;
 
     // Act
     service.terminate();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    eventually("the listener to close", PATIENCE, async || {
+        let healthz = format!("{}/healthz", service.address);
+        reqwest::Client::new()
+            .get(healthz)
+            .send()
+            .await
+            .is_err()
+            .then_some(())
+    })
+    .await;
 
     // Assert: no new work is taken, the request under way completes, the exit is clean.
     let late = reqwest::Client::new()
@@ -204,6 +217,8 @@ async fn a_session_log_never_contains_the_client_secret_or_any_token() {
             ("RUST_LOG", "trace".to_owned()),
         ]
     };
+    // Run alone (as nextest runs each test) no other test has installed it yet.
+    qpien_rest::install_tls_provider();
     let client = reqwest::Client::new();
 
     // Act: a session against each upstream, at the most verbose log level.

@@ -5,14 +5,15 @@
 use std::time::Duration;
 
 use futures_util::future::join_all;
-use qpien_rest::sandbox::{DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, Sandbox, SandboxConfig};
 use qpien_rest::settings::{RedisSettings, Secret, Settings};
+use qpien_sandbox::{DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, Sandbox, SandboxConfig};
 use serde_json::{Value, json};
 use wiremock::matchers::{body_partial_json, header as has_header, method};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::helpers::{
-    Setup, TestApp, assert_problem, graphql_error, header, spawn_app_with, token_answer,
+    PATIENCE, Setup, TestApp, assert_problem, eventually, graphql_error, header, spawn_app_with,
+    token_answer,
 };
 use crate::redis_server::RedisServer;
 
@@ -105,10 +106,12 @@ async fn flood(replicas: &Replicas, count: usize) -> Vec<reqwest::Response> {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(redis_server),
+    ignore = "no redis-server on PATH: apt-get install redis-server"
+)]
 async fn three_replicas_share_one_budget_and_qpien_answers_no_429() {
-    let Some(redis) = RedisServer::start().await else {
-        return;
-    };
+    let redis = RedisServer::start().await;
     let replicas = replicas(3, sandbox_limit(10), Some(&redis), limits(10)).await;
 
     let responses = flood(&replicas, 60).await;
@@ -157,10 +160,12 @@ async fn without_redis_each_replica_keeps_to_its_share() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(redis_server),
+    ignore = "no redis-server on PATH: apt-get install redis-server"
+)]
 async fn three_replicas_meeting_an_expired_token_renew_it_once() {
-    let Some(redis) = RedisServer::start().await else {
-        return;
-    };
+    let redis = RedisServer::start().await;
     let sandbox = SandboxConfig {
         token_ttl: Duration::from_secs(4),
         rate_limit_per_minute: 10_000,
@@ -199,10 +204,12 @@ async fn three_replicas_meeting_an_expired_token_renew_it_once() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(redis_server),
+    ignore = "no redis-server on PATH: apt-get install redis-server"
+)]
 async fn token_expired_seen_by_three_replicas_throws_the_shared_token_away_once() {
-    let Some(redis) = RedisServer::start().await else {
-        return;
-    };
+    let redis = RedisServer::start().await;
     let upstream = MockServer::start().await;
     let token = |t: &str| {
         Mock::given(method("POST"))
@@ -258,10 +265,12 @@ async fn token_expired_seen_by_three_replicas_throws_the_shared_token_away_once(
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(redis_server),
+    ignore = "no redis-server on PATH: apt-get install redis-server"
+)]
 async fn a_write_through_one_replica_is_what_the_others_read_next() {
-    let Some(redis) = RedisServer::start().await else {
-        return;
-    };
+    let redis = RedisServer::start().await;
     let replicas = sharing(&redis, 3).await;
     let [a, b, c] = [&replicas.apps[0], &replicas.apps[1], &replicas.apps[2]];
     let id = "6650a1000000000000000007";
@@ -319,10 +328,12 @@ async fn a_write_through_one_replica_is_what_the_others_read_next() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(redis_server),
+    ignore = "no redis-server on PATH: apt-get install redis-server"
+)]
 async fn identical_misses_on_three_replicas_cost_qpien_one_call() {
-    let Some(redis) = RedisServer::start().await else {
-        return;
-    };
+    let redis = RedisServer::start().await;
     let sandbox = SandboxConfig {
         latency: Duration::from_millis(300),
         ..Default::default()
@@ -347,14 +358,19 @@ async fn identical_misses_on_three_replicas_cost_qpien_one_call() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(redis_server),
+    ignore = "no redis-server on PATH: apt-get install redis-server"
+)]
 async fn redis_killed_and_restarted_under_load_is_no_outage() {
-    let Some(mut redis) = RedisServer::start().await else {
-        return;
-    };
+    let mut redis = RedisServer::start().await;
     let replicas = replicas(3, sandbox_limit(30), Some(&redis), limits(30)).await;
+    // The load goes on until Redis is back, at a pace that spreads it over the faults.
+    let faults_over = std::sync::atomic::AtomicBool::new(false);
     let load = async {
         let mut statuses = Vec::new();
-        for round in 0..40 {
+        let mut round = 0;
+        while round < 8 || !faults_over.load(std::sync::atomic::Ordering::SeqCst) {
             let paths: Vec<String> = (0..6)
                 .map(|i| {
                     format!(
@@ -371,19 +387,42 @@ async fn redis_killed_and_restarted_under_load_is_no_outage() {
             )
             .await;
             statuses.extend(responses.iter().map(|r| r.status().as_u16()));
+            round += 1;
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         statuses
     };
+    let app = &replicas.apps[0];
+    let readiness =
+        async |app: &TestApp| -> Value { app.get("/readyz").await.json().await.unwrap() };
     let faults = async {
-        tokio::time::sleep(Duration::from_millis(400)).await;
+        // Every replica holds a token and keeps its state in Redis before it goes.
+        for replica in &replicas.apps {
+            eventually("every replica ready with Redis", PATIENCE, async || {
+                let ready = readiness(replica).await;
+                (ready["sharedState"] == "redis").then_some(())
+            })
+            .await;
+        }
         redis.kill();
-        tokio::time::sleep(Duration::from_millis(1_000)).await;
-        let ready: Value = replicas.apps[0].get("/readyz").await.json().await.unwrap();
-        let metrics = replicas.apps[0].get("/metrics").await.text().await.unwrap();
+        // The load's reads go through Redis, so the replica notices.
+        let ready = eventually(
+            "readiness to say Redis is unreachable",
+            PATIENCE,
+            async || {
+                let ready = readiness(app).await;
+                (ready["sharedState"] == "in-process (Redis unreachable)").then_some(ready)
+            },
+        )
+        .await;
+        let metrics = app.get("/metrics").await.text().await.unwrap();
         redis.restart().await;
-        tokio::time::sleep(Duration::from_millis(1_500)).await;
-        let back: Value = replicas.apps[0].get("/readyz").await.json().await.unwrap();
+        let back = eventually("readiness to say Redis is back", PATIENCE, async || {
+            let ready = readiness(app).await;
+            (ready["sharedState"] == "redis").then_some(ready)
+        })
+        .await;
+        faults_over.store(true, std::sync::atomic::Ordering::SeqCst);
         (ready, metrics, back)
     };
 
@@ -405,10 +444,12 @@ async fn redis_killed_and_restarted_under_load_is_no_outage() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(redis_server),
+    ignore = "no redis-server on PATH: apt-get install redis-server"
+)]
 async fn a_redis_that_stops_answering_holds_no_request_up() {
-    let Some(redis) = RedisServer::start().await else {
-        return;
-    };
+    let redis = RedisServer::start().await;
     let replicas = replicas(
         1,
         SandboxConfig::default(),
@@ -429,7 +470,12 @@ async fn a_redis_that_stops_answering_holds_no_request_up() {
             .query_async(&mut connection)
             .await;
     });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Asleep: a PING on a connection of its own gets no answer.
+    eventually("Redis to fall asleep", PATIENCE, async || {
+        let ping = tokio::time::timeout(Duration::from_millis(100), redis.connection()).await;
+        ping.is_err().then_some(())
+    })
+    .await;
 
     let started = std::time::Instant::now();
     let paths: Vec<String> = (2..=6)
@@ -443,14 +489,17 @@ async fn a_redis_that_stops_answering_holds_no_request_up() {
         took < Duration::from_millis(3_500),
         "requests waited on Redis: {took:?}"
     );
-    sleeping.await.unwrap();
+    // Not waited for: the server is killed with the test, asleep or not.
+    sleeping.abort();
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(redis_server),
+    ignore = "no redis-server on PATH: apt-get install redis-server"
+)]
 async fn redis_holds_no_token_or_secret_in_clear() {
-    let Some(redis) = RedisServer::start().await else {
-        return;
-    };
+    let redis = RedisServer::start().await;
     // Pass-through: the caller's token is the credential.
     let upstream = replicas(1, SandboxConfig::default(), None, |_: &mut Settings| {}).await;
     let url = redis.url();

@@ -1,4 +1,4 @@
-use qpien_rest::sandbox::{READ_ONLY_CLIENT_ID, READ_ONLY_CLIENT_SECRET};
+use qpien_sandbox::{READ_ONLY_CLIENT_ID, READ_ONLY_CLIENT_SECRET};
 use serde_json::{Value, json};
 
 use crate::helpers::{Setup, UNKNOWN_ID, assert_problem, offending, spawn_app, spawn_app_with};

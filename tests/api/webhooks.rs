@@ -321,13 +321,14 @@ async fn the_last_verified_delivery_is_in_readiness_and_the_metrics() {
 /// Three replicas, one Redis, caches warm on each: a delivery to one makes every one
 /// read Qpien's new state, before any TTL could.
 #[tokio::test]
+#[cfg_attr(
+    not(redis_server),
+    ignore = "no redis-server on PATH: apt-get install redis-server"
+)]
 async fn once_one_replica_answered_a_delivery_no_replica_serves_the_old_state() {
-    let Some(redis) = RedisServer::start().await else {
-        return;
-    };
+    let redis = RedisServer::start().await;
     let sandbox_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let sandbox =
-        qpien_rest::sandbox::Sandbox::start(sandbox_listener, Default::default()).unwrap();
+    let sandbox = qpien_sandbox::Sandbox::start(sandbox_listener, Default::default()).unwrap();
     let mut replicas = Vec::new();
     for _ in 0..3 {
         let url = redis.url();

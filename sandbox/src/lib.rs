@@ -1,8 +1,8 @@
 //! The sandbox: a real GraphQL server that stands in for Qpien's API in development and
 //! tests, since no machine here can reach Qpien.
 //!
-//! It serves exactly the schema of `src/upstream/graphql/schema.graphql` (a test proves
-//! it) and behaves as `/work/shared/qpien-api.md` documents Qpien: client credentials are
+//! It serves exactly the schema qpien-rest assumes, `src/upstream/graphql/schema.graphql`
+//! at the workspace root (a test of this crate proves it) and behaves as `/work/shared/qpien-api.md` documents Qpien: client credentials are
 //! exchanged for expiring bearer tokens with scopes, failures are GraphQL errors with
 //! `extensions.code` and `"success": false`, and a per-client rate limit answers 429 with
 //! `X-RateLimit-*` headers on every response. The data is a deterministic demo seed held in
@@ -11,22 +11,38 @@
 //! - [`schema`]: the GraphQL types and resolvers;
 //! - [`data`]: the seed and the in-memory store;
 //! - [`auth`]: clients, tokens and scopes;
-//! - [`server`]: HTTP, rate limiting, error shape and counters.
+//! - [`server`]: HTTP, rate limiting, error shape and counters;
+//! - [`webhooks`]: Qpien's webhook feature (registration, signed deliveries, retries),
+//!   fed with [`events`] by `updateConversation` and by the [`activity`] generator;
+//! - [`config`]: the settings.
 //!
-//! The `qpien-sandbox` binary runs it standalone (docker-compose).
+//! The `qpien-sandbox` binary (`src/main.rs`) runs it standalone (docker-compose). The
+//! facade depends on this crate only to embed it at start-up; this crate depends on
+//! nothing of the facade's code.
 
+mod activity;
 mod auth;
+mod config;
 mod data;
+mod events;
 mod schema;
 mod server;
 #[cfg(test)]
 mod tests;
 mod types;
+#[cfg(test)]
+mod webhook_tests;
+mod webhooks;
+
+pub use config::{SandboxConfig, WebhookRegistration};
+pub use events::WebhookEvent;
+pub use webhooks::{
+    DeliveryStats, RegisteredWebhook, RegistrationError, WebhookEndpoint, WebhookStatus,
+};
 
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use actix_web::dev::ServerHandle;
 use actix_web::{App, HttpServer, web};
@@ -37,76 +53,6 @@ pub const DEMO_CLIENT_SECRET: &str = "demo-secret";
 /// Client with scope `read_conversations` only.
 pub const READ_ONLY_CLIENT_ID: &str = "demo-readonly-client";
 pub const READ_ONLY_CLIENT_SECRET: &str = "demo-readonly-secret";
-
-/// Tunables of a sandbox; the defaults are Qpien's documented values.
-#[derive(Clone, Debug)]
-pub struct SandboxConfig {
-    /// Lifetime of issued access tokens.
-    pub token_ttl: Duration,
-    /// Requests per client per fixed 60-second window.
-    pub rate_limit_per_minute: u32,
-    /// Time every GraphQL operation takes before it answers, as a remote API's would;
-    /// lets tests and benchmarks see requests that overlap.
-    pub latency: Duration,
-}
-
-impl Default for SandboxConfig {
-    fn default() -> Self {
-        Self {
-            token_ttl: Duration::from_secs(3600),
-            rate_limit_per_minute: 100,
-            latency: Duration::ZERO,
-        }
-    }
-}
-
-impl SandboxConfig {
-    /// Reads SANDBOX_TOKEN_TTL_SECS and SANDBOX_RATE_LIMIT_PER_MINUTE (both optional, must be integers >= 1);
-    /// Err(message for an operator) on a bad value — never panics.
-    pub fn from_env() -> Result<Self, String> {
-        Self::from_lookup(|name| std::env::var_os(name).map(|v| v.to_string_lossy().into_owned()))
-    }
-
-    /// [`Self::from_env`] over any source of settings, so it can be tested without
-    /// touching the process environment.
-    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, String> {
-        fn positive<T: std::str::FromStr + PartialOrd + From<u8>>(
-            name: &str,
-            value: Option<String>,
-        ) -> Result<Option<T>, String> {
-            let Some(raw) = value else { return Ok(None) };
-            match raw.trim().parse::<T>() {
-                Ok(n) if n >= T::from(1) => Ok(Some(n)),
-                _ => Err(format!(
-                    "{name} must be a whole number of at least 1, got {raw:?}"
-                )),
-            }
-        }
-        let mut config = Self::default();
-        if let Some(secs) =
-            positive::<u64>("SANDBOX_TOKEN_TTL_SECS", lookup("SANDBOX_TOKEN_TTL_SECS"))?
-        {
-            config.token_ttl = Duration::from_secs(secs);
-        }
-        if let Some(limit) = positive::<u32>(
-            "SANDBOX_RATE_LIMIT_PER_MINUTE",
-            lookup("SANDBOX_RATE_LIMIT_PER_MINUTE"),
-        )? {
-            config.rate_limit_per_minute = limit;
-        }
-        if let Some(raw) = lookup("SANDBOX_LATENCY_MS") {
-            match raw.trim().parse::<u64>() {
-                Ok(ms) if ms <= 60_000 => config.latency = Duration::from_millis(ms),
-                _ => {
-                    return Err(format!(
-                        "SANDBOX_LATENCY_MS must be a whole number from 0 to 60000, got {raw:?}"
-                    ));
-                }
-            }
-        }
-        Ok(config)
-    }
-}
 
 /// Counters of what the sandbox received, so tests can prove "zero upstream calls". Also
 /// served as JSON at `GET /stats`, for benchmarks that run it as a process of its own.
@@ -122,24 +68,52 @@ pub struct SandboxStats {
     pub operations: BTreeMap<String, u64>,
     /// The X-Request-Id header of the latest request (None if it had none).
     pub last_request_id: Option<String>,
+    /// Events emitted and webhook deliveries made.
+    pub webhook_deliveries: DeliveryStats,
 }
 
 /// A running sandbox.
 pub struct Sandbox {
     addr: SocketAddr,
     stats: Arc<Mutex<SandboxStats>>,
+    webhooks: Arc<webhooks::Webhooks>,
     handle: ServerHandle,
     task: Option<tokio::task::JoinHandle<()>>,
+    activity: Option<tokio::task::AbortHandle>,
 }
 
 impl Sandbox {
-    /// Starts the server on the given already-bound listener, on the current tokio runtime.
+    /// Starts the server on the given already-bound listener, on the current tokio runtime
+    /// (which also runs the webhook deliveries and the activity generator).
     pub fn start(listener: TcpListener, config: SandboxConfig) -> std::io::Result<Sandbox> {
         let addr = listener.local_addr()?;
+        let runtime = tokio::runtime::Handle::current();
         let stats = Arc::new(Mutex::new(SandboxStats::default()));
         let tokens = Arc::new(auth::TokenStore::new(config.token_ttl));
+        let store = Arc::new(data::Store::seeded());
+        let webhooks = Arc::new(webhooks::Webhooks::new(
+            runtime.clone(),
+            webhooks::RetryPolicy {
+                timeout: config.webhook_timeout,
+                base: config.webhook_retry_base,
+                cap: config.webhook_retry_cap,
+                max_attempts: config.webhook_max_attempts,
+            },
+        ));
+        let activity = (config.activity_per_minute > 0).then(|| {
+            runtime
+                .spawn(activity::run(
+                    store.clone(),
+                    webhooks.clone(),
+                    config.activity_per_minute,
+                    config.activity_seed,
+                    config.activity_limit,
+                ))
+                .abort_handle()
+        });
         let state = web::Data::new(server::AppState {
-            schema: schema::build(Arc::new(data::Store::seeded()), tokens.clone()),
+            schema: schema::build(store, tokens.clone(), webhooks.clone()),
+            webhooks: webhooks.clone(),
             tokens,
             limiter: server::RateLimiter::new(config.rate_limit_per_minute),
             latency: config.latency,
@@ -162,13 +136,16 @@ impl Sandbox {
         let sandbox = Sandbox {
             addr,
             stats,
+            webhooks,
             handle,
             task: Some(task),
+            activity,
         };
         tracing::info!(
             url = %sandbox.url(),
             token_ttl_secs = config.token_ttl.as_secs(),
             rate_limit_per_minute = config.rate_limit_per_minute,
+            activity_per_minute = config.activity_per_minute,
             "Qpien sandbox started"
         );
         Ok(sandbox)
@@ -179,13 +156,46 @@ impl Sandbox {
         format!("http://{}/api/v1", self.addr)
     }
 
-    /// Counters of what the sandbox received so far.
-    pub fn stats(&self) -> SandboxStats {
-        self.stats.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    /// Base URL of the sandbox's HTTP server, e.g. "http://127.0.0.1:43123" (webhook
+    /// registration at `/webhooks`, counters at `/stats`).
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
     }
 
-    /// Stops the server (graceful, short timeout).
+    /// Counters of what the sandbox received and delivered so far.
+    pub fn stats(&self) -> SandboxStats {
+        server::snapshot(&self.stats, &self.webhooks)
+    }
+
+    /// Registers a webhook endpoint for `events`, as an operator would in Qpien's app,
+    /// with a new secret (32 hex digits), returned only here.
+    pub fn register_webhook(
+        &self,
+        endpoint_url: &str,
+        events: &[WebhookEvent],
+    ) -> Result<RegisteredWebhook, RegistrationError> {
+        self.webhooks
+            .register(endpoint_url, events, WebhookStatus::Active, None)
+    }
+
+    /// [`Self::register_webhook`] with a secret the receiver already knows.
+    pub fn register_webhook_with_secret(
+        &self,
+        endpoint_url: &str,
+        events: &[WebhookEvent],
+        secret: &str,
+    ) -> Result<RegisteredWebhook, RegistrationError> {
+        self.webhooks.register(
+            endpoint_url,
+            events,
+            WebhookStatus::Active,
+            Some(secret.to_owned()),
+        )
+    }
+
+    /// Stops the server (graceful, short timeout), the activity and the deliveries.
     pub async fn stop(mut self) {
+        self.stop_background();
         self.handle.stop(true).await;
         if let Some(task) = self.task.take() {
             let _ = task.await;
@@ -194,8 +204,18 @@ impl Sandbox {
     }
 }
 
+impl Sandbox {
+    fn stop_background(&mut self) {
+        if let Some(activity) = self.activity.take() {
+            activity.abort();
+        }
+        self.webhooks.shut_down();
+    }
+}
+
 impl Drop for Sandbox {
     fn drop(&mut self) {
+        self.stop_background();
         if self.task.is_some() {
             // Not stopped explicitly: still release the port and worker threads. The
             // command is sent at once; the returned future only waits for completion.

@@ -4,12 +4,25 @@
 //! Settings: SANDBOX_HOST (default 127.0.0.1), SANDBOX_PORT (default 8081),
 //! SANDBOX_TOKEN_TTL_SECS, SANDBOX_RATE_LIMIT_PER_MINUTE, SANDBOX_LATENCY_MS, RUST_LOG
 //! (default "info"). `GET /stats` answers its counters as JSON.
+//!
+//! Webhooks: SANDBOX_ACTIVITY_PER_MINUTE (default 0, off) makes seeded customers write and
+//! agents write and join, that many times a minute (SANDBOX_ACTIVITY_SEED picks the
+//! sequence); `updateConversation` reports its changes too. SANDBOX_WEBHOOK_URL registers
+//! an endpoint at start-up, signed with SANDBOX_WEBHOOK_SECRET (required with the URL) for
+//! SANDBOX_WEBHOOK_EVENTS (comma-separated, default all: NEW_INCOMING_MESSAGE,
+//! NEW_OUTGOING_MESSAGE, JOIN_CONVERSATION, CONVERSATION_UPDATED); SANDBOX_WEBHOOK_MAX_ATTEMPTS
+//! bounds the retries (default: until it answers 200). More endpoints can be registered
+//! over HTTP: `POST /webhooks` `{"endpointUrl", "events", "status"?}`, `GET /webhooks`,
+//! `DELETE /webhooks/{id}`.
+//!
 //! A bad setting exits with code 2 and a message on stderr.
 
 use std::net::TcpListener;
 use std::process::ExitCode;
 
-use qpien_rest::sandbox::{DEMO_CLIENT_ID, READ_ONLY_CLIENT_ID, Sandbox, SandboxConfig};
+use qpien_sandbox::{
+    DEMO_CLIENT_ID, READ_ONLY_CLIENT_ID, Sandbox, SandboxConfig, WebhookRegistration,
+};
 use tracing_subscriber::EnvFilter;
 
 fn setting(name: &str, default: &str) -> Result<String, String> {
@@ -57,8 +70,15 @@ async fn main() -> ExitCode {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     tracing_subscriber::fmt().with_env_filter(filter).init();
 
-    let settings = listen_address().and_then(|addr| Ok((addr, SandboxConfig::from_env()?)));
-    let ((host, port), config) = match settings {
+    let lookup = |name: &str| std::env::var_os(name).map(|v| v.to_string_lossy().into_owned());
+    let settings = listen_address().and_then(|addr| {
+        Ok((
+            addr,
+            SandboxConfig::from_env()?,
+            WebhookRegistration::from_lookup(lookup)?,
+        ))
+    });
+    let ((host, port), config, webhook) = match settings {
         Ok(s) => s,
         Err(message) => {
             eprintln!("qpien-sandbox: invalid setting: {message}");
@@ -79,6 +99,20 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Some(webhook) = webhook {
+        match sandbox.register_webhook_with_secret(&webhook.url, &webhook.events, &webhook.secret) {
+            Ok(registered) => tracing::info!(
+                id = %registered.endpoint.id,
+                url = %registered.endpoint.endpoint_url,
+                "webhook endpoint registered from SANDBOX_WEBHOOK_URL"
+            ),
+            Err(e) => {
+                eprintln!("qpien-sandbox: invalid setting: SANDBOX_WEBHOOK_URL: {e}");
+                sandbox.stop().await;
+                return ExitCode::from(2);
+            }
+        }
+    }
     println!("Qpien sandbox GraphQL endpoint: {}", sandbox.url());
     println!("Demo client id: {DEMO_CLIENT_ID} (read-only: {READ_ONLY_CLIENT_ID})");
 

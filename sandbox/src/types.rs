@@ -6,13 +6,15 @@
 //! It mirrors `src/upstream/graphql/schema.graphql`. The doc comments on the GraphQL
 //! types, fields and enum items below *are* their GraphQL descriptions, so they must
 //! stay word for word those of the SDL file; the schema-agreement test checks this.
-//! Internal notes therefore use `//` comments.
+//! Internal notes therefore use `//` comments. The output types also derive `Serialize`
+//! with the same wire names, for the webhook payloads (a test compares the two).
 
 use async_graphql::{
     Enum, Error, ErrorExtensions, ID, InputObject, InputValueError, InputValueResult, Scalar,
     ScalarType, SimpleObject, Value,
 };
 use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Serialize, Serializer};
 
 /// A GraphQL error carrying `extensions.code`, the way Qpien reports failures.
 pub(crate) fn coded_error(code: &'static str, message: impl Into<String>) -> Error {
@@ -36,13 +38,27 @@ impl ScalarType for Date {
     }
 
     fn to_value(&self) -> Value {
-        Value::String(self.0.to_rfc3339_opts(SecondsFormat::Secs, true))
+        Value::String(self.to_wire())
+    }
+}
+
+impl Date {
+    fn to_wire(self) -> String {
+        self.0.to_rfc3339_opts(SecondsFormat::Secs, true)
+    }
+}
+
+// Serde (webhook payloads) writes what GraphQL answers.
+impl Serialize for Date {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.to_wire())
     }
 }
 
 /// Status of a conversation.
 /// ASSUMPTION: the members; the documentation names the enum but not its values.
-#[derive(Enum, Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Enum, Serialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ConversationStatusEnum {
     /// Waiting for an agent to act.
     Open,
@@ -56,7 +72,8 @@ pub enum ConversationStatusEnum {
 
 /// Ticket priority of a conversation.
 /// ASSUMPTION: the members.
-#[derive(Enum, Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Enum, Serialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum TicketPriority {
     /// No hurry.
     Low,
@@ -70,7 +87,8 @@ pub enum TicketPriority {
 
 /// Kind of conversation.
 /// ASSUMPTION: the members; the documentation says "direct, group, etc.".
-#[derive(Enum, Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Enum, Serialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ConversationTypeEnum {
     /// One customer and the business.
     Direct,
@@ -82,7 +100,8 @@ pub enum ConversationTypeEnum {
 
 /// Messaging channel kind.
 /// ASSUMPTION: the enum and its members, from the channels Qpien advertises.
-#[derive(Enum, Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Enum, Serialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ChannelTypeEnum {
     /// WhatsApp Business.
     Whatsapp,
@@ -100,10 +119,12 @@ pub enum ChannelTypeEnum {
 
 /// The last message of a conversation.
 /// ASSUMPTION: the fields, after the Messages module's message entity.
-#[derive(SimpleObject, Clone, Debug)]
+#[derive(SimpleObject, Serialize, Clone, Debug)]
+#[serde(rename_all = "camelCase")]
 pub struct LastMessageType {
     /// Id of the message.
     #[graphql(name = "_id")]
+    #[serde(rename = "_id")]
     pub id: ID,
     /// Text content of the message; empty for media-only messages.
     pub content: Option<String>,
@@ -117,10 +138,12 @@ pub struct LastMessageType {
 
 /// A tag that can be put on conversations.
 /// ASSUMPTION: the fields, after the Contacts module's tags.
-#[derive(SimpleObject, Clone, Debug)]
+#[derive(SimpleObject, Serialize, Clone, Debug)]
+#[serde(rename_all = "camelCase")]
 pub struct Tag {
     /// Id of the tag.
     #[graphql(name = "_id")]
+    #[serde(rename = "_id")]
     pub id: ID,
     /// Name of the tag, unique within a customer.
     pub name: String,
@@ -130,10 +153,12 @@ pub struct Tag {
 
 /// A channel linked to a conversation.
 /// ASSUMPTION: the fields.
-#[derive(SimpleObject, Clone, Debug)]
+#[derive(SimpleObject, Serialize, Clone, Debug)]
+#[serde(rename_all = "camelCase")]
 pub struct ChannelTypeOutput {
     /// Id of the channel.
     #[graphql(name = "_id")]
+    #[serde(rename = "_id")]
     pub id: ID,
     /// Display name of the channel, e.g. the WhatsApp number or mailbox.
     pub name: Option<String>,
@@ -142,10 +167,12 @@ pub struct ChannelTypeOutput {
 }
 
 /// A customer conversation: one thread with a customer across one or more channels.
-#[derive(SimpleObject, Clone, Debug)]
+#[derive(SimpleObject, Serialize, Clone, Debug)]
+#[serde(rename_all = "camelCase")]
 pub struct ExternalConversation {
     /// Unique identifier of the conversation.
     #[graphql(name = "_id")]
+    #[serde(rename = "_id")]
     pub id: ID,
     /// The associated customer ID.
     pub customer: Option<ID>,
@@ -153,6 +180,7 @@ pub struct ExternalConversation {
     pub joined_person: Option<ID>,
     /// The customer-side person currently joined.
     #[graphql(name = "joinedCPerson")]
+    #[serde(rename = "joinedCPerson")]
     pub joined_c_person: Option<ID>,
     /// Whether the conversation is marked as important.
     pub is_starred: Option<bool>,
@@ -170,6 +198,7 @@ pub struct ExternalConversation {
     pub channels: Option<Vec<Option<ChannelTypeOutput>>>,
     /// Type of conversation (direct, group, etc.).
     #[graphql(name = "type")]
+    #[serde(rename = "type")]
     pub kind: Option<ConversationTypeEnum>,
     /// Priority level of the conversation.
     pub priority: Option<TicketPriority>,

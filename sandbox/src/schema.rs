@@ -11,18 +11,25 @@ use async_graphql::{Context, EmptySubscription, Error, ID, Object, Result, Schem
 
 use super::auth::{self, Caller, READ_CONVERSATIONS, TokenStore, WRITE_CONVERSATIONS};
 use super::data::{Store, StoreError};
+use super::events::{self, WebhookEvent};
 use super::types::{
     ConversationListFilterInput, ConversationListOutput, ExternalConversation, OAuthToken,
     UpdateConversationInput, coded_error,
 };
+use super::webhooks::Webhooks;
 
 pub(crate) type SandboxSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;
 
-/// Builds the schema; `store` and `tokens` are this sandbox instance's own state.
-pub(crate) fn build(store: Arc<Store>, tokens: Arc<TokenStore>) -> SandboxSchema {
+/// Builds the schema; `store`, `tokens` and `webhooks` are this sandbox instance's own state.
+pub(crate) fn build(
+    store: Arc<Store>,
+    tokens: Arc<TokenStore>,
+    webhooks: Arc<Webhooks>,
+) -> SandboxSchema {
     Schema::build(QueryRoot, MutationRoot, EmptySubscription)
         .data(store)
         .data(tokens)
+        .data(webhooks)
         .finish()
 }
 
@@ -113,9 +120,23 @@ impl MutationRoot {
     ) -> Result<ExternalConversation> {
         ctx.data_unchecked::<Caller>()
             .require(WRITE_CONVERSATIONS)?;
-        ctx.data_unchecked::<Arc<Store>>()
+        let updated = ctx
+            .data_unchecked::<Arc<Store>>()
             .update(&conversation_id, &input)
-            .map_err(store_error)
+            .map_err(store_error)?;
+        // The store has changed already, so a read made on the delivery sees the change.
+        let webhooks = ctx.data_unchecked::<Arc<Webhooks>>();
+        webhooks.emit(
+            WebhookEvent::ConversationUpdated,
+            events::conversation_updated(&updated.conversation),
+        );
+        if updated.joined {
+            webhooks.emit(
+                WebhookEvent::JoinConversation,
+                events::join_conversation(&updated.conversation),
+            );
+        }
+        Ok(updated.conversation)
     }
 }
 

@@ -12,12 +12,19 @@ use serde_json::{Value, json};
 
 use super::*;
 
-const CONTRACT: &str = include_str!("../upstream/graphql/schema.graphql");
-const FIELDS: &str = include_str!("../upstream/graphql/conversation_fields.graphql");
-const TOKEN_OP: &str = include_str!("../upstream/graphql/generate_oauth_token.graphql");
-const GET_OP: &str = include_str!("../upstream/graphql/get_conversation.graphql");
-const LIST_OP: &str = include_str!("../upstream/graphql/get_conversation_list.graphql");
-const UPDATE_OP: &str = include_str!("../upstream/graphql/update_conversation.graphql");
+// The contract and the operation documents are the facade's (the root package's): the
+// sandbox is held to what the facade assumes of Qpien and sends to it.
+
+pub(crate) const CONTRACT: &str = include_str!("../../src/upstream/graphql/schema.graphql");
+pub(crate) const FIELDS: &str =
+    include_str!("../../src/upstream/graphql/conversation_fields.graphql");
+pub(crate) const TOKEN_OP: &str =
+    include_str!("../../src/upstream/graphql/generate_oauth_token.graphql");
+pub(crate) const GET_OP: &str = include_str!("../../src/upstream/graphql/get_conversation.graphql");
+pub(crate) const LIST_OP: &str =
+    include_str!("../../src/upstream/graphql/get_conversation_list.graphql");
+pub(crate) const UPDATE_OP: &str =
+    include_str!("../../src/upstream/graphql/update_conversation.graphql");
 
 // ---- schema agreement ----
 
@@ -149,17 +156,110 @@ fn config_from_settings() {
     );
 }
 
-// ---- HTTP behaviour ----
+#[test]
+fn activity_and_webhook_settings() {
+    let quiet = SandboxConfig::from_lookup(|_| None).unwrap();
+    assert_eq!(
+        quiet.activity_per_minute, 0,
+        "tests are quiet unless they ask"
+    );
+    assert_eq!(quiet.webhook_max_attempts, None);
+    let busy = SandboxConfig {
+        activity_per_minute: 60,
+        ..Default::default()
+    };
+    let kept = SandboxConfig::from_lookup_over(busy.clone(), |_| None).unwrap();
+    assert_eq!(
+        kept.activity_per_minute, 60,
+        "the caller's default holds when unset"
+    );
+    let set = SandboxConfig::from_lookup_over(busy, |name| match name {
+        "SANDBOX_ACTIVITY_PER_MINUTE" => Some("0".into()),
+        "SANDBOX_ACTIVITY_SEED" => Some("42".into()),
+        "SANDBOX_WEBHOOK_MAX_ATTEMPTS" => Some("5".into()),
+        _ => None,
+    })
+    .unwrap();
+    assert_eq!(
+        (
+            set.activity_per_minute,
+            set.activity_seed,
+            set.webhook_max_attempts
+        ),
+        (0, 42, Some(5))
+    );
+    for (name, bad) in [
+        ("SANDBOX_ACTIVITY_PER_MINUTE", "60001"),
+        ("SANDBOX_ACTIVITY_PER_MINUTE", "-1"),
+        ("SANDBOX_ACTIVITY_SEED", "x"),
+        ("SANDBOX_WEBHOOK_MAX_ATTEMPTS", "0"),
+    ] {
+        let err = SandboxConfig::from_lookup(|n| (n == name).then(|| bad.to_owned())).unwrap_err();
+        assert!(err.contains(name), "{err}");
+    }
 
-struct Harness {
-    sandbox: Sandbox,
-    http: reqwest::Client,
+    let none = WebhookRegistration::from_lookup(|_| None).unwrap();
+    assert_eq!(none, None);
+    let settings = |pairs: &'static [(&'static str, &'static str)]| {
+        WebhookRegistration::from_lookup(move |name| {
+            pairs
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| (*v).to_owned())
+        })
+    };
+    let all = settings(&[
+        ("SANDBOX_WEBHOOK_URL", "http://facade:8080/webhooks/qpien"),
+        ("SANDBOX_WEBHOOK_SECRET", "s3cret"),
+    ])
+    .unwrap()
+    .unwrap();
+    assert_eq!(all.events, WebhookEvent::ALL);
+    assert_eq!(all.secret, "s3cret");
+    let some = settings(&[
+        ("SANDBOX_WEBHOOK_URL", "http://facade:8080/webhooks/qpien"),
+        ("SANDBOX_WEBHOOK_SECRET", "s3cret"),
+        (
+            "SANDBOX_WEBHOOK_EVENTS",
+            "JOIN_CONVERSATION, CONVERSATION_UPDATED",
+        ),
+    ])
+    .unwrap()
+    .unwrap();
+    assert_eq!(
+        some.events,
+        [
+            WebhookEvent::JoinConversation,
+            WebhookEvent::ConversationUpdated
+        ]
+    );
+    for bad in [
+        &[("SANDBOX_WEBHOOK_URL", "http://facade:8080/")][..],
+        &[("SANDBOX_WEBHOOK_SECRET", "s3cret")][..],
+        &[
+            ("SANDBOX_WEBHOOK_URL", "http://facade:8080/"),
+            ("SANDBOX_WEBHOOK_SECRET", "s3cret"),
+            (
+                "SANDBOX_WEBHOOK_EVENTS",
+                "NEW_INCOMING_MESSAGE,MESSAGE_DELETED",
+            ),
+        ][..],
+    ] {
+        assert!(settings(bad).is_err(), "{bad:?}");
+    }
 }
 
-struct Answer {
+// ---- HTTP behaviour ----
+
+pub(crate) struct Harness {
+    pub(crate) sandbox: Sandbox,
+    pub(crate) http: reqwest::Client,
+}
+
+pub(crate) struct Answer {
     status: u16,
     headers: HeaderMap,
-    body: Value,
+    pub(crate) body: Value,
 }
 
 impl Answer {
@@ -192,8 +292,8 @@ impl Answer {
 }
 
 impl Harness {
-    fn start(config: SandboxConfig) -> Self {
-        crate::install_tls_provider();
+    pub(crate) fn start(config: SandboxConfig) -> Self {
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         Harness {
             sandbox: Sandbox::start(listener, config).unwrap(),
@@ -217,7 +317,7 @@ impl Harness {
         }
     }
 
-    async fn call(&self, token: Option<&str>, op: &str, variables: Value) -> Answer {
+    pub(crate) async fn call(&self, token: Option<&str>, op: &str, variables: Value) -> Answer {
         let query = if op.contains("...ConversationFields") {
             format!("{op}\n{FIELDS}")
         } else {
@@ -241,7 +341,7 @@ impl Harness {
             .to_owned()
     }
 
-    async fn token(&self) -> String {
+    pub(crate) async fn token(&self) -> String {
         self.token_for(DEMO_CLIENT_ID, DEMO_CLIENT_SECRET).await
     }
 
@@ -255,7 +355,7 @@ impl Harness {
     }
 }
 
-fn conversation_id(n: usize) -> String {
+pub(crate) fn conversation_id(n: usize) -> String {
     format!("6650a1{n:018x}")
 }
 

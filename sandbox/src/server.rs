@@ -17,12 +17,14 @@ use serde_json::json;
 use super::SandboxStats;
 use super::auth::{Caller, TokenStore};
 use super::schema::SandboxSchema;
+use super::webhooks::{self, Webhooks};
 
 const WINDOW: Duration = Duration::from_secs(60);
 
 /// What every request handler shares; one per sandbox instance.
 pub(crate) struct AppState {
     pub schema: SandboxSchema,
+    pub webhooks: Arc<Webhooks>,
     pub tokens: Arc<TokenStore>,
     pub limiter: RateLimiter,
     pub latency: std::time::Duration,
@@ -32,16 +34,19 @@ pub(crate) struct AppState {
 pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/api/v1", web::post().to(graphql))
         .route("/healthz", web::get().to(healthz))
-        .route("/stats", web::get().to(stats));
+        .route("/stats", web::get().to(stats))
+        .configure(webhooks::http::routes);
+}
+
+/// The counters of requests and of webhook deliveries, as of now.
+pub(crate) fn snapshot(stats: &Mutex<SandboxStats>, webhooks: &Webhooks) -> SandboxStats {
+    let mut snapshot = stats.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    snapshot.webhook_deliveries = webhooks.stats();
+    snapshot
 }
 
 async fn stats(state: web::Data<AppState>) -> HttpResponse {
-    let stats = state
-        .stats
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone();
-    HttpResponse::Ok().json(stats)
+    HttpResponse::Ok().json(snapshot(&state.stats, &state.webhooks))
 }
 
 async fn healthz() -> HttpResponse {

@@ -70,8 +70,16 @@ const MESSAGES: [&str; 8] = [
 
 /// A 24-hex-digit id (MongoDB ObjectId-like): a 6-digit prefix naming the kind of
 /// object, then the number.
-fn object_id(prefix: &str, n: usize) -> String {
+pub(crate) fn object_id(prefix: &str, n: usize) -> String {
     format!("{prefix}{n:018x}")
+}
+
+/// The seeded agents (joined persons) are numbered from 1 to this.
+pub(crate) const AGENT_COUNT: usize = 3;
+
+/// The id of agent `n` (from 1).
+pub(crate) fn agent_id(n: usize) -> String {
+    object_id("6650a3", n)
 }
 
 pub(crate) fn is_object_id(id: &str) -> bool {
@@ -119,7 +127,7 @@ fn seed_conversation(i: usize, catalogue: &[Tag], base: DateTime<Utc>) -> Extern
     ExternalConversation {
         id: ID(object_id("6650a1", i + 1)),
         customer: Some(ID(CUSTOMER_ID.to_owned())),
-        joined_person: (i % 6 != 5).then(|| ID(object_id("6650a3", i % 3 + 1))),
+        joined_person: (i % 6 != 5).then(|| ID(agent_id(i % AGENT_COUNT + 1))),
         joined_c_person: Some(ID(object_id("6650a6", i + 1))),
         is_starred: Some(i.is_multiple_of(5) || i % 7 == 3),
         status: Some(STATUSES[i % STATUSES.len()]),
@@ -144,6 +152,12 @@ fn seed_conversation(i: usize, catalogue: &[Tag], base: DateTime<Utc>) -> Extern
 pub(crate) enum StoreError {
     NotFound,
     BadInput(String),
+}
+
+/// A conversation as an update left it, and whether another person joined it.
+pub(crate) struct Updated {
+    pub conversation: ExternalConversation,
+    pub joined: bool,
 }
 
 /// The conversations of one sandbox instance.
@@ -242,7 +256,7 @@ impl Store {
         &self,
         id: &ID,
         input: &UpdateConversationInput,
-    ) -> Result<ExternalConversation, StoreError> {
+    ) -> Result<Updated, StoreError> {
         let id = checked_id(id, "conversationId")?;
         let bad = |m: &str| Err(StoreError::BadInput(m.to_owned()));
         let unset = input.unset_joined_person == Some(true);
@@ -296,12 +310,30 @@ impl Store {
         if tags.is_some() {
             c.tags = tags;
         }
+        let mut newly_joined = false;
         if let Some(person) = joined {
+            newly_joined = c.joined_person.as_ref().is_none_or(|p| p.0 != person);
             c.joined_person = Some(ID(person));
         }
         if unset {
             c.joined_person = None;
         }
-        Ok(c.clone())
+        Ok(Updated {
+            conversation: c.clone(),
+            joined: newly_joined,
+        })
+    }
+
+    /// Applies `change` to the conversation at `index` (in seed order) and returns it as
+    /// changed; None past the last one.
+    pub(crate) fn change_at(
+        &self,
+        index: usize,
+        change: impl FnOnce(&mut ExternalConversation),
+    ) -> Option<ExternalConversation> {
+        let mut conversations = self.lock();
+        let c = conversations.get_mut(index)?;
+        change(c);
+        Some(c.clone())
     }
 }
