@@ -49,6 +49,12 @@ pub struct Settings {
     pub redis: Option<RedisSettings>,
     /// Qpien's webhooks in (`QPIEN_WEBHOOK_*`).
     pub webhooks: WebhookSettings,
+    /// `DATA_DIR`: the directory of the files the service keeps, today the event log
+    /// (`events.sqlite3`, used when `REDIS_URL` is unset). Created at start-up if missing;
+    /// a volume of its own in a container. Default `./data`.
+    pub data_dir: PathBuf,
+    /// The change feed's event log (`EVENT_LOG_*`).
+    pub event_log: EventLogSettings,
     /// The embedded sandbox, used only when `QPIEN_API_URL` is unset:
     /// `SANDBOX_TOKEN_TTL_SECS` (default 3600), `SANDBOX_RATE_LIMIT_PER_MINUTE` (100),
     /// `SANDBOX_LATENCY_MS` (0), and `SANDBOX_ACTIVITY_PER_MINUTE`: how many changes a
@@ -171,6 +177,22 @@ impl WebhookSettings {
             settings.remember = Duration::from_secs(n);
         }
         settings
+    }
+}
+
+/// The durable event log under the change feed (`events::log`).
+#[derive(Clone, Copy, Debug)]
+pub struct EventLogSettings {
+    /// `EVENT_LOG_RETENTION_SECS`: how long an event is kept; a cursor older than that is
+    /// gone and its reader starts again from now. Default 604800 (7 days).
+    pub retention: Duration,
+}
+
+impl Default for EventLogSettings {
+    fn default() -> Self {
+        Self {
+            retention: Duration::from_secs(7 * 86_400),
+        }
     }
 }
 
@@ -315,6 +337,8 @@ impl Default for Settings {
             cors: CorsOrigins::Off,
             redis: None,
             webhooks: WebhookSettings::default(),
+            data_dir: PathBuf::from("./data"),
+            event_log: EventLogSettings::default(),
             sandbox: SandboxConfig::default(),
         }
     }
@@ -439,6 +463,9 @@ impl Settings {
         if let Some(secs) = number("SHUTDOWN_DRAIN_SECS", 0..=3_600) {
             settings.shutdown_drain = Duration::from_secs(secs);
         }
+        if let Some(secs) = number("EVENT_LOG_RETENTION_SECS", 60..=31_536_000) {
+            settings.event_log.retention = Duration::from_secs(secs);
+        }
         if let Some(v) = get("LOG_FORMAT") {
             match v.to_ascii_lowercase().as_str() {
                 "text" => settings.log_format = LogFormat::Text,
@@ -462,6 +489,9 @@ impl Settings {
         }
         if settings.cors == CorsOrigins::Any && settings.is_service_mode() {
             problems.push(CORS_ANY_IN_SERVICE_MODE.to_owned());
+        }
+        if let Some(v) = get("DATA_DIR") {
+            settings.data_dir = PathBuf::from(v);
         }
         if let Some(v) = get("API_KEYS_FILE") {
             settings.api_keys_file = Some(PathBuf::from(v));
@@ -620,6 +650,21 @@ mod tests {
         assert!(s.upstream.credentials.is_none());
         assert_eq!(s.upstream.connect_timeout, Duration::from_secs(2));
         assert_eq!(s.upstream.request_timeout, Duration::from_secs(10));
+        assert_eq!(s.data_dir, PathBuf::from("./data"));
+        assert_eq!(s.event_log.retention, Duration::from_secs(604_800));
+    }
+
+    #[test]
+    fn the_event_log_is_kept_where_and_as_long_as_told() {
+        let s = settings(&[
+            ("DATA_DIR", "/var/lib/qpien-rest"),
+            ("EVENT_LOG_RETENTION_SECS", "3600"),
+        ])
+        .unwrap();
+        assert_eq!(s.data_dir, PathBuf::from("/var/lib/qpien-rest"));
+        assert_eq!(s.event_log.retention, Duration::from_secs(3_600));
+        let err = settings(&[("EVENT_LOG_RETENTION_SECS", "0")]).unwrap_err();
+        assert!(err.to_string().contains("EVENT_LOG_RETENTION_SECS"));
     }
 
     #[test]

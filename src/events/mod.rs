@@ -1,8 +1,10 @@
 //! Changes the facade learns of. Today: Qpien's webhook deliveries, verified against
 //! their signature and turned into exact invalidations of the read cache
 //! (`reads::invalidate`), applied once however often Qpien delivers them. Nothing here
-//! knows HTTP; `routes::webhooks` is the door.
+//! knows HTTP; `routes::webhooks` is the door. `log` is the durable log of those changes
+//! that the change feed reads.
 
+pub mod log;
 pub mod qpien;
 
 use std::sync::Arc;

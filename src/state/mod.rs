@@ -1,13 +1,16 @@
 //! State the facade keeps about callers and Qpien, behind one seam: the rate budget's
 //! windows, the service's token, the read cache's shared tier, the webhook deliveries
-//! already applied. Each has an in-process implementation (one replica) and a Redis one
-//! (several replicas), chosen at start-up.
+//! already applied, the change feed's event log. Each has an implementation for one
+//! replica (in-process; for the event log, a SQLite file) and a Redis one (several
+//! replicas), chosen at start-up.
 
 pub mod redis;
 mod shared_budget;
 mod shared_events;
 pub mod shared_reads;
 mod shared_token;
+pub mod sqlite;
+pub mod streams;
 pub mod window;
 
 pub use shared_budget::SharedAdmission;

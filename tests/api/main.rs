@@ -9,6 +9,7 @@ mod caller_key_shares;
 mod caller_keys;
 mod connector;
 mod cors;
+mod event_log;
 mod faults;
 mod get_conversation;
 mod list_conversations;

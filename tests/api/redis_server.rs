@@ -1,6 +1,7 @@
 //! A real `redis-server` (Debian's package) for the tests of shared state: started on a
-//! free port of 127.0.0.1 in a directory of its own, without persistence, stopped when
-//! dropped. The tests using it carry `#[cfg_attr(not(redis_server), ignore = ...)]`:
+//! free port of 127.0.0.1 in a directory of its own, without persistence (or with an
+//! append-only file synced on every write: `start_persistent`), stopped when dropped.
+//! The tests using it carry `#[cfg_attr(not(redis_server), ignore = ...)]`:
 //! `build.rs` sets `redis_server` when the binary is on PATH (and fails the build in CI
 //! without it), so where it is missing they are reported as ignored, never as passed.
 
@@ -13,12 +14,23 @@ pub struct RedisServer {
     pub port: u16,
     dir: tempfile::TempDir,
     child: Option<Child>,
+    persistent: bool,
 }
 
 impl RedisServer {
     /// A running server. The tests that call this are ignored where `build.rs` found no
     /// `redis-server` on PATH, so here its absence is a failure.
     pub async fn start() -> Self {
+        Self::start_with(false).await
+    }
+
+    /// A running server that keeps every write in its append-only file, fsynced before
+    /// it answers (`appendfsync always`), as the compose and Kubernetes Redis do.
+    pub async fn start_persistent() -> Self {
+        Self::start_with(true).await
+    }
+
+    async fn start_with(persistent: bool) -> Self {
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -28,6 +40,7 @@ impl RedisServer {
             port,
             dir: tempfile::tempdir().unwrap(),
             child: None,
+            persistent,
         };
         server.restart().await;
         server
@@ -39,9 +52,15 @@ impl RedisServer {
 
     /// Starts it (again, after `kill`) on the same port, and waits until it answers.
     pub async fn restart(&mut self) {
+        let persistence: &[&str] = if self.persistent {
+            &["--appendonly", "yes", "--appendfsync", "always"]
+        } else {
+            &["--appendonly", "no"]
+        };
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
+            .args(["--save", ""])
+            .args(persistence)
             // Redis 7 refuses DEBUG (SLEEP plays a Redis that stops answering) by default.
             .args(["--enable-debug-command", "local"])
             .arg("--dir")
