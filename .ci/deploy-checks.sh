@@ -5,7 +5,10 @@
 #   3. kubernetes-validate --strict on deploy/kubernetes/ (unknown fields fail) for
 #      Kubernetes 1.30 and 1.37, and kustomization.yaml listing exactly the manifests;
 #   4. haproxy -c on deploy/haproxy.cfg;
-#   5. deploy/local-topology.sh brought up, GET /conversations through HAProxy, and
+#   5. promtool check rules and promtool test rules on deploy/prometheus/ (the alerting
+#      rules and their unit tests; that the metrics they name exist is a test of the
+#      API suite, tests/api/operations.rs);
+#   6. deploy/local-topology.sh brought up, GET /conversations through HAProxy, and
 #      brought down with nothing left running.
 # Installs its tools first (.ci/install-tools.sh).
 #
@@ -58,6 +61,10 @@ PY
 echo "== haproxy -c"
 LB_BIND=127.0.0.1:8080 QPIEN_REPLICA_1=127.0.0.1:1 QPIEN_REPLICA_2=127.0.0.1:2 \
   QPIEN_REPLICA_3=127.0.0.1:3 /usr/sbin/haproxy -c -f deploy/haproxy.cfg
+
+echo "== promtool"
+promtool check rules deploy/prometheus/alerts.yml
+(cd deploy/prometheus && promtool test rules alerts.test.yml)
 
 echo "== deploy/local-topology.sh"
 topology_check() {

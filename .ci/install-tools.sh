@@ -3,7 +3,8 @@
 # (each step is skipped or quick when already done):
 #   - Debian packages (apt): chromium, for Swagger UI and CORS in a real browser (no browser
 #     downloads); redis-server (with redis-cli) and haproxy, for the deployment checks
-#     and the tests and benchmarks that run several replicas;
+#     and the tests and benchmarks that run several replicas; prometheus, for promtool
+#     (the alerting rules' checks and unit tests);
 #   - a virtualenv at .ci/.venv with .ci/requirements.txt (pip);
 #   - .ci/node_modules from .ci/package-lock.json (npm ci): Redocly CLI, playwright-core,
 #     openapi-to-postmanv2, newman, openapi-typescript, openapi-fetch, typescript.
@@ -16,6 +17,7 @@ declare -A apt_programs=(
   [redis-server]=/usr/bin/redis-server
   [redis-tools]=/usr/bin/redis-cli
   [haproxy]=/usr/sbin/haproxy
+  [prometheus]=/usr/bin/promtool
 )
 missing_programs() {
   local package

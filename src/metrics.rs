@@ -100,6 +100,8 @@ pub struct Metrics {
     pub reads: Family<ReadLabels, Counter>,
     /// 1 while Redis (`REDIS_URL`) answers, 0 while it does not or none is configured.
     pub redis_up: Gauge,
+    /// 1 when `REDIS_URL` is set, so an alert on `redis_up` can tell down from absent.
+    pub redis_configured: Gauge,
     pub conditional_responses: Family<StatusLabels, Counter>,
     /// Requests made with a caller key, by key id and status (403 and 429 included).
     pub caller_requests: Family<KeyStatusLabels, Counter>,
@@ -112,12 +114,19 @@ pub struct Metrics {
     /// Looks at a changed keys file, by outcome (`reloaded` or `kept`: the file could not
     /// be used and the last good keys stayed).
     pub caller_keys_reloads: Family<OutcomeLabels, Counter>,
+    /// 1 while the keys file cannot be used (the last good keys are in force), else 0.
+    pub caller_keys_reload_failing: Gauge,
+    /// When the keys in force were read from the file, seconds since 1970.
+    pub caller_keys_last_loaded: Gauge,
     /// Qpien webhook deliveries, by event type and outcome.
     pub webhook_events: Family<WebhookLabels, Counter>,
     /// Changes recorded against the cache, by scope (`conversation` or `everything`).
     pub invalidations: Family<ScopeLabels, Counter>,
     /// When the last delivery with a valid signature arrived, seconds since 1970; 0 before one.
     pub webhook_last_verified: Gauge,
+    /// 1 when `QPIEN_WEBHOOK_SECRET` is set, so an alert on the silence can tell a
+    /// quiet receiver from none.
+    pub webhooks_configured: Gauge,
 }
 
 fn latency() -> Histogram {
@@ -140,15 +149,19 @@ impl Default for Metrics {
             token_renewals: Family::default(),
             reads: Family::default(),
             redis_up: Gauge::default(),
+            redis_configured: Gauge::default(),
             conditional_responses: Family::default(),
             caller_requests: Family::default(),
             caller_unauthorized: Family::default(),
             caller_upstream_calls: Family::default(),
             caller_keys: Gauge::default(),
             caller_keys_reloads: Family::default(),
+            caller_keys_reload_failing: Gauge::default(),
+            caller_keys_last_loaded: Gauge::default(),
             webhook_events: Family::default(),
             invalidations: Family::default(),
             webhook_last_verified: Gauge::default(),
+            webhooks_configured: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -207,6 +220,11 @@ impl Default for Metrics {
             m.redis_up.clone(),
         );
         registry.register(
+            "redis_configured",
+            "1 when REDIS_URL is set (redis_up then says whether it answers), 0 otherwise",
+            m.redis_configured.clone(),
+        );
+        registry.register(
             "conditional_responses",
             "Answers to conditional requests: 304 Not Modified (If-None-Match) and 412 Precondition Failed (If-Match)",
             m.conditional_responses.clone(),
@@ -233,6 +251,16 @@ impl Default for Metrics {
             m.caller_keys_reloads.clone(),
         );
         registry.register(
+            "caller_keys_reload_failing",
+            "1 while the caller keys file cannot be read or parsed, so the last good keys (a revoked one included) stay in force; 0 otherwise",
+            m.caller_keys_reload_failing.clone(),
+        );
+        registry.register(
+            "caller_keys_last_loaded_timestamp_seconds",
+            "When the caller keys in force were read from the file (Unix time)",
+            m.caller_keys_last_loaded.clone(),
+        );
+        registry.register(
             "webhook_events",
             "Qpien webhook deliveries by event type (a known type, other, or none when not read that far) and outcome: applied, duplicate, unknown-type (applied too), bad-signature, too-large, malformed, not-recorded (Redis did not take it: answered 503 for Qpien to retry)",
             m.webhook_events.clone(),
@@ -246,6 +274,11 @@ impl Default for Metrics {
             "webhook_last_verified_timestamp_seconds",
             "When the last Qpien webhook delivery with a valid signature arrived (Unix time; 0 before the first). Alert on time() minus this when Qpien is expected to be busy",
             m.webhook_last_verified.clone(),
+        );
+        registry.register(
+            "webhooks_configured",
+            "1 when QPIEN_WEBHOOK_SECRET is set and this replica receives Qpien's webhooks, 0 otherwise",
+            m.webhooks_configured.clone(),
         );
         Self { registry, ..m }
     }

@@ -151,6 +151,12 @@ impl Application {
         )
         .map(web::Data::new);
         let client = web::Data::from(client);
+        metrics
+            .redis_configured
+            .set(i64::from(settings.redis.is_some()));
+        metrics
+            .webhooks_configured
+            .set(i64::from(webhooks.is_some()));
         let key_watch = keys.as_ref().map(|k| watch_caller_keys(k, metrics.clone()));
         let keys = keys.map(web::Data::from);
         let base = web::Data::new(PublicBaseUrl(settings.public_base_url.clone()));
@@ -328,6 +334,8 @@ fn watch_caller_keys(
 ) -> tokio::task::JoinHandle<()> {
     let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
     metrics.caller_keys.set(count(keys.current().len()));
+    report_keys_health(keys, &metrics);
+    let store = keys.clone();
     keys.clone().watch(move |outcome| {
         let outcome = match outcome {
             Reload::Unchanged => return,
@@ -341,7 +349,20 @@ fn watch_caller_keys(
             .caller_keys_reloads
             .get_or_create(&metrics::OutcomeLabels { outcome })
             .inc();
+        report_keys_health(&store, &metrics);
     })
+}
+
+fn report_keys_health(keys: &KeyStore, metrics: &Metrics) {
+    let health = keys.health();
+    let loaded = health
+        .loaded_at
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    metrics.caller_keys_last_loaded.set(loaded);
+    metrics
+        .caller_keys_reload_failing
+        .set(i64::from(health.failing.is_some()));
 }
 
 fn redirect(to: &'static str) -> HttpResponse {

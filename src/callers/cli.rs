@@ -2,16 +2,17 @@
 //! hand. The new key goes to stdout and nowhere else (so `> key.txt` or a secret store's
 //! stdin can take it); everything said to the operator goes to stderr.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use super::file::parse_share;
-use super::{Scopes, add_key, check_id, read_key_file, revoke_key};
+use super::{Replaced, Scopes, add_key, check_id, read_key_file, revoke_key};
 
 pub const USAGE: &str = "\
   keys add --file F --id NAME --scopes read|write|read,write [--per-minute N]\n\
-               create a caller key, append its hash to F (created with mode 0600) and print\n\
-               the key on stdout, once: it is stored nowhere\n\
+               create a caller key, add its hash to F (created with mode 0600; an existing\n\
+               file is replaced in one rename and keeps its owner and mode) and print the\n\
+               key on stdout, once: it is stored nowhere\n\
   keys list --file F    the ids, scopes and shares in F (never keys or hashes)\n\
   keys revoke --file F --id NAME   remove the key NAME from F; a running service drops it\n\
                within a second (or at once on SIGHUP)\n";
@@ -83,8 +84,9 @@ fn run_inner(args: &[String]) -> Result<(), Failure> {
             let file = required(o.file, "--file")?;
             let id = required(o.id, "--id")?;
             let scopes = required(o.scopes, "--scopes")?;
-            let key = add_key(&file, &id, scopes, o.per_minute).map_err(file_error)?;
+            let (key, replaced) = add_key(&file, &id, scopes, o.per_minute).map_err(file_error)?;
             println!("{}", key.expose());
+            warn_if_wide(&file, replaced);
             let share = o
                 .per_minute
                 .map_or_else(String::new, |n| format!(", {n} requests a minute"));
@@ -116,7 +118,8 @@ fn run_inner(args: &[String]) -> Result<(), Failure> {
             let o = options(rest, &["--file", "--id"])?;
             let file = required(o.file, "--file")?;
             let id = required(o.id, "--id")?;
-            revoke_key(&file, &id).map_err(file_error)?;
+            let replaced = revoke_key(&file, &id).map_err(file_error)?;
+            warn_if_wide(&file, replaced);
             eprintln!(
                 "revoked key {id:?} in {}; a running service drops it within a second.",
                 file.display()
@@ -125,5 +128,17 @@ fn run_inner(args: &[String]) -> Result<(), Failure> {
         }
         Some((command, _)) => Err(Failure::Usage(format!("unknown keys command {command:?}"))),
         None => Err(Failure::Usage("add, list or revoke?".to_owned())),
+    }
+}
+
+/// The file keeps the mode it had (the service may read it through its group), but
+/// anyone besides its owner reading the key ids and hashes is worth a word.
+fn warn_if_wide(file: &Path, replaced: Replaced) {
+    if let Some(mode) = replaced.too_wide() {
+        eprintln!(
+            "warning: {} has mode {mode:04o}, wider than 0600: other users can read it. Run: chmod 600 {} (or chmod 640 if the service reads it through its group)",
+            file.display(),
+            file.display()
+        );
     }
 }

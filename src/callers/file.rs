@@ -140,16 +140,17 @@ pub fn read_key_file(path: &Path) -> Result<KeySet, KeyFileError> {
     parse(&text)
 }
 
-/// Generates a key, appends its line to `path` (created with mode 0600 and a header if
-/// missing) and returns the key, which exists nowhere else.
+/// Generates a key, adds its line to `path` (created with a header if missing) and
+/// returns the key, which exists nowhere else, with what `replace` found of the file.
 pub fn add_key(
     path: &Path,
     id: &str,
     scopes: Scopes,
     per_minute: Option<u32>,
-) -> Result<Secret, KeyFileError> {
+) -> Result<(Secret, Replaced), KeyFileError> {
     let invalid = |reason: String| KeyFileError::Invalid { line: 0, reason };
     check_id(id).map_err(invalid)?;
+    refuse_symlink(path)?;
     let existing = match fs::read_to_string(path) {
         Ok(text) if text.is_empty() => None,
         Ok(text) => Some(text),
@@ -170,26 +171,18 @@ pub fn add_key(
         per_minute,
         digest: KeyDigest::of(key.expose()),
     });
-    let mut text = String::new();
-    match &existing {
-        None => text.push_str(HEADER),
-        Some(old) if !old.is_empty() && !old.ends_with('\n') => text.push('\n'),
-        Some(_) => {}
+    let mut text = existing.unwrap_or_else(|| HEADER.to_owned());
+    if !text.ends_with('\n') {
+        text.push('\n');
     }
     text.push_str(&line);
-    let mut options = OpenOptions::new();
-    options.append(true).create(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(path).map_err(io(path))?;
-    file.write_all(text.as_bytes()).map_err(io(path))?;
-    file.sync_all().map_err(io(path))?;
-    Ok(key)
+    let replaced = replace(path, &text)?;
+    Ok((key, replaced))
 }
 
-/// Removes the line of key `id` from `path`, keeping every other line as it was. The new
-/// contents replace the file in one rename, so a reload never sees half a file.
-pub fn revoke_key(path: &Path, id: &str) -> Result<(), KeyFileError> {
+/// Removes the line of key `id` from `path`, keeping every other line as it was.
+pub fn revoke_key(path: &Path, id: &str) -> Result<Replaced, KeyFileError> {
+    refuse_symlink(path)?;
     let text = fs::read_to_string(path).map_err(io(path))?;
     if parse(&text)?.get(id).is_none() {
         return Err(KeyFileError::Invalid {
@@ -204,22 +197,137 @@ pub fn revoke_key(path: &Path, id: &str) -> Result<(), KeyFileError> {
             line.starts_with('#') || line.split_ascii_whitespace().next() != Some(id)
         })
         .collect();
+    replace(path, &kept)
+}
+
+/// What `replace` found of the file it replaced.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Replaced {
+    /// The permission bits of the file before, when there was one; kept as they were.
+    pub previous_mode: Option<u32>,
+}
+
+impl Replaced {
+    /// The previous mode, when it let anyone but the owner read or write the file.
+    pub fn too_wide(&self) -> Option<u32> {
+        self.previous_mode.filter(|mode| mode & 0o077 != 0)
+    }
+}
+
+/// A renamed-over file would replace the link itself, not what it points to: the
+/// operator's layout would change behind their back, so the commands ask for the target.
+fn refuse_symlink(path: &Path) -> Result<(), KeyFileError> {
+    match fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_symlink() => {
+            let target = fs::read_link(path).map_err(io(path))?;
+            Err(KeyFileError::Invalid {
+                line: 0,
+                reason: format!(
+                    "{} is a symbolic link (to {}): give the file it points to",
+                    path.display(),
+                    target.display()
+                ),
+            })
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The name `replace` writes to, beside the file: fixed, so two `keys` commands at once
+/// cannot both rewrite the file and lose one's change (the second finds it taken).
+fn temporary_path(path: &Path) -> std::path::PathBuf {
     let name = path
         .file_name()
         .map_or_else(Default::default, |n| n.to_string_lossy());
-    let temporary = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
-    let permissions = fs::metadata(path).map_err(io(path))?.permissions();
-    let result = (|| {
-        let mut file = fs::File::create(&temporary)?;
-        file.set_permissions(permissions)?;
-        file.write_all(kept.as_bytes())?;
+    path.with_file_name(format!(".{name}.tmp"))
+}
+
+/// Replaces the contents of `path` with `text` so that a reader (the service's reload)
+/// sees the old file or the new one, never half of one, and a crash leaves one of the two:
+/// a new file beside it, created exclusively (`O_EXCL`: never an existing file, never
+/// through a symbolic link planted there), mode 0600 while written, synced, renamed over
+/// `path`, and the directory synced so the rename itself survives a crash. The owner and
+/// permission bits of the file replaced are kept, so the service can still read it.
+fn replace(path: &Path, text: &str) -> Result<Replaced, KeyFileError> {
+    let previous = match fs::metadata(path) {
+        Ok(meta) => Some(meta),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(io(path)(e)),
+    };
+    let temporary = temporary_path(path);
+    let mut options = OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(&temporary).map_err(|error| {
+        if error.kind() == std::io::ErrorKind::AlreadyExists {
+            KeyFileError::Invalid {
+                line: 0,
+                reason: format!(
+                    "{} exists: another `qpien-rest keys` command is writing {}, or one was interrupted; if none is running, remove it and run the command again",
+                    temporary.display(),
+                    path.display()
+                ),
+            }
+        } else {
+            io(&temporary)(error)
+        }
+    })?;
+    let written = (|| {
+        file.write_all(text.as_bytes())?;
+        #[cfg(unix)]
+        if let Some(meta) = &previous {
+            keep_owner_and_mode(&file, meta)?;
+        }
         file.sync_all()?;
+        drop(file);
         fs::rename(&temporary, path)
     })();
-    if result.is_err() {
+    if let Err(error) = written {
         let _ = fs::remove_file(&temporary);
+        return Err(io(path)(error));
     }
-    result.map_err(io(path))
+    let directory = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    fs::File::open(directory)
+        .and_then(|d| d.sync_all())
+        .map_err(io(directory))?;
+    Ok(Replaced {
+        previous_mode: previous.map(|meta| mode_of(&meta)),
+    })
+}
+
+#[cfg(unix)]
+fn mode_of(meta: &fs::Metadata) -> u32 {
+    std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o7777
+}
+
+#[cfg(not(unix))]
+fn mode_of(_: &fs::Metadata) -> u32 {
+    0o600
+}
+
+/// Run by root (or another user than the file's owner), the new file would belong to
+/// that user, and a service reading it as the old owner would be locked out of it.
+#[cfg(unix)]
+fn keep_owner_and_mode(file: &fs::File, old: &fs::Metadata) -> std::io::Result<()> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let new = file.metadata()?;
+    if (new.uid(), new.gid()) != (old.uid(), old.gid()) {
+        std::os::unix::fs::fchown(file, Some(old.uid()), Some(old.gid())).map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!(
+                    "cannot keep the file's owner {}:{} ({e}); run the command as that user",
+                    old.uid(),
+                    old.gid()
+                ),
+            )
+        })?;
+    }
+    file.set_permissions(fs::Permissions::from_mode(mode_of(old)))
 }
 
 #[cfg(test)]
@@ -304,8 +412,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("keys");
 
-        let crm = add_key(&path, "crm", Scopes::parse("read,write").unwrap(), Some(30)).unwrap();
-        let bi = add_key(&path, "bi", Scopes::parse("read").unwrap(), None).unwrap();
+        let (crm, _) =
+            add_key(&path, "crm", Scopes::parse("read,write").unwrap(), Some(30)).unwrap();
+        let (bi, _) = add_key(&path, "bi", Scopes::parse("read").unwrap(), None).unwrap();
         let again = add_key(&path, "crm", Scopes::parse("read").unwrap(), None);
 
         let text = fs::read_to_string(&path).unwrap();
@@ -338,6 +447,70 @@ mod tests {
                 .unwrap_err()
                 .to_string()
                 .contains("no key")
+        );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_link_planted_at_the_temporary_name_is_refused_and_its_target_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys");
+        let (key, _) = add_key(&path, "crm", Scopes::parse("read").unwrap(), None).unwrap();
+        let victim = dir.path().join("victim");
+        fs::write(&victim, "precious\n").unwrap();
+        std::os::unix::fs::symlink(&victim, dir.path().join(".keys.tmp")).unwrap();
+
+        let added = add_key(&path, "bi", Scopes::parse("read").unwrap(), None);
+        let revoked = revoke_key(&path, "crm");
+
+        for refused in [added.map(|_| ()), revoked.map(|_| ())] {
+            let error = refused.unwrap_err().to_string();
+            assert!(error.contains(".keys.tmp exists"), "{error}");
+        }
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "precious\n");
+        let set = read_key_file(&path).unwrap();
+        assert_eq!(set.authenticate(key.expose()).unwrap().id, "crm");
+        assert!(set.get("bi").is_none());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_rewrite_keeps_the_mode_and_reports_it_when_wider_than_0600() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys");
+        let (_, created) = add_key(&path, "crm", Scopes::parse("read").unwrap(), None).unwrap();
+        let (_, private) = add_key(&path, "bi", Scopes::parse("read").unwrap(), None).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+
+        let wide = revoke_key(&path, "crm").unwrap();
+
+        assert_eq!(created.previous_mode, None);
+        assert_eq!(private.previous_mode, Some(0o600));
+        assert_eq!(private.too_wide(), None);
+        assert_eq!(wide.too_wide(), Some(0o644));
+        let mode = fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o644, "the operator's mode is kept");
+        assert!(!dir.path().join(".keys.tmp").exists());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_keys_file_that_is_a_link_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real");
+        add_key(&real, "crm", Scopes::parse("read").unwrap(), None).unwrap();
+        let link = dir.path().join("keys");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+
+        let error = add_key(&link, "bi", Scopes::parse("read").unwrap(), None).unwrap_err();
+
+        assert!(error.to_string().contains("symbolic link"), "{error}");
+        assert!(
+            fs::symlink_metadata(&link)
+                .unwrap()
+                .file_type()
+                .is_symlink()
         );
     }
 }

@@ -21,8 +21,8 @@ use subtle::ConstantTimeEq;
 
 use crate::settings::Secret;
 
-pub use file::{KeyFileError, add_key, read_key_file, revoke_key};
-pub use reload::{KeyStore, Reload};
+pub use file::{KeyFileError, Replaced, add_key, read_key_file, revoke_key};
+pub use reload::{Failing, KeyStore, KeysHealth, Reload};
 
 /// Every generated key starts with this, so a leaked one is recognisable (secret
 /// scanners, log reviews) and cannot be mistaken for a Qpien token.

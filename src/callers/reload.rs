@@ -6,7 +6,9 @@
 //!
 //! A file that cannot be read or parsed leaves the last good set in place and is logged
 //! once per change (line number and reason, never key material), so a bad edit or a
-//! half-written file cannot lock every caller out.
+//! half-written file cannot lock every caller out. Since that set may hold a key the
+//! operator meant to revoke, the failure is also kept (`KeyStore::health`) until a good
+//! read clears it, for the metrics and `/readyz` to report.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -54,12 +56,39 @@ pub enum Reload {
     Kept(KeyFileError),
 }
 
+/// How the reads of the file have gone.
+#[derive(Clone, Copy, Debug)]
+pub struct KeysHealth {
+    /// When the set in force was read.
+    pub loaded_at: SystemTime,
+    /// Set while the file cannot be used: the set in force is older than the file.
+    pub failing: Option<Failing>,
+}
+
+/// The file could not be used since `since`, and the last read said `reason`.
+#[derive(Clone, Copy, Debug)]
+pub struct Failing {
+    pub since: SystemTime,
+    /// `missing`, `unreadable` or `invalid`: a word, so nothing of the file or its path
+    /// reaches whoever can read `/readyz`; the log has the details.
+    pub reason: &'static str,
+}
+
+fn reason(error: &KeyFileError) -> &'static str {
+    match error {
+        KeyFileError::Io { error, .. } if error.kind() == std::io::ErrorKind::NotFound => "missing",
+        KeyFileError::Io { .. } => "unreadable",
+        KeyFileError::Invalid { .. } => "invalid",
+    }
+}
+
 /// The key set in force, and the file it comes from.
 pub struct KeyStore {
     path: PathBuf,
     current: ArcSwap<KeySet>,
     /// The version last looked at, good or bad, so a broken file is reported once.
     seen: Mutex<Option<Stamp>>,
+    health: Mutex<KeysHealth>,
 }
 
 impl KeyStore {
@@ -72,7 +101,16 @@ impl KeyStore {
             path: path.to_owned(),
             current: ArcSwap::from_pointee(set),
             seen: Mutex::new(seen),
+            health: Mutex::new(KeysHealth {
+                loaded_at: SystemTime::now(),
+                failing: None,
+            }),
         })
+    }
+
+    /// When the set in force was read, and whether the file has been unusable since.
+    pub fn health(&self) -> KeysHealth {
+        *self.health.lock().expect("not poisoned")
     }
 
     pub fn path(&self) -> &Path {
@@ -100,13 +138,28 @@ impl KeyStore {
             // Taken before reading: a change after this point shows up at the next look.
             *seen = now;
         }
-        match read_key_file(&self.path) {
+        let read = read_key_file(&self.path);
+        let mut health = self.health.lock().expect("not poisoned");
+        match read {
             Ok(set) => {
                 let count = set.len();
                 self.current.store(Arc::new(set));
+                *health = KeysHealth {
+                    loaded_at: SystemTime::now(),
+                    failing: None,
+                };
                 Reload::Reloaded(count)
             }
-            Err(error) => Reload::Kept(error),
+            Err(error) => {
+                // The first failure dates it: later ones (another bad edit) do not
+                // make the set in force any younger.
+                let since = health.failing.map_or_else(SystemTime::now, |f| f.since);
+                health.failing = Some(Failing {
+                    since,
+                    reason: reason(&error),
+                });
+                Reload::Kept(error)
+            }
         }
     }
 
@@ -214,14 +267,28 @@ mod tests {
         std::fs::write(&path, line("crm", "qpk_a")).unwrap();
         let store = KeyStore::load(&path).unwrap();
 
+        let loaded = store.health();
         std::fs::write(&path, "crm qpk_pasted-by-mistake read\n").unwrap();
         let broken = store.reload(false);
+        let broken_health = store.health();
         let again = store.reload(false);
         let still = store.authenticate("qpk_a");
         std::fs::remove_file(&path).unwrap();
         let missing = store.reload(false);
+        let missing_health = store.health();
         std::fs::write(&path, line("bi", "qpk_b")).unwrap();
         let fixed = store.reload(false);
+        let fixed_health = store.health();
+
+        assert!(loaded.failing.is_none());
+        let first = broken_health.failing.expect("a broken file is reported");
+        assert_eq!(first.reason, "invalid");
+        assert_eq!(broken_health.loaded_at, loaded.loaded_at);
+        let second = missing_health.failing.expect("a missing file is reported");
+        assert_eq!(second.reason, "missing");
+        assert_eq!(second.since, first.since, "dated from the first failure");
+        assert!(fixed_health.failing.is_none());
+        assert!(fixed_health.loaded_at >= first.since);
 
         assert!(
             matches!(broken, Reload::Kept(KeyFileError::Invalid { line: 1, .. })),

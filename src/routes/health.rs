@@ -4,6 +4,7 @@ use actix_web::{HttpResponse, get, web};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::callers::KeyStore;
 use crate::error::ApiError;
 use crate::events::QpienWebhooks;
 use crate::metrics::Metrics;
@@ -40,6 +41,48 @@ pub struct Health {
     /// none; alert on the metric instead, where Qpien is expected to be busy.
     #[serde(skip_serializing_if = "Option::is_none")]
     webhooks: Option<Webhooks>,
+    /// With `API_KEYS_FILE`: the caller keys in force and whether the file can be read.
+    /// A file that cannot is not a reason for 503: the last good keys stay in force, and
+    /// every replica reads the same file, so a bad edit would otherwise take them all out
+    /// at once. Alert on `qpien_rest_caller_keys_reload_failing` instead.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    caller_keys: Option<CallerKeys>,
+}
+
+/// The caller keys in force, from `API_KEYS_FILE`.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CallerKeys {
+    /// Keys in force.
+    #[schema(example = 3)]
+    count: usize,
+    /// When they were read from the file (RFC 3339).
+    #[schema(example = "2026-12-02T07:30:00.123Z")]
+    loaded_at: String,
+    /// Since when the file cannot be used (RFC 3339): the keys in force are older than
+    /// the file, a key revoked since included. `null` while the file is fine.
+    #[schema(example = "2026-12-02T07:31:02.480Z")]
+    reload_failing_since: Option<String>,
+    /// Why, in a word: `missing`, `unreadable` or `invalid` (the log says more);
+    /// `null` while the file is fine.
+    #[schema(example = "invalid")]
+    reload_failure: Option<&'static str>,
+}
+
+fn rfc3339(at: std::time::SystemTime) -> String {
+    chrono::DateTime::<chrono::Utc>::from(at).to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+impl CallerKeys {
+    fn of(keys: &KeyStore) -> Self {
+        let health = keys.health();
+        Self {
+            count: keys.current().len(),
+            loaded_at: rfc3339(health.loaded_at),
+            reload_failing_since: health.failing.map(|f| rfc3339(f.since)),
+            reload_failure: health.failing.map(|f| f.reason),
+        }
+    }
 }
 
 /// What this replica last heard from Qpien's webhooks.
@@ -58,10 +101,7 @@ impl Webhooks {
     fn of(receiver: &QpienWebhooks) -> Self {
         let last = receiver.last_verified();
         Self {
-            last_verified_at: last.map(|at| {
-                chrono::DateTime::<chrono::Utc>::from(at)
-                    .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-            }),
+            last_verified_at: last.map(rfc3339),
             seconds_since_last_verified: last.map(|at| at.elapsed().unwrap_or_default().as_secs()),
         }
     }
@@ -99,6 +139,7 @@ pub async fn healthz() -> HttpResponse {
         budget: None,
         shared_state: None,
         webhooks: None,
+        caller_keys: None,
     })
 }
 
@@ -119,6 +160,7 @@ pub async fn readyz(
     client: web::Data<QpienClient>,
     request_id: web::ReqData<RequestId>,
     webhooks: Option<web::Data<QpienWebhooks>>,
+    keys: Option<web::Data<KeyStore>>,
 ) -> Result<HttpResponse, ApiError> {
     let breaker = client.breaker_state();
     if breaker == BreakerState::Open {
@@ -150,6 +192,7 @@ pub async fn readyz(
         budget,
         shared_state: Some(client.shared_state()),
         webhooks: webhooks.as_ref().map(|w| Webhooks::of(w)),
+        caller_keys: keys.as_ref().map(|k| CallerKeys::of(k)),
     }))
 }
 

@@ -213,10 +213,13 @@ async fn a_revoked_key_is_refused_and_a_new_one_accepted_without_a_restart() {
 }
 
 #[tokio::test]
-async fn a_broken_keys_file_keeps_the_last_good_keys_in_force() {
+async fn a_broken_keys_file_keeps_the_last_good_keys_and_says_so_until_it_is_fixed() {
     let (_dir, file) = keys_file();
     let key = add_key(&file, "crm", "read", None);
+    let good = std::fs::read_to_string(&file).unwrap();
     let app = app_with_keys(&file).await;
+    let before: Value = app.get("/readyz").await.json().await.unwrap();
+    let metrics_before = app.metrics().await;
 
     // The key itself pasted where its hash belongs, written in one rename.
     let draft = file.with_extension("draft");
@@ -232,6 +235,76 @@ async fn a_broken_keys_file_keeps_the_last_good_keys_in_force() {
     .await;
     let response = app.get_as("/conversations?pageSize=1", &key).await;
     assert_eq!(response.status().as_u16(), 200, "the last good keys stay");
+    let broken_metrics = app.metrics().await;
+    let ready = app.get("/readyz").await;
+    assert_eq!(
+        ready.status(),
+        200,
+        "a broken keys file is no reason for 503"
+    );
+    let broken: Value = ready.json().await.unwrap();
+
+    std::fs::write(&draft, &good).unwrap();
+    std::fs::rename(&draft, &file).unwrap();
+    eventually("the fixed file is read", PATIENCE, async || {
+        app.metrics()
+            .await
+            .contains(r#"qpien_rest_caller_keys_reloads_total{outcome="reloaded"} 1"#)
+            .then_some(())
+    })
+    .await;
+    let fixed: Value = app.get("/readyz").await.json().await.unwrap();
+    let fixed_metrics = app.metrics().await;
+
+    assert!(metrics_before.contains("qpien_rest_caller_keys_reload_failing 0"));
+    assert_eq!(before["callerKeys"]["count"], 1);
+    assert_eq!(before["callerKeys"]["reloadFailingSince"], Value::Null);
+    assert!(
+        broken_metrics.contains("qpien_rest_caller_keys_reload_failing 1"),
+        "{broken_metrics}"
+    );
+    assert_eq!(broken["callerKeys"]["reloadFailure"], "invalid");
+    assert!(
+        broken["callerKeys"]["reloadFailingSince"].is_string(),
+        "{broken}"
+    );
+    assert_eq!(
+        broken["callerKeys"]["loadedAt"], before["callerKeys"]["loadedAt"],
+        "the keys in force are the ones read at start-up"
+    );
+    assert!(
+        !broken.to_string().contains(&key) && !broken.to_string().contains("caller-keys"),
+        "neither the file's contents nor its path reach /readyz: {broken}"
+    );
+    assert!(fixed_metrics.contains("qpien_rest_caller_keys_reload_failing 0"));
+    assert_eq!(fixed["callerKeys"]["reloadFailingSince"], Value::Null);
+    assert_eq!(fixed["callerKeys"]["reloadFailure"], Value::Null);
+    assert_ne!(
+        fixed["callerKeys"]["loadedAt"],
+        before["callerKeys"]["loadedAt"]
+    );
+}
+
+#[tokio::test]
+async fn a_deleted_keys_file_is_reported_as_missing() {
+    let (_dir, file) = keys_file();
+    add_key(&file, "crm", "read", None);
+    let app = app_with_keys(&file).await;
+
+    std::fs::remove_file(&file).unwrap();
+
+    let ready = eventually("the missing file is reported", PATIENCE, async || {
+        let ready: Value = app.get("/readyz").await.json().await.unwrap();
+        (ready["callerKeys"]["reloadFailure"] == "missing").then_some(ready)
+    })
+    .await;
+    assert_eq!(ready["status"], "ready");
+    assert_eq!(ready["callerKeys"]["count"], 1);
+    assert!(
+        app.metrics()
+            .await
+            .contains("qpien_rest_caller_keys_reload_failing 1")
+    );
 }
 
 #[tokio::test]
@@ -390,6 +463,87 @@ fn the_keys_commands_add_list_and_revoke() {
     assert_eq!(unknown.status.code(), Some(1));
     let text = std::fs::read_to_string(&file).unwrap();
     assert!(!text.contains(&key), "the key itself is never stored");
+}
+
+#[cfg(unix)]
+fn mode(file: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(file).unwrap().permissions().mode() & 0o777
+}
+
+#[cfg(unix)]
+#[test]
+fn the_keys_commands_refuse_to_write_through_a_link_at_their_temporary_name() {
+    let (dir, file) = keys_file();
+    let path = file.to_str().unwrap();
+    let key = add_key(&file, "crm", "read", None);
+    let before = std::fs::read_to_string(&file).unwrap();
+    let victim = dir.path().join("victim");
+    std::fs::write(&victim, "not a keys file\n").unwrap();
+    let planted = dir.path().join(".caller-keys.tmp");
+    std::os::unix::fs::symlink(&victim, &planted).unwrap();
+
+    let added = keys_command(&["add", "--file", path, "--id", "bi", "--scopes", "read"]);
+    let revoked = keys_command(&["revoke", "--file", path, "--id", "crm"]);
+
+    for output in [&added, &revoked] {
+        assert_eq!(output.status.code(), Some(1));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(".caller-keys.tmp exists"), "{stderr}");
+    }
+    assert!(
+        added.stdout.is_empty(),
+        "no key handed out that was not stored"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&victim).unwrap(),
+        "not a keys file\n"
+    );
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), before);
+    assert!(
+        std::fs::symlink_metadata(&planted)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+
+    std::fs::remove_file(&planted).unwrap();
+    let revoked = keys_command(&["revoke", "--file", path, "--id", "crm"]);
+    assert!(revoked.status.success());
+    assert!(
+        !std::fs::read_to_string(&file).unwrap().contains("crm "),
+        "{key}"
+    );
+    assert!(!planted.exists(), "no temporary file left behind");
+}
+
+#[cfg(unix)]
+#[test]
+fn the_keys_file_stays_0600_and_a_wider_mode_is_warned_about() {
+    use std::os::unix::fs::PermissionsExt;
+    let (_dir, file) = keys_file();
+    let path = file.to_str().unwrap();
+    add_key(&file, "crm", "read", None);
+    let created = mode(&file);
+    let second = keys_command(&["add", "--file", path, "--id", "bi", "--scopes", "read"]);
+    let after_add = mode(&file);
+    let revoked = keys_command(&["revoke", "--file", path, "--id", "crm"]);
+    let after_revoke = mode(&file);
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+
+    let widened = keys_command(&["add", "--file", path, "--id", "erp", "--scopes", "read"]);
+
+    assert_eq!((created, after_add, after_revoke), (0o600, 0o600, 0o600));
+    for quiet in [&second, &revoked] {
+        assert!(
+            !String::from_utf8_lossy(&quiet.stderr).contains("warning"),
+            "no warning for a 0600 file"
+        );
+    }
+    assert!(widened.status.success(), "a warning, not a refusal");
+    let stderr = String::from_utf8_lossy(&widened.stderr);
+    assert!(stderr.contains("mode 0644"), "{stderr}");
+    assert!(stderr.contains(&format!("chmod 600 {path}")), "{stderr}");
 }
 
 #[tokio::test]

@@ -2,11 +2,11 @@
 
 use std::net::TcpListener;
 
-use qpien_rest::settings::Settings;
+use qpien_rest::settings::{Secret, Settings};
 use qpien_rest::startup::Application;
 use serde_json::Value;
 
-use crate::helpers::{Setup, assert_problem, spawn_app, spawn_app_with};
+use crate::helpers::{Setup, add_key, assert_problem, spawn_app, spawn_app_with};
 
 #[tokio::test]
 async fn healthz_answers_200() {
@@ -202,5 +202,68 @@ async fn readyz_trusts_a_recent_answer_from_qpien_instead_of_spending_budget() {
         app.upstream_requests(),
         before,
         "probes sent nothing to Qpien"
+    );
+}
+
+/// The alerting rules (deploy/prometheus/alerts.yml) name only metrics the service
+/// exports: a renamed metric would otherwise leave an alert that can never fire. A
+/// family appears once it has a sample, so the app gets a keyed read (calls to Qpien, a
+/// token) and an unsigned webhook delivery first.
+#[tokio::test]
+async fn every_metric_the_alerting_rules_name_is_exported() {
+    let rules = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/prometheus/alerts.yml"),
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys");
+    let key = add_key(&keys, "crm", "read", None);
+    let app = spawn_app_with(Setup {
+        settings: Box::new(move |s| {
+            s.api_keys_file = Some(keys);
+            s.webhooks.secrets = vec![Secret::new("0123456789abcdef0123456789abcdef")];
+        }),
+        ..Setup::default()
+    })
+    .await;
+    let read = app.get_as("/conversations?pageSize=1", &key).await;
+    let forged = app
+        .http
+        .post(format!("{}/webhooks/qpien", app.address))
+        .header("content-type", "application/json")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+
+    assert_eq!(
+        (read.status().as_u16(), forged.status().as_u16()),
+        (200, 401)
+    );
+    let mut named: Vec<&str> = rules
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|word| word.starts_with("qpien_rest_"))
+        .collect();
+    named.sort_unstable();
+    named.dedup();
+    assert!(named.len() >= 11, "{named:?}");
+    for name in named {
+        // Counters are declared without the `_total` their samples carry.
+        let family = name.strip_suffix("_total").unwrap_or(name);
+        assert!(
+            metrics.contains(&format!("# TYPE {family} ")),
+            "{name} is not exported:\n{metrics}"
+        );
+    }
+    // What the rules use to tell "down" from "not configured".
+    assert!(
+        metrics.contains("\nqpien_rest_redis_configured 0\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("\nqpien_rest_webhooks_configured 1\n"),
+        "{metrics}"
     );
 }
