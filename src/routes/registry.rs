@@ -220,6 +220,7 @@ pub const PAGES: &[(&str, Option<&str>)] = &[
     ("/openapi.json", Some("GET")),
     ("/openapi-3.0.json", Some("GET")),
     ("/swagger-2.0.json", Some("GET")),
+    ("/postman-collection.json", Some("GET")),
     ("/docs", None),
     ("/docs/{_:.*}", None),
     ("/", None),

@@ -14,6 +14,7 @@ mod get_conversation;
 mod list_conversations;
 mod openapi;
 mod operations;
+mod postman;
 mod power_platform;
 mod process;
 mod read_cache;

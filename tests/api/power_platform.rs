@@ -127,16 +127,18 @@ fn visit(object: &Value, place: Place, at: &str, found: &mut Vec<String>) {
         }
         let fits = match key.as_str() {
             "x-ms-summary" | "x-ms-trigger-hint" => value.is_string(),
-            "x-ms-visibility" => ["important", "advanced", "internal"].contains(&value.as_str().unwrap_or("")),
+            "x-ms-visibility" => {
+                ["important", "advanced", "internal"].contains(&value.as_str().unwrap_or(""))
+            }
             "x-ms-trigger" => ["batch", "single"].contains(&value.as_str().unwrap_or("")),
             "x-ms-trigger-metadata" => value["kind"] == "query" && value["mode"] == "polling",
             "x-ms-pageable" => value.as_object().is_some_and(|p| {
                 p.len() == 1 && p.get("nextLinkName").is_some_and(Value::is_string)
             }),
             "x-ms-connector-metadata" => value.as_array().is_some_and(|entries| {
-                entries.iter().all(|e| {
-                    e["propertyName"].is_string() && e["propertyValue"].is_string()
-                })
+                entries
+                    .iter()
+                    .all(|e| e["propertyName"].is_string() && e["propertyValue"].is_string())
             }),
             _ => true,
         };
@@ -202,7 +204,10 @@ fn the_connector_folders_definitions_fit_power_platforms_schema() {
         ("pass-through", &[][..]),
         (
             "service",
-            &[("QPIEN_CLIENT_ID", "client"), ("QPIEN_CLIENT_SECRET", "secret")][..],
+            &[
+                ("QPIEN_CLIENT_ID", "client"),
+                ("QPIEN_CLIENT_SECRET", "secret"),
+            ][..],
         ),
     ] {
         let dir = std::env::temp_dir().join(format!("qpien-connector-{}", uuid::Uuid::new_v4()));
