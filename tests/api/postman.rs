@@ -64,10 +64,11 @@ async fn send_all(
             path = path.replace(&format!(":{name}"), &value);
         }
         let method = request["method"].as_str().unwrap().parse().unwrap();
-        let mut builder = app
-            .http
-            .request(method, format!("{}/{path}", app.address))
-            .query(&enabled(&request["url"]["query"]));
+        let mut url = url::Url::parse(&format!("{}/{path}", app.address)).unwrap();
+        for (name, value) in enabled(&request["url"]["query"]) {
+            url.query_pairs_mut().append_pair(&name, &value);
+        }
+        let mut builder = app.http.request(method, url);
         for (name, value) in enabled(&request["header"]) {
             builder = builder.header(name, value);
         }

@@ -167,7 +167,7 @@ fn the_checks_refuse_what_power_platform_refuses() {
     for expected in [
         "host",
         "x-ms-summary is not allowed on a Info",
-        "x-ms-pageable {\"itemName\"",
+        "\"itemName\":\"items\"} does not fit",
         "x-ms-visibility \"prominent\"",
         "x-ms-pageable is not allowed on a Parameter",
         "x-ms-summary 3",
