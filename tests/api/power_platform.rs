@@ -68,10 +68,10 @@ fn violations(document: &Value) -> Vec<String> {
             found.push(format!("host {host:?} is not a bare host[:port]"));
         }
     }
-    if let Some(base) = document.get("basePath") {
-        if !base.as_str().is_some_and(|b| b.starts_with('/')) {
-            found.push(format!("basePath {base} does not start with /"));
-        }
+    if let Some(base) = document.get("basePath")
+        && !base.as_str().is_some_and(|b| b.starts_with('/'))
+    {
+        found.push(format!("basePath {base} does not start with /"));
     }
     visit(&document["info"], Place::Info, "#/info", &mut found);
     for (path, item) in document["paths"].as_object().into_iter().flatten() {
