@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Low-code and browser tools on the first try (issue 11), each against a fresh facade
 # with its embedded sandbox:
-#   1. Postman: /openapi-3.0.json converted by openapi-to-postmanv2, every request run by
-#      newman, each must answer 2xx (.ci/postman.mjs);
+#   1. Postman: the served /postman-collection.json as it is, and /openapi-3.0.json
+#      converted by openapi-to-postmanv2, every request of each run by newman, each must
+#      answer 2xx (.ci/postman.mjs);
 #   2. a TypeScript client: types from /openapi.json by openapi-typescript, used through
 #      openapi-fetch, type-checked by tsc --strict, then run on Node: list, read (again
 #      with If-None-Match when there is an ETag), patch (.ci/ts-client/);
@@ -37,7 +38,7 @@ echo "-- cargo build (the binary cargo test already built)"
 cargo build --locked --quiet --bin qpien-rest
 BIN=$ROOT/target/debug/qpien-rest
 
-echo "== Postman collection (openapi-to-postmanv2 + newman)"
+echo "== Postman: the served collection, and the converted document (newman)"
 start_facade postman
 node "$CI_DIR/postman.mjs" "$BASE" "$ARTIFACTS"
 stop_facade

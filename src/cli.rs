@@ -1,7 +1,8 @@
 //! The command line: `qpien-rest` serves; `qpien-rest openapi` prints an OpenAPI
-//! rendering; `qpien-rest connector` writes a Power Platform custom connector folder;
-//! `qpien-rest healthcheck` asks a running instance for `/healthz` (for the container's
-//! HEALTHCHECK, which has no curl); `qpien-rest keys` manages caller keys.
+//! rendering; `qpien-rest postman` prints the Postman collection; `qpien-rest connector`
+//! writes a Power Platform custom connector folder; `qpien-rest healthcheck` asks a
+//! running instance for `/healthz` (for the container's HEALTHCHECK, which has no curl);
+//! `qpien-rest keys` manages caller keys.
 
 use std::process::ExitCode;
 
@@ -10,10 +11,12 @@ use crate::settings::Settings;
 use crate::startup::Application;
 use crate::{callers, openapi, telemetry};
 
-const USAGE: &str = "usage: qpien-rest [serve | openapi | connector | healthcheck | keys | help]\n\
+const USAGE: &str = "usage: qpien-rest [serve | openapi | postman | connector | healthcheck | keys | help]\n\
   serve        run the service (default); configuration comes from the environment, see README\n\
   openapi [--version 3.1|3.0|2.0]  print the OpenAPI 3.1 (default), OpenAPI 3.0.3 or\n\
                Swagger 2.0 document, as served at http://127.0.0.1:8080, to stdout\n\
+  postman      print the Postman collection (v2.1) for this configuration's mode, as served\n\
+               at http://127.0.0.1:8080, to stdout\n\
   connector --out DIR  write a Power Platform custom connector (apiDefinition.swagger.json,\n\
                apiProperties.json, icon.png) for PUBLIC_BASE_URL and this configuration's mode\n\
   healthcheck [URL]  exit 0 when URL (default http://127.0.0.1:$PORT/healthz) answers 2xx, else 1\n\
@@ -48,6 +51,15 @@ pub async fn run(args: Vec<String>) -> ExitCode {
             println!(
                 "{}",
                 serde_json::to_string_pretty(&document).expect("the document serialises")
+            );
+            ExitCode::SUCCESS
+        }
+        Some("postman") => {
+            let collection =
+                openapi::default_postman_collection(&ConnectionAuth::for_settings(&settings));
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&collection).expect("the collection serialises")
             );
             ExitCode::SUCCESS
         }
@@ -112,6 +124,7 @@ async fn serve(settings: Settings) -> ExitCode {
     println!("qpien-rest listening on {base} ({mode}, upstream: {upstream})");
     println!("  Swagger UI:   {base}/docs/");
     println!("  OpenAPI:      {base}/openapi.json (3.1), /openapi-3.0.json, /swagger-2.0.json");
+    println!("  Postman:      {base}/postman-collection.json");
     match application.run_until_stopped().await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

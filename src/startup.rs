@@ -17,6 +17,7 @@ use url::Url;
 use utoipa_actix_web::AppExt;
 
 use crate::callers::{KeyFileError, KeyStore, Reload};
+use crate::connector::ConnectionAuth;
 use crate::events::QpienWebhooks;
 use crate::metrics::{self, Metrics};
 use crate::public_url::PublicBaseUrl;
@@ -161,6 +162,7 @@ impl Application {
         let keys = keys.map(web::Data::from);
         let base = web::Data::new(PublicBaseUrl(settings.public_base_url.clone()));
         let docs = web::Data::new(openapi::Renderings::build());
+        let connection = web::Data::new(ConnectionAuth::for_settings(&settings));
 
         let address = format!("{}:{}", settings.host, settings.port);
         let listener = TcpListener::bind((settings.host, settings.port))
@@ -202,7 +204,7 @@ impl Application {
             app.into_utoipa_app()
                 .configure(routes::configure)
                 .into_app()
-                .configure(|cfg| openapi::configure(cfg, docs.clone()))
+                .configure(|cfg| openapi::configure(cfg, docs.clone(), connection.clone()))
                 .route("/docs", web::get().to(|| async { redirect("/docs/") }))
                 .route("/", web::get().to(|| async { redirect("/docs/") }))
                 .default_service(web::to(routes::unmatched))

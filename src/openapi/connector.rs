@@ -103,7 +103,7 @@ fn keep_connector_operations(root: &mut Map<String, Value>) {
 fn label_operation(operation: &mut Value) {
     let (important, pages) = match connector_of(operation) {
         Connector::Action { important, pages } => (Some(important), pages),
-        Connector::Hidden => (None, None),
+        Connector::Hidden => (None, false),
     };
     let Some(operation) = operation.as_object_mut() else {
         return;
@@ -111,11 +111,13 @@ fn label_operation(operation: &mut Value) {
     if important.is_some() {
         operation.insert("x-ms-visibility".into(), json!("important"));
     }
-    if let Some(items) = pages {
-        // `itemName` defaults to `value` (AutoRest's convention); ours is `items`.
+    if pages {
+        // Power Platform's schema for a connector definition allows `nextLinkName` alone
+        // here: AutoRest's `itemName` is refused, so the array a page holds cannot be
+        // named (Power Automate assumes `value`; ours is `items`).
         operation.insert(
             "x-ms-pageable".into(),
-            json!({ "nextLinkName": NEXT_LINK_FIELD, "itemName": items }),
+            json!({ "nextLinkName": NEXT_LINK_FIELD }),
         );
     }
     let parameters = operation

@@ -9,10 +9,13 @@
 //! `servers` (Swagger 2.0: `host`, `basePath`, `schemes`) is `PUBLIC_BASE_URL`; when that
 //! is unset, the address the document was requested at, as for paging links. The
 //! committed files under `openapi/` are the documents of `cargo run`, at `DEFAULT_SERVER`.
+//!
+//! `postman` makes a Postman collection from the 3.0 rendering, served beside them.
 
 mod complete;
 mod connector;
 mod examples;
+mod postman;
 mod swagger2;
 mod v30;
 
@@ -23,6 +26,7 @@ use utoipa::OpenApi;
 use utoipa_actix_web::AppExt;
 use utoipa_swagger_ui::{Config, SwaggerUi};
 
+use crate::connector::ConnectionAuth;
 use crate::public_url::{PublicBaseUrl, default_server};
 use crate::routes;
 
@@ -138,6 +142,15 @@ pub fn default_document(version: Version) -> Value {
     Renderings::build().render(version, &server)
 }
 
+/// Where the Postman collection is served.
+pub const POSTMAN_PATH: &str = "/postman-collection.json";
+
+/// The Postman collection for `DEFAULT_SERVER` and `auth`: what `qpien-rest postman`
+/// prints and `openapi/postman-collection.json` holds (without caller keys).
+pub fn default_postman_collection(auth: &ConnectionAuth) -> Value {
+    postman::collection(&default_document(Version::V30), auth)
+}
+
 /// The 3.1 document before any server is set.
 fn openapi_31() -> Value {
     let mut document = from_handlers();
@@ -180,8 +193,13 @@ fn insert_after<const N: usize>(
     Value::Object(out)
 }
 
-/// Serves the three renderings and Swagger UI (which offers all three, 3.1 first).
-pub fn configure(cfg: &mut web::ServiceConfig, renderings: web::Data<Renderings>) {
+/// Serves the three renderings, the Postman collection for `auth` (the configuration's
+/// mode), and Swagger UI (which offers the three renderings, 3.1 first).
+pub fn configure(
+    cfg: &mut web::ServiceConfig,
+    renderings: web::Data<Renderings>,
+    auth: web::Data<ConnectionAuth>,
+) {
     for version in Version::ALL {
         cfg.service(
             web::resource(version.path())
@@ -195,6 +213,20 @@ pub fn configure(cfg: &mut web::ServiceConfig, renderings: web::Data<Renderings>
                 )),
         );
     }
+    cfg.service(
+        web::resource(POSTMAN_PATH)
+            .app_data(renderings.clone())
+            .app_data(auth)
+            .route(web::get().to(
+                |req: HttpRequest,
+                 renderings: web::Data<Renderings>,
+                 base: web::Data<PublicBaseUrl>,
+                 auth: web::Data<ConnectionAuth>| async move {
+                    let v30 = renderings.render(Version::V30, &base.resolve(&req));
+                    HttpResponse::Ok().json(postman::collection(&v30, &auth))
+                },
+            )),
+    );
     // Relative to /docs/, so the UI keeps working behind a gateway that adds a path prefix.
     let urls = Version::ALL.map(|v| {
         let relative: &'static str = match v {

@@ -66,10 +66,11 @@ pub enum Connector {
     /// Left out: liveness, readiness, metrics, problem explanations.
     Hidden,
     /// An action; `important` names the parameters a maker sees without opening
-    /// "advanced"; `pages` names the array that paging follows with `nextLink`.
+    /// "advanced"; `pages` says whether its answer holds one page of a list, the next
+    /// one at the absolute URL in the body's top-level `nextLink`.
     Action {
         important: &'static [&'static str],
-        pages: Option<&'static str>,
+        pages: bool,
     },
 }
 
@@ -100,7 +101,7 @@ pub const LIST_CONVERSATIONS: Operation = Operation {
     ],
     connector: Connector::Action {
         important: &["status", "tag"],
-        pages: Some("items"),
+        pages: true,
     },
     signed: false,
 };
@@ -121,7 +122,7 @@ pub const GET_CONVERSATION: Operation = Operation {
     }],
     connector: Connector::Action {
         important: &["id"],
-        pages: None,
+        pages: false,
     },
     signed: false,
 };
@@ -142,7 +143,7 @@ pub const UPDATE_CONVERSATION: Operation = Operation {
     }],
     connector: Connector::Action {
         important: &["id", "body"],
-        pages: None,
+        pages: false,
     },
     signed: false,
 };
@@ -219,6 +220,7 @@ pub const PAGES: &[(&str, Option<&str>)] = &[
     ("/openapi.json", Some("GET")),
     ("/openapi-3.0.json", Some("GET")),
     ("/swagger-2.0.json", Some("GET")),
+    ("/postman-collection.json", Some("GET")),
     ("/docs", None),
     ("/docs/{_:.*}", None),
     ("/", None),

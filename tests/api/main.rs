@@ -15,6 +15,8 @@ mod get_conversation;
 mod list_conversations;
 mod openapi;
 mod operations;
+mod postman;
+mod power_platform;
 mod process;
 mod read_cache;
 mod redis_server;
