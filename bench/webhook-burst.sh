@@ -79,7 +79,11 @@ ab -k -q -n "$COUNT" -c "$CONCURRENCY" -p "$TMP/forged.json" -T application/json
     -H "X-Qpien-Signature: $FORGED" "$URL/webhooks/qpien" >"$TMP/ab.txt" 2>&1 &
 AB_PID=$!
 STARTED+=("$AB_PID")
-sleep 0.3
+# In the middle: once the facade has refused a quarter of the burst.
+while kill -0 "$AB_PID" 2>/dev/null; do
+    refused=$(curl -s "$URL/metrics" | awk '/^qpien_rest_webhook_events_total\{type="none",outcome="bad-signature"\}/ { print $2 }')
+    ((${refused:-0} >= COUNT / 4)) && break
+done
 valid_status=$(curl -s -o "$TMP/valid.json" -w '%{http_code}' -X POST "$URL/webhooks/qpien" \
     -H 'Content-Type: application/json' -H "X-Qpien-Signature: $VALID_SIGNATURE" -d "$VALID_BODY")
 ab_running=no
