@@ -74,15 +74,6 @@ pub struct Caller {
 }
 
 impl Caller {
-    pub fn key_id(&self) -> Option<&str> {
-        self.key.as_deref().map(|k| k.id.as_str())
-    }
-
-    /// The key's share of the upstream budget, requests a minute.
-    pub fn per_minute(&self) -> Option<u32> {
-        self.key.as_deref().and_then(|k| k.per_minute)
-    }
-
     /// 403 unless the caller key allows the scope `operation` needs (its registry row);
     /// callers without a key pass (their authority is Qpien's to judge, or the operator
     /// chose anonymous access).

@@ -142,13 +142,6 @@ impl RedisState {
         .await
     }
 
-    /// The answer stored under `name`: `None` when Redis cannot say.
-    pub async fn entry(&self, name: &str) -> Option<Option<Vec<u8>>> {
-        let key = self.key("read", name);
-        self.run(|mut c| async move { redis::cmd("GET").arg(key).query_async(&mut c).await })
-            .await
-    }
-
     /// Stores `value` (fetched at `fetched_ms`, its first field) for `keep`, unless a newer
     /// answer is there.
     pub async fn put_entry(&self, name: &str, value: Vec<u8>, fetched_ms: u64, keep: Duration) {
