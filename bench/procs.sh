@@ -136,3 +136,13 @@ start_on_free_port() {
     done
     die "$name did not start; see $TMP/$name.log"
 }
+
+# The EXIT trap of scripts with nothing else to clean up: stops every process started,
+# and removes TMP unless the run failed (its logs are kept then):
+#   trap stop_all_and_clean EXIT; trap 'exit 130' INT TERM
+stop_all_and_clean() {
+    local status=$? pid
+    trap - EXIT INT TERM
+    for pid in "${STARTED[@]}"; do stop "$pid"; done
+    if [[ $status != 0 ]]; then log "exit status $status; logs kept in $TMP"; else rm -rf "$TMP"; fi
+}

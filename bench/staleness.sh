@@ -34,13 +34,7 @@ done
 TMP=$(mktemp -d -t qpien-staleness.XXXXXX)
 # shellcheck source=bench/procs.sh
 source "$BENCH_DIR/procs.sh"
-cleanup() {
-    local status=$? pid
-    trap - EXIT INT TERM
-    for pid in "${STARTED[@]}"; do stop "$pid"; done
-    if [[ $status != 0 ]]; then log "exit status $status; logs kept in $TMP"; else rm -rf "$TMP"; fi
-}
-trap cleanup EXIT
+trap stop_all_and_clean EXIT
 trap 'exit 130' INT TERM
 
 install_commands curl:curl gnuplot:gnuplot-nox

@@ -32,13 +32,7 @@ TMP=$(mktemp -d -t qpien-webhook-burst.XXXXXX)
 # shellcheck source=bench/procs.sh
 source "$BENCH_DIR/procs.sh"
 
-cleanup() {
-    local status=$? pid
-    trap - EXIT INT TERM
-    for pid in "${STARTED[@]}"; do stop "$pid"; done
-    if [[ $status != 0 ]]; then log "exit status $status; logs kept in $TMP"; else rm -rf "$TMP"; fi
-}
-trap cleanup EXIT
+trap stop_all_and_clean EXIT
 trap 'exit 130' INT TERM
 
 install_commands ab:apache2-utils curl:curl openssl:openssl pgrep:procps gnuplot:gnuplot-nox
