@@ -1,7 +1,9 @@
 // CORS in a real browser (Debian's Chromium, driven by playwright-core): a page served
 // from another origin (a tiny static server on another port) calls the service with
-// fetch() and must read a JSON list and an exposed header (Link). The same page served
-// from an origin the service does not allow must be refused by the browser.
+// fetch() and must read a JSON list and an exposed header (Link); then it listens to
+// GET /events with the browser's own EventSource, updates a conversation (a PATCH, so a
+// preflight) and must receive that change as an event. The same page served from an
+// origin the service does not allow must be refused by the browser, stream included.
 //
 // The service must run with CORS_ALLOWED_ORIGINS=http://127.0.0.1:ALLOWED_PORT.
 //
@@ -29,6 +31,29 @@ const page = `<!doctype html>
       const body = await response.json();
       const result = { status: response.status, items: body.items.length,
         link: response.headers.get('Link'), requestId: response.headers.get('X-Request-Id') };
+      // The live stream: open, change something, wait for the change to arrive.
+      const id = body.items[0].id;
+      const source = new EventSource(${JSON.stringify(`${baseUrl}/events?types=conversation.updated`)});
+      const opened = new Promise((resolve, reject) => {
+        source.onopen = resolve;
+        source.onerror = () => reject(new Error('the event stream was refused'));
+      });
+      const received = new Promise((resolve) => {
+        source.onmessage = (message) => {
+          const event = JSON.parse(message.data);
+          if (event.conversationId === id) resolve({ lastEventId: message.lastEventId, event });
+        };
+      });
+      await opened;
+      const patched = await fetch(${JSON.stringify(`${baseUrl}/conversations/`)} + id, {
+        method: 'PATCH', headers: { 'Content-Type': 'application/merge-patch+json' },
+        body: JSON.stringify({ starred: !body.items[0].starred }) });
+      const timeout = new Promise((_, reject) => setTimeout(() => reject(new Error('no event within 10 s')), 10000));
+      const streamed = await Promise.race([received, timeout]);
+      source.close();
+      result.patch = patched.status;
+      result.streamed = { id: streamed.lastEventId, type: streamed.event.type,
+        matches: streamed.lastEventId === streamed.event.id };
       out.textContent = JSON.stringify(result, null, 2);
       return result;
     } catch (error) {
@@ -70,8 +95,11 @@ try {
     failures.push(`the allowed origin read ${JSON.stringify(allowed)}`);
   } else if (!allowed.link?.includes('rel="next"') || allowed.requestId !== 'cors-browser-check') {
     failures.push(`exposed headers unreadable: ${JSON.stringify(allowed)}`);
+  } else if (allowed.patch !== 200 || allowed.streamed?.type !== 'conversation.updated' || !allowed.streamed.matches) {
+    failures.push(`the event stream did not deliver the update: ${JSON.stringify(allowed)}`);
   } else {
-    console.log(`CORS: a page of http://127.0.0.1:${allowedPort} read ${allowed.items} conversations and the Link header`);
+    console.log(`CORS: a page of http://127.0.0.1:${allowedPort} read ${allowed.items} conversations and the Link header, `
+      + `and its EventSource received the update it made (event ${allowed.streamed.id})`);
   }
 
   await tab.goto(`http://127.0.0.1:${otherPort}/`);

@@ -9,6 +9,10 @@ stop_facade() {
     wait "$FACADE_PID" 2>/dev/null || true
     FACADE_PID=""
   fi
+  if [ -n "${FACADE_DATA:-}" ]; then
+    rm -rf "$FACADE_DATA"
+    FACADE_DATA=""
+  fi
 }
 
 free_port() {
@@ -22,9 +26,10 @@ start_facade() {
   local name=$1 port
   shift
   port=$(free_port)
+  FACADE_DATA=$(mktemp -d)
   env -u QPIEN_API_URL -u QPIEN_CLIENT_ID -u QPIEN_CLIENT_SECRET -u PUBLIC_BASE_URL \
     -u CORS_ALLOWED_ORIGINS -u API_KEYS_FILE -u ALLOW_ANONYMOUS \
-    HOST=127.0.0.1 PORT="$port" RUST_LOG=warn \
+    HOST=127.0.0.1 PORT="$port" RUST_LOG=warn DATA_DIR="$FACADE_DATA" \
     SANDBOX_RATE_LIMIT_PER_MINUTE=1000000 QPIEN_RATE_LIMIT_PER_MINUTE=1000000 "$@" \
     "$BIN" >"$ARTIFACTS/facade-$name.log" 2>&1 &
   FACADE_PID=$!

@@ -67,6 +67,14 @@ pub enum ApiError {
     InvalidSignature,
     #[error("the shared state did not take a change Qpien reported")]
     ChangeNotRecorded,
+    #[error("the cursor is older than the change feed's retention, or not from it")]
+    CursorGone,
+    #[error("the event log is unavailable: {0}")]
+    EventLogUnavailable(String),
+    #[error("the caller key has {0} event streams open")]
+    TooManyStreams(u32),
+    #[error("no change feed in pass-through mode")]
+    FeedNotOffered,
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
 }
@@ -256,6 +264,30 @@ pub const CHANGE_NOT_RECORDED: ProblemKind = ProblemKind {
     title: "Change not recorded",
     explanation: "The shared state (Redis) did not take the change this delivery reports, so not every replica would see it. Nothing was applied: deliver it again (Qpien retries by itself).",
 };
+pub const FEED_NOT_OFFERED: ProblemKind = ProblemKind {
+    slug: "feed-not-offered",
+    status: 403,
+    title: "No change feed in pass-through mode",
+    explanation: "This service forwards each caller's own Qpien token (pass-through mode), and a token may belong to any Qpien account: the service cannot tell which without asking Qpien, so it shows the change feed, the event stream and the triggers to no one. They are offered in service mode, where the service holds the account's key and decides itself who may read.",
+};
+pub const CURSOR_GONE: ProblemKind = ProblemKind {
+    slug: "cursor-gone",
+    status: 410,
+    title: "Cursor no longer in the change feed",
+    explanation: "The cursor (`after`, or the stream's `Last-Event-ID`) names a point the change feed no longer keeps: it is older than the retention (`EVENT_LOG_RETENTION_SECS`, 7 days unless the operator says otherwise), or it comes from another installation. Start again without a cursor: the answer gives the current one, and you see every change from then on. To learn what changed in between, read the conversations themselves (`GET /conversations`).",
+};
+pub const TOO_MANY_STREAMS: ProblemKind = ProblemKind {
+    slug: "too-many-streams",
+    status: 429,
+    title: "Too many event streams",
+    explanation: "The caller key (or, without keys, the anonymous callers together) already holds as many event streams open on this replica as `EVENT_STREAMS_PER_KEY` allows. Close one, or share one stream between listeners, and retry after `Retry-After` seconds.",
+};
+pub const EVENT_LOG_UNAVAILABLE: ProblemKind = ProblemKind {
+    slug: "event-log-unavailable",
+    status: 503,
+    title: "Change feed unavailable",
+    explanation: "The store of the change feed (the embedded database, or Redis with `REDIS_URL`) did not answer, so nothing could be read. No event is lost by this: retry after `Retry-After` seconds with the same cursor.",
+};
 
 pub const PROBLEM_KINDS: &[ProblemKind] = &[
     INVALID_PARAMETERS,
@@ -280,6 +312,10 @@ pub const PROBLEM_KINDS: &[ProblemKind] = &[
     UPSTREAM_TIMEOUT,
     INVALID_SIGNATURE,
     CHANGE_NOT_RECORDED,
+    FEED_NOT_OFFERED,
+    CURSOR_GONE,
+    TOO_MANY_STREAMS,
+    EVENT_LOG_UNAVAILABLE,
 ];
 
 impl ApiError {
@@ -300,6 +336,10 @@ impl ApiError {
             Self::PreconditionFailed(_) => PRECONDITION_FAILED,
             Self::InvalidSignature => INVALID_SIGNATURE,
             Self::ChangeNotRecorded => CHANGE_NOT_RECORDED,
+            Self::CursorGone => CURSOR_GONE,
+            Self::EventLogUnavailable(_) => EVENT_LOG_UNAVAILABLE,
+            Self::TooManyStreams(_) => TOO_MANY_STREAMS,
+            Self::FeedNotOffered => FEED_NOT_OFFERED,
             Self::Upstream(e) => match e {
                 UpstreamError::Unauthorized { .. } => UPSTREAM_UNAUTHORIZED,
                 UpstreamError::InsufficientScope { .. } => INSUFFICIENT_SCOPE,
@@ -348,6 +388,10 @@ impl ApiError {
             Self::PreconditionFailed(_) => "The conversation changed since the tag in If-Match was issued; its current tag is in the ETag header.".to_owned(),
             Self::InvalidSignature => "X-Qpien-Signature is missing or is not the HMAC-SHA256 of this body under a current webhook secret.".to_owned(),
             Self::ChangeNotRecorded => "The change could not be recorded for every replica; deliver it again.".to_owned(),
+            Self::CursorGone => "The cursor is older than the change feed keeps, or not from this service; start again without one.".to_owned(),
+            Self::EventLogUnavailable(_) => "The change feed's store did not answer; retry with the same cursor.".to_owned(),
+            Self::TooManyStreams(limit) => format!("This caller already has {limit} event streams open on this replica, as many as allowed."),
+            Self::FeedNotOffered => "The change feed is offered in service mode only.".to_owned(),
             Self::Upstream(e) => match e {
                 UpstreamError::Unauthorized { code: "TOKEN_EXPIRED", .. } => {
                     "Qpien says the access token has expired; generate a new one.".to_owned()
@@ -390,6 +434,8 @@ impl ApiError {
                 | UpstreamError::BudgetExhausted { retry_after }
                 | UpstreamError::CircuitOpen { retry_after },
             ) => Some(*retry_after),
+            Self::TooManyStreams(_) => Some(Duration::from_secs(30)),
+            Self::EventLogUnavailable(_) | Self::ChangeNotRecorded => Some(Duration::from_secs(5)),
             _ => None,
         }
     }

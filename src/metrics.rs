@@ -80,6 +80,13 @@ pub struct WebhookLabels {
     pub outcome: &'static str,
 }
 
+/// `source` is `facade` (an update made through it) or `qpien` (a webhook delivery).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EventLabels {
+    pub source: &'static str,
+    pub outcome: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ScopeLabels {
     pub scope: &'static str,
@@ -127,6 +134,12 @@ pub struct Metrics {
     /// 1 when `QPIEN_WEBHOOK_SECRET` is set, so an alert on the silence can tell a
     /// quiet receiver from none.
     pub webhooks_configured: Gauge,
+    /// Events offered to the event log, by source and outcome.
+    pub events: Family<EventLabels, Counter>,
+    /// Server-sent event streams open now.
+    pub event_streams: Gauge,
+    /// Streams refused because their caller key had as many open as allowed.
+    pub event_streams_refused: Counter,
 }
 
 fn latency() -> Histogram {
@@ -162,6 +175,9 @@ impl Default for Metrics {
             invalidations: Family::default(),
             webhook_last_verified: Gauge::default(),
             webhooks_configured: Gauge::default(),
+            events: Family::default(),
+            event_streams: Gauge::default(),
+            event_streams_refused: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -280,6 +296,21 @@ impl Default for Metrics {
             "1 when QPIEN_WEBHOOK_SECRET is set and this replica receives Qpien's webhooks, 0 otherwise",
             m.webhooks_configured.clone(),
         );
+        registry.register(
+            "events",
+            "Changes offered to the event log (the change feed), by source (facade: an update made through it; qpien: a webhook delivery) and outcome (recorded, or failed: the store did not take it)",
+            m.events.clone(),
+        );
+        registry.register(
+            "event_streams",
+            "Server-sent event streams (GET /events) open on this replica",
+            m.event_streams.clone(),
+        );
+        registry.register(
+            "event_streams_refused",
+            "Event streams refused with 429 because the caller key had EVENT_STREAMS_PER_KEY open already",
+            m.event_streams_refused.clone(),
+        );
         Self { registry, ..m }
     }
 }
@@ -289,6 +320,12 @@ impl Metrics {
         let mut text = String::new();
         encode(&mut text, &self.registry).expect("writing to a String cannot fail");
         text
+    }
+
+    pub fn event(&self, source: &'static str, outcome: &'static str) {
+        self.events
+            .get_or_create(&EventLabels { source, outcome })
+            .inc();
     }
 
     pub fn webhook(&self, kind: &'static str, outcome: &'static str) {

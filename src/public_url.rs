@@ -23,6 +23,21 @@ impl PublicBaseUrl {
     }
 }
 
+impl PublicBaseUrl {
+    /// The absolute URL of `path` (a route pattern without parameters) with `query`,
+    /// under `PUBLIC_BASE_URL`'s own path when it has one.
+    pub fn url_of(&self, req: &HttpRequest, path: &str, query: &[(&str, String)]) -> String {
+        let mut url = self.resolve(req);
+        let joined = format!("{}{path}", url.path().trim_end_matches('/'));
+        url.set_path(&joined);
+        url.set_query(None);
+        if !query.is_empty() {
+            url.query_pairs_mut().extend_pairs(query);
+        }
+        url.into()
+    }
+}
+
 pub fn default_server() -> Url {
     Url::parse(DEFAULT_SERVER).expect("a valid URL")
 }

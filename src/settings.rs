@@ -186,12 +186,25 @@ pub struct EventLogSettings {
     /// `EVENT_LOG_RETENTION_SECS`: how long an event is kept; a cursor older than that is
     /// gone and its reader starts again from now. Default 604800 (7 days).
     pub retention: Duration,
+    /// `EVENT_STREAMS_PER_KEY`: how many event streams (`GET /events`) one caller key (or,
+    /// without keys, all anonymous callers together) may hold open on one replica.
+    /// Default 20.
+    pub streams_per_key: u32,
+    /// `EVENT_STREAM_HEARTBEAT_SECS`: how often an idle stream sends a comment, so that
+    /// proxies keep it open and clients notice a dead one. Default 15.
+    pub heartbeat: Duration,
+    /// `TRIGGER_POLL_SECS`: the `Retry-After` of the Power Automate trigger's answers
+    /// while nothing is new. Default 60.
+    pub trigger_poll: Duration,
 }
 
 impl Default for EventLogSettings {
     fn default() -> Self {
         Self {
             retention: Duration::from_secs(7 * 86_400),
+            streams_per_key: 20,
+            heartbeat: Duration::from_secs(15),
+            trigger_poll: Duration::from_secs(60),
         }
     }
 }
@@ -465,6 +478,15 @@ impl Settings {
         }
         if let Some(secs) = number("EVENT_LOG_RETENTION_SECS", 60..=31_536_000) {
             settings.event_log.retention = Duration::from_secs(secs);
+        }
+        if let Some(n) = number("EVENT_STREAMS_PER_KEY", 1..=100_000) {
+            settings.event_log.streams_per_key = n as u32;
+        }
+        if let Some(secs) = number("EVENT_STREAM_HEARTBEAT_SECS", 1..=300) {
+            settings.event_log.heartbeat = Duration::from_secs(secs);
+        }
+        if let Some(secs) = number("TRIGGER_POLL_SECS", 1..=86_400) {
+            settings.event_log.trigger_poll = Duration::from_secs(secs);
         }
         if let Some(v) = get("LOG_FORMAT") {
             match v.to_ascii_lowercase().as_str() {

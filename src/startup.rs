@@ -19,6 +19,7 @@ use utoipa_actix_web::AppExt;
 use crate::callers::{KeyFileError, KeyStore, Reload};
 use crate::connector::ConnectionAuth;
 use crate::events::QpienWebhooks;
+use crate::events::log::{EventLog, OpenError};
 use crate::metrics::{self, Metrics};
 use crate::public_url::PublicBaseUrl;
 use crate::reads::CachedConversations;
@@ -49,13 +50,18 @@ pub enum StartupError {
     Settings(#[from] SettingsError),
     #[error("API_KEYS_FILE {path}: {error}")]
     Keys { path: String, error: KeyFileError },
+    #[error("{0} (DATA_DIR, or REDIS_URL)")]
+    EventLog(#[from] OpenError),
 }
 
 impl StartupError {
     /// A mistake in the configuration (exit code 2, as for settings), rather than a
     /// failure of the machine (exit code 1).
     pub fn is_configuration(&self) -> bool {
-        matches!(self, Self::Settings(_) | Self::Keys { .. } | Self::Redis(_))
+        matches!(
+            self,
+            Self::Settings(_) | Self::Keys { .. } | Self::Redis(_) | Self::EventLog(_)
+        )
     }
 }
 
@@ -136,6 +142,14 @@ impl Application {
             redis.clone(),
             metrics.clone().into_inner(),
         ));
+        // The account's changes, for the change feed, the stream and the triggers. Only in
+        // service mode: a pass-through bearer may belong to any Qpien account, and the
+        // facade cannot tell which without asking Qpien, so it shows no one the feed.
+        let log = if service_mode {
+            Some(EventLog::open(&settings, redis.clone()).await?)
+        } else {
+            None
+        };
         // The embedded sandbox reports its changes to this facade's own receiver, signed
         // with the configured secret or one made for this run: push works on `cargo run`.
         let mut webhook_settings = settings.webhooks.clone();
@@ -148,6 +162,7 @@ impl Application {
         let webhooks = QpienWebhooks::new(
             &webhook_settings,
             redis.clone(),
+            log.clone(),
             metrics.clone().into_inner(),
         )
         .map(web::Data::new);
@@ -162,6 +177,11 @@ impl Application {
         let keys = keys.map(web::Data::from);
         let base = web::Data::new(PublicBaseUrl(settings.public_base_url.clone()));
         let docs = web::Data::new(openapi::Renderings::build());
+        let feed_settings = web::Data::new(settings.event_log);
+        let stream_slots = web::Data::from(routes::StreamSlots::new(
+            settings.event_log.streams_per_key,
+            metrics.clone().into_inner(),
+        ));
         let connection = web::Data::new(ConnectionAuth::for_settings(&settings));
 
         let address = format!("{}:{}", settings.host, settings.port);
@@ -194,12 +214,17 @@ impl Application {
                 .app_data(client.clone())
                 .app_data(reads.clone())
                 .app_data(metrics.clone())
-                .app_data(base.clone());
+                .app_data(base.clone())
+                .app_data(feed_settings.clone())
+                .app_data(stream_slots.clone());
             if let Some(keys) = &keys {
                 app = app.app_data(keys.clone());
             }
             if let Some(webhooks) = &webhooks {
                 app = app.app_data(webhooks.clone());
+            }
+            if let Some(log) = &log {
+                app = app.app_data(web::Data::from(log.clone()));
             }
             app.into_utoipa_app()
                 .configure(routes::configure)
@@ -265,13 +290,15 @@ impl Application {
 }
 
 /// Request headers a page may send, beyond the CORS-safelisted ones.
-const CORS_REQUEST_HEADERS: [&str; 6] = [
+const CORS_REQUEST_HEADERS: [&str; 7] = [
     "content-type",
     "if-match",
     "if-none-match",
     "authorization",
     "x-request-id",
     "x-api-key",
+    // `EventSource` sends it when it reconnects to `/events`.
+    "last-event-id",
 ];
 
 /// Response headers a page may read, beyond the CORS-safelisted ones.

@@ -12,6 +12,7 @@ use std::time::Duration;
 use chrono::{DateTime, SubsecRound, Utc};
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
+use utoipa::ToSchema;
 
 use crate::settings::Settings;
 use crate::state::redis::RedisState;
@@ -41,9 +42,13 @@ impl fmt::Display for Cursor {
     }
 }
 
+/// The cursor before the oldest event the log still keeps: a reader that asks after it
+/// gets everything kept, and is never told it is gone.
+pub const EARLIEST: &str = "0";
+
 /// What happened, in the facade's words: a small set that stays stable whatever Qpien
 /// adds; Qpien's own type is kept beside it in [`Event::qpien_type`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 pub enum EventKind {
     /// The conversation's fields changed (a `PATCH` through the facade, or Qpien's
     /// `CONVERSATION_UPDATED`).
@@ -100,20 +105,43 @@ impl EventKind {
     }
 }
 
-/// One change, as the REST representation shows it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// One change of a conversation, as the change feed, the event stream and the triggers
+/// show it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(example = json!({
+    "id": "00000000000000000042",
+    "type": "conversation.message_received",
+    "qpienType": "NEW_INCOMING_MESSAGE",
+    "occurredAt": "2026-12-02T07:30:00.123Z",
+    "conversationId": "6650a1000000000000000001",
+    "data": {"message": {"id": "6650f1000000000000000001", "content": "Hello!",
+        "channelType": "whatsapp", "direction": "incoming", "sentAt": "2026-12-02T07:30:00.120Z"}}
+}))]
 pub struct Event {
+    /// The event's id, which is also the cursor to read after it (`after`, or SSE's
+    /// `Last-Event-ID`). Opaque; later events have greater ids.
+    #[schema(value_type = String, example = "00000000000000000042")]
     pub id: Cursor,
+    /// What happened.
     #[serde(rename = "type")]
     pub kind: EventKind,
-    /// Qpien's event type when Qpien reported the change; `None` for the facade's own.
+    /// Qpien's own event type when Qpien reported the change (its webhook), `null` for an
+    /// update made through this service.
+    #[schema(example = "NEW_INCOMING_MESSAGE")]
     pub qpien_type: Option<String>,
     /// When it happened (RFC 3339, milliseconds, UTC).
     #[serde(with = "rfc3339_ms")]
+    #[schema(value_type = String, format = DateTime)]
     pub occurred_at: DateTime<Utc>,
+    /// The conversation it happened to; `null` when Qpien's report named none.
+    #[schema(example = "6650a1000000000000000001")]
     pub conversation_id: Option<String>,
-    /// What the facade knew of it without asking Qpien.
+    /// What the service knew of it without asking Qpien, in the REST representation:
+    /// `conversation` (the whole conversation, as `GET /conversations/{id}` shows it,
+    /// after an update), `message` (as a conversation's `lastMessage`, for messages),
+    /// `joinedPersonId` (for joins). Members it does not know are left out.
+    #[schema(value_type = Object)]
     pub data: serde_json::Value,
 }
 

@@ -1,8 +1,8 @@
-//! Changes the facade learns of. Today: Qpien's webhook deliveries, verified against
-//! their signature and turned into exact invalidations of the read cache
-//! (`reads::invalidate`), applied once however often Qpien delivers them. Nothing here
-//! knows HTTP; `routes::webhooks` is the door. `log` is the durable log of those changes
-//! that the change feed reads.
+//! Changes the facade learns of: Qpien's webhook deliveries, verified against their
+//! signature, and the facade's own updates. A delivery becomes an exact invalidation of
+//! the read cache (`reads::invalidate`), applied once however often Qpien delivers it,
+//! and (in service mode) one event in the durable `log` that the change feed, the live
+//! stream and the triggers read. Nothing here knows HTTP; `routes::webhooks` is the door.
 
 pub mod log;
 pub mod qpien;
@@ -11,7 +11,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use chrono::Utc;
+
+use self::log::{EventKind, EventLog, NewEvent};
 use self::qpien::Delivery;
+use crate::domain::ConversationId;
 use crate::metrics::Metrics;
 use crate::reads::CachedConversations;
 use crate::reads::invalidate::Changed;
@@ -46,8 +50,8 @@ pub enum Refused {
     BadSignature,
     /// Signed, but not a JSON object.
     Malformed(String),
-    /// Redis did not take the change, so other replicas would not see it: Qpien
-    /// should deliver it again.
+    /// Redis did not take the change, so other replicas would not see it, or the
+    /// event log did not: Qpien should deliver it again.
     NotRecorded,
 }
 
@@ -59,6 +63,8 @@ pub struct QpienWebhooks {
     /// Deliveries applied, by id, without Redis (or while it is away).
     seen: moka::sync::Cache<String, ()>,
     shared: Option<Arc<RedisState>>,
+    /// Where each change becomes an event (service mode).
+    log: Option<Arc<EventLog>>,
     last_verified_ms: AtomicU64,
     metrics: Arc<Metrics>,
 }
@@ -71,6 +77,7 @@ impl QpienWebhooks {
     pub fn new(
         settings: &WebhookSettings,
         shared: Option<Arc<RedisState>>,
+        log: Option<Arc<EventLog>>,
         metrics: Arc<Metrics>,
     ) -> Option<Self> {
         if settings.secrets.is_empty() {
@@ -89,6 +96,7 @@ impl QpienWebhooks {
                 .time_to_live(settings.remember)
                 .build(),
             shared,
+            log,
             last_verified_ms: AtomicU64::new(0),
             metrics,
         })
@@ -147,6 +155,18 @@ impl QpienWebhooks {
             self.metrics.webhook(kind, "not-recorded");
             return Err(Refused::NotRecorded);
         }
+        if let Some(log) = &self.log
+            && let Err(error) = log.append(qpien_event(&delivery)).await
+        {
+            tracing::warn!(%error, webhook.delivery = %delivery.id, "a Qpien webhook delivery could not be recorded in the event log; Qpien will deliver it again");
+            self.metrics.event("qpien", "failed");
+            self.forget(&delivery.id).await;
+            self.metrics.webhook(kind, "not-recorded");
+            return Err(Refused::NotRecorded);
+        }
+        if self.log.is_some() {
+            self.metrics.event("qpien", "recorded");
+        }
         let scope = match changed {
             Changed::Conversation(_) => "conversation",
             Changed::Everything => "everything",
@@ -191,5 +211,33 @@ impl QpienWebhooks {
             Some(redis) => redis.forget_delivery(id).await,
             None => self.seen.invalidate(id),
         }
+    }
+}
+
+/// The event a verified delivery reports.
+fn qpien_event(delivery: &Delivery) -> NewEvent {
+    NewEvent {
+        kind: EventKind::from_qpien(delivery.kind.as_deref()),
+        qpien_type: delivery.kind.clone(),
+        occurred_at: delivery.occurred_at.unwrap_or_else(Utc::now),
+        conversation_id: delivery
+            .conversation
+            .as_ref()
+            .map(|id| id.as_str().to_owned()),
+        data: delivery.data.clone(),
+    }
+}
+
+/// The event of an update made through the facade: `representation` is the updated
+/// conversation's JSON, as the `PATCH` answered it.
+pub fn facade_update(id: &ConversationId, representation: &[u8]) -> NewEvent {
+    let conversation: serde_json::Value =
+        serde_json::from_slice(representation).unwrap_or_default();
+    NewEvent {
+        kind: EventKind::Updated,
+        qpien_type: None,
+        occurred_at: Utc::now(),
+        conversation_id: Some(id.as_str().to_owned()),
+        data: serde_json::json!({ "conversation": conversation }),
     }
 }

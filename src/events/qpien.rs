@@ -3,11 +3,13 @@
 //! reading is liberal: any JSON object is a delivery, an unknown event type is still
 //! one, and the conversation is looked for wherever a payload plausibly names it.
 
+use chrono::{DateTime, Utc};
 use hmac::{Hmac, Mac};
-use serde_json::Value;
+use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use crate::domain::ConversationId;
+use crate::upstream::{conversation_from_payload, message_from_payload};
 
 /// The header Qpien signs its deliveries in: hex HMAC-SHA256 of the body.
 pub const SIGNATURE_HEADER: &str = "X-Qpien-Signature";
@@ -58,6 +60,13 @@ pub struct Delivery {
     pub kind: Option<String>,
     /// The conversation it is about; `None` when no plausible place names one.
     pub conversation: Option<ConversationId>,
+    /// When Qpien says it happened (`createdAt`); `None` when it does not say.
+    pub occurred_at: Option<DateTime<Utc>>,
+    /// What it says of the change, in the REST representation: `conversation` (the
+    /// whole conversation, as `GET /conversations/{id}` shows it), `message` (as a
+    /// conversation's `lastMessage`) or `joinedPersonId`; those it does not carry, or
+    /// carries in a shape the facade does not read, are left out.
+    pub data: Value,
 }
 
 impl Delivery {
@@ -78,10 +87,21 @@ impl Delivery {
             .find_map(|name| text(&value[*name]))
             .map(str::to_owned);
         let conversation = conversation_id(&value).or_else(|| conversation_id(&value["data"]));
+        let occurred_at = ["createdAt", "timestamp", "occurredAt"]
+            .iter()
+            .find_map(|name| DateTime::parse_from_rfc3339(text(&value[*name])?).ok())
+            .map(|at| at.with_timezone(&Utc));
+        let payload = if value["data"].is_object() {
+            &value["data"]
+        } else {
+            &value
+        };
         Ok(Self {
             id,
             kind,
             conversation,
+            occurred_at,
+            data: rest_data(payload),
         })
     }
 
@@ -100,6 +120,32 @@ impl Delivery {
             .copied()
             .unwrap_or("other")
     }
+}
+
+/// What a payload says of the change, in the facade's words (see `Delivery::data`).
+fn rest_data(payload: &Value) -> Value {
+    let mut data = Map::new();
+    let conversation = &payload["conversation"];
+    // A whole conversation has its status; a join names only the id and the person.
+    let whole = conversation.get("status").is_some();
+    if let Some(whole) = whole
+        .then(|| conversation_from_payload(conversation))
+        .flatten()
+    {
+        data.insert(
+            "conversation".into(),
+            serde_json::to_value(whole).unwrap_or_default(),
+        );
+    } else if let Some(person) = text(&conversation["joinedPerson"]) {
+        data.insert("joinedPersonId".into(), Value::from(person));
+    }
+    if let Some(message) = message_from_payload(&payload["message"]) {
+        data.insert(
+            "message".into(),
+            serde_json::to_value(message).unwrap_or_default(),
+        );
+    }
+    Value::Object(data)
 }
 
 fn text(value: &Value) -> Option<&str> {
@@ -197,6 +243,40 @@ mod tests {
         assert_ne!(a.id, b.id);
         assert!(a.is_known());
         assert_eq!(a.kind_label(), "JOIN_CONVERSATION");
+    }
+
+    #[test]
+    fn what_a_payload_says_is_kept_in_the_rest_representation() {
+        let message = format!(
+            r#"{{"_id":"e1","event":"NEW_INCOMING_MESSAGE","createdAt":"2026-12-02T07:30:00.123Z",
+            "data":{{"message":{{"_id":"m1","conversation":"{ID}","senderType":"CUSTOMER",
+            "channelType":"WHATSAPP","content":"Hello!","createdAt":"2026-12-02T07:30:00.120Z"}}}}}}"#
+        );
+        let delivery = Delivery::parse(message.as_bytes()).unwrap();
+        assert_eq!(
+            delivery.occurred_at.unwrap().to_rfc3339(),
+            "2026-12-02T07:30:00.123+00:00"
+        );
+        assert_eq!(delivery.data["message"]["id"], "m1");
+        assert_eq!(delivery.data["message"]["direction"], "incoming");
+        assert_eq!(delivery.data["message"]["content"], "Hello!");
+
+        let joined = format!(
+            r#"{{"event":"JOIN_CONVERSATION","data":{{"conversation":{{"_id":"{ID}","joinedPerson":"p1"}}}}}}"#
+        );
+        let delivery = Delivery::parse(joined.as_bytes()).unwrap();
+        assert_eq!(delivery.data, serde_json::json!({"joinedPersonId": "p1"}));
+        assert_eq!(delivery.occurred_at, None);
+
+        let updated = format!(
+            r#"{{"event":"CONVERSATION_UPDATED","data":{{"conversation":{{"_id":"{ID}","isStarred":true,"status":"OPEN"}}}}}}"#
+        );
+        let delivery = Delivery::parse(updated.as_bytes()).unwrap();
+        assert_eq!(delivery.data["conversation"]["id"], ID);
+        assert_eq!(delivery.data["conversation"]["starred"], true);
+
+        let odd = Delivery::parse(br#"{"event":"X","data":{"message":{"text":1}}}"#).unwrap();
+        assert_eq!(odd.data, serde_json::json!({}));
     }
 
     #[test]

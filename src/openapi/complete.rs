@@ -122,8 +122,12 @@ fn applies(slug: &str, operation: &Operation) -> bool {
         | "unavailable"
         | "precondition-failed" => calls_qpien,
         "invalid-signature" | "change-not-recorded" => operation.signed,
+        // The change feed's own answers (its statuses pick which).
+        "feed-not-offered" | "cursor-gone" | "event-log-unavailable" | "too-many-streams" => {
+            operation.feed
+        }
         // The readiness probe reports an open breaker as not ready.
-        "not-ready" => !calls_qpien && !operation.signed,
+        "not-ready" => !calls_qpien && !operation.signed && !operation.feed,
         // Answered by the router for any path, not by an operation.
         "method-not-allowed" => false,
         _ => true,

@@ -101,13 +101,26 @@ fn keep_connector_operations(root: &mut Map<String, Value>) {
 }
 
 fn label_operation(operation: &mut Value) {
-    let (important, pages) = match connector_of(operation) {
-        Connector::Action { important, pages } => (Some(important), pages),
-        Connector::Hidden => (None, false),
+    let (important, pages, internal, trigger) = match connector_of(operation) {
+        Connector::Action { important, pages } => (Some(important), pages, &[][..], false),
+        Connector::PollingTrigger {
+            important,
+            internal,
+        } => (Some(important), false, internal, true),
+        Connector::Hidden => (None, false, &[][..], false),
     };
     let Some(operation) = operation.as_object_mut() else {
         return;
     };
+    if trigger {
+        // Power Automate polls without a cursor first, then each answer's `Location`;
+        // one flow run per event of a 200's array.
+        operation.insert("x-ms-trigger".into(), json!("batch"));
+        operation.insert(
+            "x-ms-trigger-metadata".into(),
+            json!({ "kind": "query", "mode": "polling" }),
+        );
+    }
     if important.is_some() {
         operation.insert("x-ms-visibility".into(), json!("important"));
     }
@@ -125,7 +138,9 @@ fn label_operation(operation: &mut Value) {
         .and_then(Value::as_array_mut);
     for parameter in parameters.into_iter().flatten() {
         let name = parameter["name"].as_str().unwrap_or_default().to_owned();
-        let visibility = if important.unwrap_or_default().contains(&name.as_str()) {
+        let visibility = if internal.contains(&name.as_str()) {
+            "internal"
+        } else if important.unwrap_or_default().contains(&name.as_str()) {
             "important"
         } else {
             "advanced"

@@ -9,8 +9,8 @@ use serde_json::{Value, json};
 use crate::callers::Scope;
 use crate::domain::{ConversationId, ConversationPatch, ListQuery, PatchError};
 use crate::error::{ApiError, PROBLEM_KINDS, REQUEST, RequestContext};
-use crate::routes::MAX_BODY_BYTES;
 use crate::routes::registry::Operation;
+use crate::routes::{FeedQuery, MAX_BODY_BYTES};
 use crate::upstream::UpstreamError;
 
 pub(super) const EXAMPLE_ID: &str = "6650a1000000000000000001";
@@ -43,6 +43,12 @@ pub(super) fn example_error(operation: &Operation, slug: &str) -> Option<ApiErro
         Scope::Read => "read_conversations",
     };
     Some(match slug {
+        // The change feed's query.
+        "invalid-parameters" if operation.feed => {
+            let pairs = [("types", "conversation.deleted"), ("after", "yesterday")]
+                .map(|(name, value)| (name.to_owned(), value.to_owned()));
+            ApiError::InvalidParameters(FeedQuery::parse(&pairs, &["types", "after"]).err()?)
+        }
         // The list's query; the others' path parameter.
         "invalid-parameters" if !operation.path.contains('{') => {
             let pairs = [("status", "done"), ("pageSize", "500")]
@@ -99,6 +105,12 @@ pub(super) fn example_error(operation: &Operation, slug: &str) -> Option<ApiErro
         "precondition-failed" => ApiError::PreconditionFailed("\"5f0c6e1d2a3b4c59\"".into()),
         "invalid-signature" => ApiError::InvalidSignature,
         "change-not-recorded" => ApiError::ChangeNotRecorded,
+        "feed-not-offered" => ApiError::FeedNotOffered,
+        "cursor-gone" => ApiError::CursorGone,
+        "too-many-streams" => ApiError::TooManyStreams(20),
+        "event-log-unavailable" => {
+            ApiError::EventLogUnavailable("the embedded database is locked".into())
+        }
         _ => return None,
     })
 }

@@ -99,7 +99,9 @@ fn collection_auth(auth: &ConnectionAuth) -> (Value, Option<&'static str>) {
 /// disabled: the request works as it is, and the user sees what else there is.
 fn request(operation: &Operation, document: &Value) -> Value {
     let important = match operation.connector {
-        Connector::Action { important, .. } => important,
+        Connector::Action { important, .. } | Connector::PollingTrigger { important, .. } => {
+            important
+        }
         Connector::Hidden => &[],
     };
     let mut path: Vec<String> = Vec::new();
@@ -242,6 +244,8 @@ mod tests {
                 "{{baseUrl}}/conversations?status=open&tag=vip",
                 "{{baseUrl}}/conversations/:id",
                 "{{baseUrl}}/conversations/:id",
+                "{{baseUrl}}/conversations/changes?types=conversation.message_received,conversation.updated",
+                "{{baseUrl}}/triggers/conversation-changed?types=conversation.message_received,conversation.updated&conversationId=6650a1000000000000000001",
                 "{{baseUrl}}/healthz",
                 "{{baseUrl}}/readyz",
             ]

@@ -4,11 +4,13 @@
 
 mod body;
 mod caching;
+mod changes;
 mod conversations;
 mod health;
 pub mod label;
 mod problems;
 pub mod registry;
+mod stream;
 mod table;
 mod webhooks;
 
@@ -21,7 +23,9 @@ use actix_web::{FromRequest, HttpMessage, HttpRequest, Route, web};
 use tracing_actix_web::RootSpan;
 use utoipa_actix_web::service_config::ServiceConfig;
 
+pub use changes::FeedQuery;
 pub use conversations::{ConversationList, MAX_BODY_BYTES, PageLinks};
+pub use stream::StreamSlots;
 pub use table::unmatched;
 
 use crate::callers::{CallerKey, KeyStore};
@@ -34,6 +38,7 @@ pub fn configure(cfg: &mut ServiceConfig) {
     use problems::*;
     let to = |route: fn() -> Route| route;
     cfg.service(list_conversations)
+        .service(changes::list_conversation_changes)
         .service(
             table::Parameterised::default()
                 .with(
@@ -52,6 +57,8 @@ pub fn configure(cfg: &mut ServiceConfig) {
                     __path_describe,
                 ),
         )
+        .service(stream::stream_events)
+        .service(changes::on_conversation_changed)
         .service(health::healthz)
         .service(health::readyz)
         .service(health::metrics)

@@ -38,6 +38,8 @@ pub struct Operation {
     /// Whether Qpien's webhook signature (`X-Qpien-Signature`), not a caller's
     /// credential, authenticates it.
     pub signed: bool,
+    /// Whether it reads the change feed (the event log), never Qpien.
+    pub feed: bool,
 }
 
 /// Response headers some operations send.
@@ -72,6 +74,13 @@ pub enum Connector {
         important: &'static [&'static str],
         pages: bool,
     },
+    /// A polling trigger (`x-ms-trigger`): Power Automate calls it without a cursor
+    /// first, then the URL each answer's `Location` gives. `internal` names the
+    /// parameters only those URLs carry, which a maker never sets.
+    PollingTrigger {
+        important: &'static [&'static str],
+        internal: &'static [&'static str],
+    },
 }
 
 /// Every problem status an operation that reads through Qpien can answer.
@@ -104,6 +113,49 @@ pub const LIST_CONVERSATIONS: Operation = Operation {
         pages: true,
     },
     signed: false,
+    feed: false,
+};
+
+/// The problem statuses of the operations that read the change feed.
+const FEED_PROBLEMS: &[u16] = &[400, 401, 403, 410, 503];
+
+pub const LIST_CONVERSATION_CHANGES: Operation = Operation {
+    id: "listConversationChanges",
+    method: Method::GET,
+    path: "/conversations/changes",
+    scope: Some(Scope::Read),
+    problems: FEED_PROBLEMS,
+    headers: &[Documented::ETag],
+    connector: Connector::Action {
+        important: &["types"],
+        pages: true,
+    },
+    feed: true,
+    ..UNBUDGETED
+};
+
+pub const STREAM_EVENTS: Operation = Operation {
+    id: "streamEvents",
+    method: Method::GET,
+    path: "/events",
+    scope: Some(Scope::Read),
+    problems: &[400, 401, 403, 410, 429, 503],
+    feed: true,
+    ..UNBUDGETED
+};
+
+pub const ON_CONVERSATION_CHANGED: Operation = Operation {
+    id: "onConversationChanged",
+    method: Method::GET,
+    path: "/triggers/conversation-changed",
+    scope: Some(Scope::Read),
+    problems: &[400, 401, 403, 503],
+    connector: Connector::PollingTrigger {
+        important: &["types", "conversationId"],
+        internal: &["after"],
+    },
+    feed: true,
+    ..UNBUDGETED
 };
 
 pub const GET_CONVERSATION: Operation = Operation {
@@ -125,6 +177,7 @@ pub const GET_CONVERSATION: Operation = Operation {
         pages: false,
     },
     signed: false,
+    feed: false,
 };
 
 pub const UPDATE_CONVERSATION: Operation = Operation {
@@ -146,6 +199,7 @@ pub const UPDATE_CONVERSATION: Operation = Operation {
         pages: false,
     },
     signed: false,
+    feed: false,
 };
 
 pub const CHECK_LIVENESS: Operation = Operation {
@@ -190,6 +244,7 @@ const UNBUDGETED: Operation = Operation {
     links: &[],
     connector: Connector::Hidden,
     signed: false,
+    feed: false,
 };
 
 pub const RECEIVE_QPIEN_WEBHOOK: Operation = Operation {
@@ -204,8 +259,11 @@ pub const RECEIVE_QPIEN_WEBHOOK: Operation = Operation {
 /// Every operation, in the order of the OpenAPI document.
 pub const OPERATIONS: &[&Operation] = &[
     &LIST_CONVERSATIONS,
+    &LIST_CONVERSATION_CHANGES,
     &GET_CONVERSATION,
     &UPDATE_CONVERSATION,
+    &STREAM_EVENTS,
+    &ON_CONVERSATION_CHANGED,
     &CHECK_LIVENESS,
     &CHECK_READINESS,
     &GET_METRICS,
@@ -293,11 +351,22 @@ pub fn param_name(pattern: &str) -> Option<&str> {
     Some(&pattern[open + 1..close])
 }
 
+/// Whether an operation's pattern without a parameter is `path`: such a route wins over
+/// patterns with one (`/conversations/changes` is no conversation id).
+pub fn is_literal_route(path: &str) -> bool {
+    OPERATIONS.iter().any(|op| op.path == path)
+}
+
 /// The methods `path` answers, for `Allow`: those of the operations whose pattern it
-/// matches (in the order of `OPERATIONS`), else those of the page it is.
+/// matches (in the order of `OPERATIONS`; a literal pattern hides those with a
+/// parameter), else those of the page it is.
 pub fn allowed(path: &str) -> Option<String> {
     let mut methods: Vec<&str> = Vec::new();
-    for op in OPERATIONS.iter().filter(|op| matches(op.path, path)) {
+    let literal = is_literal_route(path);
+    let candidates = OPERATIONS
+        .iter()
+        .filter(|op| matches(op.path, path) && (!literal || op.path == path));
+    for op in candidates {
         if !methods.contains(&op.method.as_str()) {
             methods.push(op.method.as_str());
         }
@@ -359,6 +428,7 @@ mod tests {
     fn allow_lists_the_methods_of_a_path() {
         assert_eq!(allowed("/conversations/x").as_deref(), Some("GET, PATCH"));
         assert_eq!(allowed("/conversations").as_deref(), Some("GET"));
+        assert_eq!(allowed("/conversations/changes").as_deref(), Some("GET"));
         assert_eq!(allowed("/openapi.json").as_deref(), Some("GET"));
         assert_eq!(allowed("/nothing"), None);
     }

@@ -118,6 +118,9 @@ fn register_prefix(config: &mut AppService, prefix: &'static str, handlers: Vec<
             let services = Rc::new((services, other));
             Ok::<_, ()>(fn_service(move |mut req: ServiceRequest| {
                 let (services, other) = &*services;
+                if registry::is_literal_route(req.path()) {
+                    return other.call(req);
+                }
                 let found = services
                     .iter()
                     .find_map(|(operation, rest, name, service)| {

@@ -14,7 +14,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 use tokio::sync::{broadcast, oneshot};
 
-use crate::events::log::{Cursor, Event, Filter, LogError, NewEvent, OpenError, Page};
+use crate::events::log::{Cursor, EARLIEST, Event, Filter, LogError, NewEvent, OpenError, Page};
 
 /// The most appends committed in one transaction.
 const MAX_GROUP: usize = 256;
@@ -112,7 +112,12 @@ impl SqliteLog {
         filter: &Filter,
         limit: usize,
     ) -> Result<Page, LogError> {
-        let after = parse(after).ok_or(LogError::Gone)?;
+        // `None`: from the oldest event kept.
+        let after = if after.as_str() == EARLIEST {
+            None
+        } else {
+            Some(parse(after).ok_or(LogError::Gone)?)
+        };
         let filter = filter.clone();
         let readers = self.readers.clone();
         tokio::task::spawn_blocking(move || readers.read(after, &filter, limit))
@@ -313,7 +318,7 @@ fn prune(connection: &mut Connection, cutoff_ms: i64) -> rusqlite::Result<u64> {
 }
 
 impl ReaderPool {
-    fn read(&self, after: u64, filter: &Filter, limit: usize) -> Result<Page, LogError> {
+    fn read(&self, after: Option<u64>, filter: &Filter, limit: usize) -> Result<Page, LogError> {
         let mut connection = match self.idle.lock().expect("not poisoned").pop() {
             Some(connection) => connection,
             None => {
@@ -336,13 +341,15 @@ impl ReaderPool {
 /// One consistent snapshot: what was pruned, the latest id and the events after.
 fn page(
     connection: &mut Connection,
-    after: u64,
+    after: Option<u64>,
     filter: &Filter,
     limit: usize,
 ) -> Result<Page, LogError> {
     let transaction = connection.transaction().map_err(sql)?;
     let latest = sequence(&transaction).map_err(sql)?;
-    if after < pruned_through(&transaction).map_err(sql)? || after > latest {
+    let pruned = pruned_through(&transaction).map_err(sql)?;
+    let after = after.unwrap_or(pruned);
+    if after < pruned || after > latest {
         return Err(LogError::Gone);
     }
     let mut query = String::from("SELECT id, body FROM events WHERE id > ?");

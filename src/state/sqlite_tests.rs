@@ -117,7 +117,15 @@ async fn a_cursor_before_pruned_events_or_not_from_this_log_is_gone() {
         assert!(matches!(answer, Err(LogError::Gone)), "{gone}: {answer:?}");
     }
     let kept = log.after(&last_old.id, &Filter::default(), 10).await;
-    assert_eq!(kept.unwrap().events, vec![new]);
+    assert_eq!(kept.unwrap().events, vec![new.clone()]);
+    let earliest = log
+        .after(&Cursor::new(EARLIEST), &Filter::default(), 10)
+        .await;
+    assert_eq!(
+        earliest.unwrap().events,
+        vec![new],
+        "all that is kept, never gone"
+    );
 }
 
 #[tokio::test]

@@ -15,7 +15,7 @@ use redis::AsyncConnectionConfig;
 use tokio::sync::broadcast;
 
 use super::redis::RedisState;
-use crate::events::log::{Cursor, Event, Filter, LogError, NewEvent, OpenError, Page};
+use crate::events::log::{Cursor, EARLIEST, Event, Filter, LogError, NewEvent, OpenError, Page};
 use crate::settings::RedisSettings;
 
 /// How long one `XREAD` waits for new events before it asks again.
@@ -151,7 +151,13 @@ impl StreamLog {
         filter: &Filter,
         limit: usize,
     ) -> Result<Page, LogError> {
-        let start = stream_id(after).ok_or(LogError::Gone)?;
+        // From the oldest event kept: before every id, and never older than the trim.
+        let earliest = after.as_str() == EARLIEST;
+        let start = if earliest {
+            "0-0".to_owned()
+        } else {
+            stream_id(after).ok_or(LogError::Gone)?
+        };
         let unfiltered = *filter == Filter::default();
         let batch = if unfiltered {
             limit
@@ -162,7 +168,8 @@ impl StreamLog {
         let mut events = Vec::new();
         for _ in 0..SCAN_ROUNDS {
             let (trimmed, last, entries) = self.read(&position, batch).await?;
-            if order(&position) < order(&trimmed) || order(&position) > order(&last) {
+            let before_trim = order(&position) < order(&trimmed) && !earliest;
+            if before_trim || order(&position) > order(&last) {
                 return Err(LogError::Gone);
             }
             let end_reached = entries.len() < batch;

@@ -18,3 +18,4 @@ pub use budget::{BudgetReport, Class};
 pub use client::{BudgetWait, QpienClient, ServiceToken};
 pub use credential::{CallerShare, Credential, CredentialHasher, CredentialId};
 pub use error::UpstreamError;
+pub use wire::{conversation_from_payload, message_from_payload};

@@ -165,6 +165,28 @@ impl TryFrom<WireLastMessage> for LastMessage {
     }
 }
 
+/// A conversation as a Qpien webhook payload carries it (the shape `getConversation`
+/// answers), in the REST representation; `None` when it is not one.
+pub fn conversation_from_payload(value: &Value) -> Option<Conversation> {
+    let wire = WireConversation::deserialize(value).ok()?;
+    Conversation::try_from(wire).ok()
+}
+
+/// A message as a Qpien webhook payload carries it (`_id`, `content`, `channelType`,
+/// `senderType`, `createdAt`), as the REST `LastMessage`; `None` when it is not one.
+pub fn message_from_payload(value: &Value) -> Option<LastMessage> {
+    let wire = WireLastMessage {
+        id: value["_id"].as_str()?.to_owned(),
+        content: value["content"].as_str().map(str::to_owned),
+        channel_type: value["channelType"].as_str().map(str::to_owned),
+        is_incoming: value["senderType"]
+            .as_str()
+            .map(|sender| sender.eq_ignore_ascii_case("CUSTOMER")),
+        created_at: value["createdAt"].as_str().map(str::to_owned),
+    };
+    LastMessage::try_from(wire).ok()
+}
+
 /// `ConversationListFilterInput`, or null when no filter is set.
 pub fn filter_variables(filter: &ConversationFilter) -> Value {
     let mut input = Map::new();

@@ -167,7 +167,10 @@ async fn each_operation_needs_the_scope_the_document_names() {
             checked += 1;
         }
     }
-    assert_eq!(checked, 3, "every conversation operation names its scope");
+    assert_eq!(
+        checked, 6,
+        "every operation on conversations and their changes names its scope"
+    );
 }
 
 #[tokio::test]

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use qpien_rest::events::log::{Cursor, EventKind, EventLog, Filter, LogError, NewEvent};
+use qpien_rest::events::log::{Cursor, EARLIEST, EventKind, EventLog, Filter, LogError, NewEvent};
 use qpien_rest::metrics::Metrics;
 use qpien_rest::settings::{EventLogSettings, RedisSettings, Secret, Settings};
 use qpien_rest::state::redis::RedisState;
@@ -30,7 +30,10 @@ async fn replica(server: &RedisServer, retention: Duration) -> Arc<EventLog> {
         .unwrap();
     let settings = Settings {
         redis: Some(redis),
-        event_log: EventLogSettings { retention },
+        event_log: EventLogSettings {
+            retention,
+            ..EventLogSettings::default()
+        },
         data_dir: "/nonexistent/the-log-must-be-in-redis".into(),
         ..Settings::default()
     };
@@ -130,7 +133,14 @@ async fn a_cursor_before_trimmed_events_or_not_from_this_log_is_gone() {
         assert!(matches!(answer, Err(LogError::Gone)), "{gone}: {answer:?}");
     }
     let kept = log.after(Some(&last_old.id), &Filter::default(), 10).await;
-    assert_eq!(kept.unwrap().events, vec![new]);
+    assert_eq!(kept.unwrap().events, vec![new.clone()]);
+    let earliest = Cursor::new(EARLIEST);
+    let all_kept = log.after(Some(&earliest), &Filter::default(), 10).await;
+    assert_eq!(
+        all_kept.unwrap().events,
+        vec![new],
+        "all that is kept, never gone"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

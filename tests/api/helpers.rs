@@ -29,6 +29,8 @@ pub struct TestApp {
     pub http: reqwest::Client,
     /// The upstream this app talks to, owned by the test so it can count calls.
     pub sandbox: Option<Sandbox>,
+    /// The app's `DATA_DIR` (its event log), removed with the app.
+    pub _data_dir: tempfile::TempDir,
 }
 
 /// How the test wants the app and its upstream.
@@ -119,8 +121,10 @@ pub async fn spawn_app_with(setup: Setup) -> TestApp {
             (Some(sandbox), url)
         }
     };
+    let data_dir = tempfile::tempdir().expect("a temporary directory");
     let mut settings = Settings {
         port: 0,
+        data_dir: data_dir.path().to_owned(),
         ..Settings::default()
     };
     settings.upstream.api_url = Some(Url::parse(&upstream_url).unwrap());
@@ -138,6 +142,7 @@ pub async fn spawn_app_with(setup: Setup) -> TestApp {
         address,
         http: reqwest::Client::new(),
         sandbox,
+        _data_dir: data_dir,
     }
 }
 

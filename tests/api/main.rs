@@ -7,6 +7,7 @@ mod helpers;
 mod auth;
 mod caller_key_shares;
 mod caller_keys;
+mod change_feed;
 mod connector;
 mod cors;
 mod event_log;

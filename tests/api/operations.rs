@@ -162,8 +162,10 @@ async fn swagger_ui_is_served_at_docs() {
 #[tokio::test]
 async fn with_no_configuration_the_app_serves_from_the_embedded_sandbox() {
     qpien_rest::install_tls_provider();
+    let data_dir = tempfile::tempdir().unwrap();
     let application = Application::build(Settings {
         port: 0,
+        data_dir: data_dir.path().to_owned(),
         ..Settings::default()
     })
     .await

@@ -111,8 +111,8 @@ async fn send_all(
 fn assert_all_2xx(answers: &[(String, u16)]) {
     assert_eq!(
         answers.len(),
-        5,
-        "three conversation operations, liveness, readiness"
+        7,
+        "three conversation operations, the change feed and its trigger, liveness, readiness"
     );
     for (name, status) in answers {
         assert!((200..300).contains(status), "{name} answered {status}");

@@ -20,13 +20,17 @@ pub struct Service {
     pub address: String,
     /// Everything the process wrote to stdout and stderr.
     output: Arc<Mutex<String>>,
+    /// Its `DATA_DIR`, unless the test sets one.
+    _data_dir: tempfile::TempDir,
 }
 
 impl Service {
     pub fn start(env: &[(&str, &str)]) -> Service {
         qpien_rest::install_tls_provider();
+        let data_dir = tempfile::tempdir().expect("a temporary directory");
         let mut command = Command::new(env!("CARGO_BIN_EXE_qpien-rest"));
         command
+            .env("DATA_DIR", data_dir.path())
             .env("PORT", "0")
             .env("LOG_FORMAT", "text")
             .stdout(Stdio::piped())
@@ -65,6 +69,7 @@ impl Service {
             child,
             address: format!("http://127.0.0.1:{port}"),
             output,
+            _data_dir: data_dir,
         }
     }
 

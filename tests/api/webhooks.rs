@@ -41,7 +41,11 @@ fn signature(secret: &str, body: &[u8]) -> String {
 
 impl TestApp {
     /// Delivers `body` as Qpien would, signed with `secret` (`None`: unsigned).
-    async fn deliver_signed(&self, body: &[u8], secret: Option<&str>) -> reqwest::Response {
+    pub(crate) async fn deliver_signed(
+        &self,
+        body: &[u8],
+        secret: Option<&str>,
+    ) -> reqwest::Response {
         let mut request = self
             .http
             .post(format!("{}/webhooks/qpien", self.address))
@@ -360,6 +364,7 @@ async fn once_one_replica_answered_a_delivery_no_replica_serves_the_old_state() 
         address: replicas[0].address.clone(),
         http: reqwest::Client::new(),
         sandbox: Some(sandbox),
+        _data_dir: tempfile::tempdir().unwrap(),
     };
     with_sandbox
         .change_upstream(&id, json!({"status": after.to_uppercase()}))

@@ -1,0 +1,242 @@
+//! `GET /events`: the change feed as a live stream of Server-Sent Events. A stream first
+//! catches up from the durable log (after `Last-Event-ID`, or `after`), then follows the
+//! log's live feed, so a reconnect, even to another replica, misses nothing. An idle
+//! stream sends a comment every `EVENT_STREAM_HEARTBEAT_SECS`. Each caller key may hold
+//! `EVENT_STREAMS_PER_KEY` streams open on one replica.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use actix_web::http::header::{self, HeaderName};
+use actix_web::web::Bytes;
+use actix_web::{HttpRequest, HttpResponse, get, web};
+use tokio::sync::broadcast::{self, error::RecvError};
+use tokio::time::{Instant, Interval, MissedTickBehavior};
+
+use super::Caller;
+use super::changes::{FeedQuery, StreamParams, offered, query_pairs};
+use super::registry::STREAM_EVENTS;
+use crate::error::ApiError;
+use crate::events::log::{Cursor, Event, EventLog, Filter};
+use crate::metrics::Metrics;
+use crate::settings::EventLogSettings;
+
+/// Events read from the log at a time while a stream catches up.
+const CATCH_UP_PAGE: usize = 200;
+/// What a browser's `EventSource` waits before reconnecting, in milliseconds.
+const RECONNECT_MS: u32 = 2_000;
+
+const LAST_EVENT_ID: HeaderName = HeaderName::from_static("last-event-id");
+
+/// The streams open per caller key on this replica, against the limit.
+pub struct StreamSlots {
+    limit: u32,
+    open: Mutex<HashMap<String, u32>>,
+    metrics: Arc<Metrics>,
+}
+
+impl StreamSlots {
+    pub fn new(limit: u32, metrics: Arc<Metrics>) -> Arc<Self> {
+        Arc::new(Self {
+            limit,
+            open: Mutex::new(HashMap::new()),
+            metrics,
+        })
+    }
+
+    /// A slot for one more stream of `holder`, or 429 when it has all it may.
+    fn take(self: &Arc<Self>, holder: String) -> Result<Slot, ApiError> {
+        let mut open = self
+            .open
+            .lock()
+            .expect("never poisoned: no panic while held");
+        let count = open.entry(holder.clone()).or_default();
+        if *count >= self.limit {
+            self.metrics.event_streams_refused.inc();
+            return Err(ApiError::TooManyStreams(self.limit));
+        }
+        *count += 1;
+        self.metrics.event_streams.inc();
+        Ok(Slot {
+            slots: self.clone(),
+            holder,
+        })
+    }
+}
+
+/// One open stream; dropping it (the stream ended or the client left) frees the slot.
+struct Slot {
+    slots: Arc<StreamSlots>,
+    holder: String,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut open = self.slots.open.lock().expect("never poisoned");
+        if let Some(count) = open.get_mut(&self.holder) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.holder);
+            }
+        }
+        self.slots.metrics.event_streams.dec();
+    }
+}
+
+/// Stream events
+///
+/// The change feed, live, as Server-Sent Events (`text/event-stream`): each event is
+/// one SSE message whose `id` is the event's id and whose `data` is the event as JSON
+/// (the `Event` schema), with no `event` name, so `EventSource.onmessage` gets them all.
+/// Filter with `types` and `conversationId`.
+///
+/// Resuming: a reconnecting `EventSource` sends `Last-Event-ID` by itself, and the
+/// stream first replays, from the durable log, every event after it, so nothing is
+/// missed across a dropped connection or a switch to another replica. `after` does the
+/// same for a first connection; without either, the stream starts from now. An id older
+/// than the retention is a 410 problem: connect again without one. An idle stream sends
+/// a comment line every 15 seconds (`EVENT_STREAM_HEARTBEAT_SECS`).
+///
+/// Each caller key may hold a few streams open at once (`EVENT_STREAMS_PER_KEY`, 429
+/// beyond). It never calls Qpien.
+#[utoipa::path(
+    tag = "Changes",
+    operation_id = "streamEvents",
+    params(StreamParams,
+        ("Last-Event-ID" = Option<String>, Header, example = "0", description = "The id of the last event received: the stream replays every event after it first (`0`: every event the feed keeps). Browsers' `EventSource` sends it when it reconnects; it wins over `after`.")),
+    responses((status = 200, description = "A stream of events, one SSE message each, until the client hangs up.",
+        content_type = "text/event-stream", body = String,
+        example = json!("id: 00000000000000000042\ndata: {\"id\":\"00000000000000000042\",\"type\":\"conversation.updated\",\"qpienType\":null,\"occurredAt\":\"2026-12-02T07:30:00.123Z\",\"conversationId\":\"6650a1000000000000000001\",\"data\":{}}\n\n"))),
+    security(("bearer" = []), ())
+)]
+#[get("/events")]
+pub async fn stream_events(
+    req: HttpRequest,
+    caller: Caller,
+    log: Option<web::Data<EventLog>>,
+    slots: web::Data<StreamSlots>,
+    settings: web::Data<EventLogSettings>,
+) -> Result<HttpResponse, ApiError> {
+    caller.may(&STREAM_EVENTS)?;
+    let log = offered(log)?.into_inner();
+    let pairs = query_pairs(&req)?;
+    let query = FeedQuery::parse(&pairs, &["types", "conversationId", "after"])
+        .map_err(ApiError::InvalidParameters)?;
+    let resume = req
+        .headers()
+        .get(LAST_EVENT_ID)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .map(|id| {
+            FeedQuery::parse(&[("after".into(), id.into())], &["after"])
+                .map(|q| q.after)
+                .map_err(|mut e| {
+                    e[0].parameter = Some("Last-Event-ID".into());
+                    ApiError::InvalidParameters(e)
+                })
+        })
+        .transpose()?
+        .flatten()
+        .or(query.after);
+    let holder = caller
+        .key
+        .as_ref()
+        .map_or_else(|| "anonymous".to_owned(), |key| key.id.clone());
+    let slot = slots.take(holder)?;
+
+    // Subscribed before the first read, so nothing appended in between is missed; what
+    // both see is sent once, by id.
+    let live = log.subscribe();
+    let first = log
+        .after(resume.as_ref(), &query.filter, CATCH_UP_PAGE)
+        .await?;
+    let mut heartbeat =
+        tokio::time::interval_at(Instant::now() + settings.heartbeat, settings.heartbeat);
+    heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let state = Stream {
+        log,
+        filter: query.filter,
+        catching_up: first.events.len() >= CATCH_UP_PAGE,
+        last: first.next,
+        pending: first.events.into(),
+        live,
+        heartbeat,
+        greeted: false,
+        _slot: slot,
+    };
+    Ok(HttpResponse::Ok()
+        .content_type("text/event-stream")
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        // Proxies that buffer answers (nginx) pass this one through as it comes.
+        .insert_header(("X-Accel-Buffering", "no"))
+        .streaming(futures_util::stream::unfold(state, Stream::next)))
+}
+
+/// A stream's state between two of its chunks.
+struct Stream {
+    log: Arc<EventLog>,
+    filter: Filter,
+    /// Events read from the log and not yet sent.
+    pending: VecDeque<Event>,
+    /// Whether the log may hold more after `last` than was read.
+    catching_up: bool,
+    /// The cursor up to which the client has everything it asked for.
+    last: Cursor,
+    live: broadcast::Receiver<Event>,
+    heartbeat: Interval,
+    greeted: bool,
+    _slot: Slot,
+}
+
+impl Stream {
+    /// The next chunk to send; `None` ends the stream.
+    async fn next(mut self) -> Option<(Result<Bytes, std::io::Error>, Self)> {
+        if !self.greeted {
+            self.greeted = true;
+            let hello = format!(": qpien-rest event stream\nretry: {RECONNECT_MS}\n\n");
+            return Some((Ok(Bytes::from(hello)), self));
+        }
+        loop {
+            if let Some(event) = self.pending.pop_front() {
+                return Some((Ok(message(&event)), self));
+            }
+            if self.catching_up {
+                let page = self
+                    .log
+                    .after(Some(&self.last), &self.filter, CATCH_UP_PAGE)
+                    .await;
+                let Ok(page) = page else {
+                    // The client reconnects with its last id and resumes from the log.
+                    return None;
+                };
+                self.catching_up = page.events.len() >= CATCH_UP_PAGE;
+                self.pending = page.events.into();
+                self.last = page.next;
+                continue;
+            }
+            tokio::select! {
+                received = self.live.recv() => match received {
+                    Ok(event) if event.id > self.last => {
+                        self.last = event.id.clone();
+                        if self.filter.matches(&event) {
+                            return Some((Ok(message(&event)), self));
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(RecvError::Lagged(_)) => self.catching_up = true,
+                    Err(RecvError::Closed) => return None,
+                },
+                _ = self.heartbeat.tick() => {
+                    return Some((Ok(Bytes::from_static(b": heartbeat\n\n")), self));
+                }
+            }
+        }
+    }
+}
+
+/// One SSE message: the event's id, and the event as one line of JSON.
+fn message(event: &Event) -> Bytes {
+    let json = serde_json::to_string(event).expect("an event serialises");
+    Bytes::from(format!("id: {}\ndata: {json}\n\n", event.id))
+}
