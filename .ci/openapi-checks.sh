@@ -50,9 +50,11 @@ for document in openapi.json openapi-3.0.json swagger-2.0.json; do
   examples=$EXAMPLES
   # The 3.1 document is the contract; the others are conversions of it, fuzzed lighter.
   [ "$document" = openapi.json ] || examples=$((EXAMPLES / 3))
-  # Swagger 2.0 gets its own Content-Type check (see schemathesis_hooks.py).
-  exclude=()
-  [ "$document" = swagger-2.0.json ] && exclude=(--exclude-checks content_type_conformance)
+  # Swagger 2.0 gets its own Content-Type check (see schemathesis_hooks.py). The event
+  # stream never ends by itself, and Schemathesis reads whole answers: it is left out
+  # here, and tested by tests/api/change_feed.rs and in Chromium (lowcode-checks.sh).
+  exclude=(--exclude-operation-id streamEvents)
+  [ "$document" = swagger-2.0.json ] && exclude+=(--exclude-checks content_type_conformance)
   echo "-- $document, up to $examples examples per operation"
   # From the scratch directory: Schemathesis keeps a cache in its working directory.
   (cd "$WORK" && SCHEMATHESIS_HOOKS=schemathesis_hooks PYTHONPATH=$CI_DIR \

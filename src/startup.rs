@@ -74,6 +74,8 @@ pub struct Application {
     _sandbox: Option<Sandbox>,
     /// Watches the caller keys file while the application runs.
     key_watch: Option<tokio::task::JoinHandle<()>>,
+    /// Tells the event streams to end when the service stops.
+    closing: tokio::sync::watch::Sender<bool>,
 }
 
 impl Application {
@@ -178,6 +180,8 @@ impl Application {
         let base = web::Data::new(PublicBaseUrl(settings.public_base_url.clone()));
         let docs = web::Data::new(openapi::Renderings::build());
         let feed_settings = web::Data::new(settings.event_log);
+        let (closing, streams_closing) = tokio::sync::watch::channel(false);
+        let streams_closing = web::Data::new(routes::StreamsClosing(streams_closing));
         let stream_slots = web::Data::from(routes::StreamSlots::new(
             settings.event_log.streams_per_key,
             metrics.clone().into_inner(),
@@ -216,7 +220,8 @@ impl Application {
                 .app_data(metrics.clone())
                 .app_data(base.clone())
                 .app_data(feed_settings.clone())
-                .app_data(stream_slots.clone());
+                .app_data(stream_slots.clone())
+                .app_data(streams_closing.clone());
             if let Some(keys) = &keys {
                 app = app.app_data(keys.clone());
             }
@@ -241,6 +246,8 @@ impl Application {
                 ))
         })
         .shutdown_timeout(settings.shutdown_drain.as_secs())
+        // Signals are handled in `run_until_stopped`, which also ends the event streams.
+        .disable_signals()
         .listen(listener)
         .map_err(|source| StartupError::Bind {
             address: format!("port {port}"),
@@ -255,6 +262,7 @@ impl Application {
             service_mode,
             _sandbox: sandbox,
             key_watch,
+            closing,
         })
     }
 
@@ -270,15 +278,27 @@ impl Application {
         self.service_mode
     }
 
-    /// Serves until SIGINT or SIGTERM, then drains in-flight requests.
+    /// Serves until SIGINT or SIGTERM, then stops accepting, ends the event streams
+    /// (their clients reconnect elsewhere with `Last-Event-ID`) and drains in-flight
+    /// requests.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let Self {
             server,
             _sandbox,
             key_watch,
+            closing,
             ..
         } = self;
+        let handle = server.handle();
+        let signals = tokio::spawn(async move {
+            stop_signal().await;
+            tracing::info!("stopping: no new connections; ending event streams, draining requests");
+            let stopped = handle.stop(true);
+            let _ = closing.send(true);
+            stopped.await;
+        });
         let result = server.await;
+        signals.abort();
         if let Some(watch) = key_watch {
             watch.abort();
         }
@@ -287,6 +307,21 @@ impl Application {
         }
         result
     }
+}
+
+/// SIGTERM (an orchestrator stopping the service) or SIGINT (Ctrl-C).
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut terminate = signal(SignalKind::terminate()).expect("SIGTERM can be handled");
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
 }
 
 /// Request headers a page may send, beyond the CORS-safelisted ones.

@@ -25,7 +25,7 @@ use utoipa_actix_web::service_config::ServiceConfig;
 
 pub use changes::FeedQuery;
 pub use conversations::{ConversationList, MAX_BODY_BYTES, PageLinks};
-pub use stream::StreamSlots;
+pub use stream::{StreamSlots, StreamsClosing};
 pub use table::unmatched;
 
 use crate::callers::{CallerKey, KeyStore};

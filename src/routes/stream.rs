@@ -11,6 +11,7 @@ use actix_web::http::header::{self, HeaderName};
 use actix_web::web::Bytes;
 use actix_web::{HttpRequest, HttpResponse, get, web};
 use tokio::sync::broadcast::{self, error::RecvError};
+use tokio::sync::watch;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 
 use super::Caller;
@@ -27,6 +28,10 @@ const CATCH_UP_PAGE: usize = 200;
 const RECONNECT_MS: u32 = 2_000;
 
 const LAST_EVENT_ID: HeaderName = HeaderName::from_static("last-event-id");
+
+/// Becomes `true` when the service stops: every stream ends then, so that its client
+/// reconnects (to another replica) rather than hold the shutdown up.
+pub struct StreamsClosing(pub watch::Receiver<bool>);
 
 /// The streams open per caller key on this replica, against the limit.
 pub struct StreamSlots {
@@ -116,6 +121,7 @@ pub async fn stream_events(
     log: Option<web::Data<EventLog>>,
     slots: web::Data<StreamSlots>,
     settings: web::Data<EventLogSettings>,
+    closing: web::Data<StreamsClosing>,
 ) -> Result<HttpResponse, ApiError> {
     caller.may(&STREAM_EVENTS)?;
     let log = offered(log)?.into_inner();
@@ -163,6 +169,7 @@ pub async fn stream_events(
         live,
         heartbeat,
         greeted: false,
+        closing: closing.0.clone(),
         _slot: slot,
     };
     Ok(HttpResponse::Ok()
@@ -186,6 +193,7 @@ struct Stream {
     live: broadcast::Receiver<Event>,
     heartbeat: Interval,
     greeted: bool,
+    closing: watch::Receiver<bool>,
     _slot: Slot,
 }
 
@@ -230,6 +238,8 @@ impl Stream {
                 _ = self.heartbeat.tick() => {
                     return Some((Ok(Bytes::from_static(b": heartbeat\n\n")), self));
                 }
+                // The only change there is: the service is stopping.
+                _ = self.closing.changed() => return None,
             }
         }
     }

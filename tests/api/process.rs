@@ -331,3 +331,30 @@ async fn with_no_configuration_the_embedded_sandbox_pushes_its_changes_to_the_fa
         .unwrap();
     assert!(ready["webhooks"]["lastVerifiedAt"].is_string(), "{ready}");
 }
+
+/// An event stream does not hold a stop up: it ends at once, so that its client
+/// reconnects (to another replica) with `Last-Event-ID`, and the process exits well
+/// within the drain time.
+#[tokio::test]
+async fn sigterm_ends_event_streams_at_once_and_exits_0() {
+    let mut service = Service::start(&[("SHUTDOWN_DRAIN_SECS", "60")]);
+    let mut stream = reqwest::get(format!("{}/events", service.address))
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    let greeting = stream.chunk().await.unwrap().unwrap();
+    assert!(greeting.starts_with(b": qpien-rest event stream"));
+
+    service.terminate();
+    let ended = tokio::time::timeout(PATIENCE, async {
+        while let Some(_chunk) = stream.chunk().await.unwrap_or(None) {}
+    })
+    .await;
+
+    assert!(
+        ended.is_ok(),
+        "the stream was still open {PATIENCE:?} after SIGTERM"
+    );
+    let status = service.wait(PATIENCE);
+    assert_eq!(status.code(), Some(0), "output:\n{}", service.output());
+}
