@@ -58,7 +58,7 @@ for document in openapi.json openapi-3.0.json swagger-2.0.json; do
   echo "-- $document, up to $examples examples per operation"
   # From the scratch directory: Schemathesis keeps a cache in its working directory.
   (cd "$WORK" && SCHEMATHESIS_HOOKS=schemathesis_hooks PYTHONPATH=$CI_DIR \
-    timeout 600 "$VENV/bin/schemathesis" --no-color run "$BASE/$document" \
+    timeout 600 "$VENV/bin/schemathesis" --config-file "$CI_DIR/schemathesis.toml" --no-color run "$BASE/$document" \
     --checks all "${exclude[@]}" --workers 2 --max-examples "$examples" --generation-database none \
     --report junit,html --report-dir "$ARTIFACTS/schemathesis/${document%.json}")
 done

@@ -117,7 +117,7 @@ fn parse_cursor(value: &str) -> Result<Cursor, String> {
 
 fn parse_types(value: &str) -> Result<Vec<EventKind>, String> {
     let mut kinds = Vec::new();
-    for name in value.split(',').map(str::trim) {
+    for name in value.split(',').map(|name| name.trim_matches(' ')) {
         let kind = EventKind::parse(name).ok_or_else(|| {
             let known: Vec<&str> = EventKind::ALL.iter().map(|k| k.as_str()).collect();
             format!(
@@ -203,7 +203,10 @@ impl FeedParams {
                 "Only events of these types, comma-separated: {}. All types when absent.",
                 names.join(", ")
             ),
-            ObjectBuilder::new().schema_type(Type::String).build(),
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some(types_pattern()))
+                .build(),
             Some(serde_json::json!(
                 "conversation.message_received,conversation.updated"
             )),
@@ -232,6 +235,17 @@ impl FeedParams {
             Some(serde_json::json!(10)),
         )
     }
+}
+
+/// What `types` accepts: event type names separated by commas (spaces around them
+/// allowed), as `parse_types` reads it.
+fn types_pattern() -> String {
+    let names: Vec<String> = EventKind::ALL
+        .iter()
+        .map(|k| k.as_str().replace('.', "\\."))
+        .collect();
+    let one = format!("({})", names.join("|"));
+    format!("^ *{one} *(, *{one} *)*$")
 }
 
 /// `after`, `types`, `conversationId`, `pageSize`: the catch-up read's parameters.
