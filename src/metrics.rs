@@ -73,6 +73,14 @@ pub struct ReasonLabels {
     pub reason: &'static str,
 }
 
+/// `kind` names what the value was (`read`, `change`, `generation`, `token`, `lock`,
+/// `budget`, `reply`), `reason` why it was refused (`state::trust::Rejected`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RejectedLabels {
+    pub kind: &'static str,
+    pub reason: &'static str,
+}
+
 /// `type` is a known Qpien event type, `other` or `none` (a delivery not read that far).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct WebhookLabels {
@@ -102,6 +110,8 @@ pub struct Metrics {
     pub redis_up: Gauge,
     /// 1 when `REDIS_URL` is set, so an alert on `redis_up` can tell down from absent.
     pub redis_configured: Gauge,
+    /// Values read from Redis that were not used, by kind and reason.
+    pub redis_values_rejected: Family<RejectedLabels, Counter>,
     pub conditional_responses: Family<StatusLabels, Counter>,
     /// Requests made with a caller key, by key id and status (403 and 429 included).
     pub caller_requests: Family<KeyStatusLabels, Counter>,
@@ -150,6 +160,7 @@ impl Default for Metrics {
             reads: Family::default(),
             redis_up: Gauge::default(),
             redis_configured: Gauge::default(),
+            redis_values_rejected: Family::default(),
             conditional_responses: Family::default(),
             caller_requests: Family::default(),
             caller_unauthorized: Family::default(),
@@ -223,6 +234,11 @@ impl Default for Metrics {
             "redis_configured",
             "1 when REDIS_URL is set (redis_up then says whether it answers), 0 otherwise",
             m.redis_configured.clone(),
+        );
+        registry.register(
+            "redis_values_rejected",
+            "Values read from Redis that were ignored (treated as a miss, Redis kept up), by kind (read, change, generation, token, lock, budget, reply) and reason: unauthenticated (no valid MAC: not written by a replica holding the shared secret), future (dated ahead beyond the clock skew), malformed (does not decode), unexpiring (a lock without expiry, taken over)",
+            m.redis_values_rejected.clone(),
         );
         registry.register(
             "conditional_responses",

@@ -25,7 +25,8 @@ async fn replica(server: &RedisServer, retention: Duration) -> Arc<EventLog> {
         timeout: Duration::from_secs(2),
         hash_secret: None,
     };
-    let state = RedisState::connect(&redis, Arc::new(Metrics::default()))
+    let secret = Secret::new("a secret the replicas share");
+    let state = RedisState::connect(&redis, &secret, Arc::new(Metrics::default()))
         .await
         .unwrap();
     let settings = Settings {
