@@ -114,6 +114,17 @@ impl RedisState {
             .run(|mut c| async move { redis::cmd("MGET").arg(&keys).query_async(&mut c).await })
             .await?;
         let [entry, now, everything, own]: [Option<Vec<u8>>; 4] = values.try_into().ok()?;
+        let entry = match entry {
+            Some(sealed) => match self.open("read", &entry_key, &sealed) {
+                Some(value) => Some(value.to_vec()),
+                None => {
+                    // Out of the way of the next answer, unless a good one replaced it.
+                    self.delete_if_same(entry_key, sealed).await;
+                    None
+                }
+            },
+            None => None,
+        };
         let Ok(now) = now.as_deref().map_or(Ok(0), number) else {
             // No change can be numbered until it is repaired: nothing found stands.
             self.reject("change", Rejected::Malformed);
@@ -134,17 +145,6 @@ impl RedisState {
             })
             .max()
             .unwrap_or(0);
-        let entry = match entry {
-            Some(sealed) => match self.open("read", &entry_key, &sealed) {
-                Some(value) => Some(value.to_vec()),
-                None => {
-                    // Out of the way of the next answer, unless a good one replaced it.
-                    self.delete_if_same(entry_key, sealed).await;
-                    None
-                }
-            },
-            None => None,
-        };
         Some((entry, now, level))
     }
 
@@ -216,9 +216,7 @@ impl RedisState {
     pub async fn next_generation(&self, credential: &str) -> Option<u64> {
         let key = self.key("generation", credential);
         let (generation, repaired): (u64, u8) = self
-            .run(|mut c| async move {
-                NEXT_GENERATION.key(key).invoke_async(&mut c).await
-            })
+            .run(|mut c| async move { NEXT_GENERATION.key(key).invoke_async(&mut c).await })
             .await?;
         if repaired == 1 {
             self.reject("generation", Rejected::Malformed);

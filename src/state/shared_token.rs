@@ -151,9 +151,7 @@ impl SharedToken {
     }
 
     fn open(&self, stored: Vec<u8>) -> Result<StoredToken, Rejected> {
-        let (nonce, sealed) = stored
-            .split_at_checked(NONCE)
-            .ok_or(Rejected::Malformed)?;
+        let (nonce, sealed) = stored.split_at_checked(NONCE).ok_or(Rejected::Malformed)?;
         let plain = self
             .cipher
             .decrypt(
