@@ -81,6 +81,23 @@ pub struct RejectedLabels {
     pub reason: &'static str,
 }
 
+/// Every `(kind, reason)` a value from Redis can be refused for, exported from the start
+/// at 0 so the series exist before the first refusal (and `increase()` sees it).
+pub const REDIS_REJECTIONS: [(&str, &str); 12] = [
+    ("read", "unauthenticated"),
+    ("read", "future"),
+    ("read", "malformed"),
+    ("change", "future"),
+    ("change", "malformed"),
+    ("generation", "malformed"),
+    ("token", "unauthenticated"),
+    ("token", "future"),
+    ("token", "malformed"),
+    ("lock", "unexpiring"),
+    ("budget", "malformed"),
+    ("reply", "malformed"),
+];
+
 /// `type` is a known Qpien event type, `other` or `none` (a delivery not read that far).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct WebhookLabels {
@@ -296,6 +313,10 @@ impl Default for Metrics {
             "1 when QPIEN_WEBHOOK_SECRET is set and this replica receives Qpien's webhooks, 0 otherwise",
             m.webhooks_configured.clone(),
         );
+        for (kind, reason) in REDIS_REJECTIONS {
+            m.redis_values_rejected
+                .get_or_create(&RejectedLabels { kind, reason });
+        }
         Self { registry, ..m }
     }
 }

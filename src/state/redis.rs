@@ -138,6 +138,11 @@ impl RedisState {
 
     /// Counts a value of `kind` that was not used, and logs it now and then.
     pub fn reject(&self, kind: &'static str, reason: Rejected) {
+        debug_assert!(
+            crate::metrics::REDIS_REJECTIONS.contains(&(kind, reason.label())),
+            "({kind}, {}) is missing from REDIS_REJECTIONS",
+            reason.label()
+        );
         self.metrics
             .redis_values_rejected
             .get_or_create(&RejectedLabels {
