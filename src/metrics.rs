@@ -314,7 +314,8 @@ impl Default for Metrics {
             m.webhooks_configured.clone(),
         );
         for (kind, reason) in REDIS_REJECTIONS {
-            m.redis_values_rejected
+            let _ = m
+                .redis_values_rejected
                 .get_or_create(&RejectedLabels { kind, reason });
         }
         Self { registry, ..m }
