@@ -265,26 +265,7 @@ mod tests {
         use serde_json::json;
 
         use super::*;
-
-        /// Any JSON value, nested a little.
-        pub(crate) fn json_value() -> impl Strategy<Value = Value> {
-            let leaf = prop_oneof![
-                Just(Value::Null),
-                any::<bool>().prop_map(Value::from),
-                any::<i64>().prop_map(Value::from),
-                any::<f64>()
-                    .prop_filter("finite", |f| f.is_finite())
-                    .prop_map(Value::from),
-                any::<String>().prop_map(Value::from),
-            ];
-            leaf.prop_recursive(3, 24, 6, |inner| {
-                prop_oneof![
-                    prop::collection::vec(inner.clone(), 0..6).prop_map(Value::from),
-                    prop::collection::btree_map(any::<String>(), inner, 0..6)
-                        .prop_map(|m| Value::Object(m.into_iter().collect())),
-                ]
-            })
-        }
+        use crate::arbitrary::json_value;
 
         /// A tag name as documented: 1 to 64 characters, one of them not white space.
         fn tag_name() -> impl Strategy<Value = String> {
