@@ -74,7 +74,7 @@ pub struct ReasonLabels {
 }
 
 /// `kind` names what the value was (`read`, `change`, `generation`, `token`, `lock`,
-/// `budget`, `reply`), `reason` why it was refused (`state::trust::Rejected`).
+/// `budget`, `event`, `reply`), `reason` why it was refused (`state::trust::Rejected`).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RejectedLabels {
     pub kind: &'static str,
@@ -83,7 +83,7 @@ pub struct RejectedLabels {
 
 /// Every `(kind, reason)` a value from Redis can be refused for, exported from the start
 /// at 0 so the series exist before the first refusal (and `increase()` sees it).
-pub const REDIS_REJECTIONS: [(&str, &str); 12] = [
+pub const REDIS_REJECTIONS: [(&str, &str); 14] = [
     ("read", "unauthenticated"),
     ("read", "future"),
     ("read", "malformed"),
@@ -96,6 +96,8 @@ pub const REDIS_REJECTIONS: [(&str, &str); 12] = [
     ("lock", "unexpiring"),
     ("budget", "malformed"),
     ("reply", "malformed"),
+    ("event", "unauthenticated"),
+    ("event", "malformed"),
 ];
 
 /// `type` is a known Qpien event type, `other` or `none` (a delivery not read that far).
@@ -254,7 +256,7 @@ impl Default for Metrics {
         );
         registry.register(
             "redis_values_rejected",
-            "Values read from Redis that were ignored (treated as a miss, Redis kept up), by kind (read, change, generation, token, lock, budget, reply) and reason: unauthenticated (no valid MAC: not written by a replica holding the shared secret), future (dated ahead beyond the clock skew), malformed (does not decode), unexpiring (a lock without expiry, taken over)",
+            "Values read from Redis that were ignored (treated as a miss, Redis kept up), by kind (read, change, generation, token, lock, budget, event, reply) and reason: unauthenticated (no valid MAC: not written by a replica holding the shared secret), future (dated ahead beyond the clock skew), malformed (does not decode), unexpiring (a lock without expiry, taken over)",
             m.redis_values_rejected.clone(),
         );
         registry.register(

@@ -128,6 +128,19 @@ impl RedisState {
         self.mac.seal(key, value)
     }
 
+    /// The MAC of `value` under `key`, in hex, for a value kept as text beside it.
+    pub fn tag_hex(&self, key: &str, value: &[u8]) -> String {
+        self.mac.tag_hex(key, value)
+    }
+
+    /// Whether `tag` is the MAC of `value` under `key`; a refusal is counted as `kind`.
+    pub fn check_hex(&self, kind: &'static str, key: &str, value: &[u8], tag: &str) -> bool {
+        self.mac
+            .check_hex(key, value, tag)
+            .map_err(|reason| self.reject(kind, reason))
+            .is_ok()
+    }
+
     /// The value `seal` wrapped for `key`; a refusal is counted as `kind`.
     pub fn open<'a>(&self, kind: &'static str, key: &str, sealed: &'a [u8]) -> Option<&'a [u8]> {
         self.mac

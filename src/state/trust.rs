@@ -73,6 +73,27 @@ impl ValueMac {
         value
     }
 
+    /// The tag of `value` under `key`, in hex: for a value kept as text beside it.
+    pub fn tag_hex(&self, key: &str, value: &[u8]) -> String {
+        let tag = self.over(key, value).finalize().into_bytes();
+        tag.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// Whether `tag` (hex) is the tag of `value` under `key` (compared in constant time).
+    pub fn check_hex(&self, key: &str, value: &[u8], tag: &str) -> Result<(), Rejected> {
+        let bytes = (tag.len() == TAG_LEN * 2)
+            .then(|| {
+                (0..TAG_LEN)
+                    .map(|i| u8::from_str_radix(tag.get(2 * i..2 * i + 2)?, 16).ok())
+                    .collect::<Option<Vec<u8>>>()
+            })
+            .flatten()
+            .ok_or(Rejected::Unauthenticated)?;
+        self.over(key, value)
+            .verify_slice(&bytes)
+            .map_err(|_| Rejected::Unauthenticated)
+    }
+
     /// The value `seal` wrapped for `key`, if its tag holds (compared in constant time).
     pub fn open<'a>(&self, key: &str, sealed: &'a [u8]) -> Result<&'a [u8], Rejected> {
         let split = sealed
@@ -122,6 +143,17 @@ mod tests {
         sealed[0] ^= 1;
         assert_eq!(mac.open("k", &sealed), Err(Rejected::Unauthenticated));
         assert_eq!(mac.open("k", b"short"), Err(Rejected::Unauthenticated));
+    }
+
+    #[test]
+    fn a_hex_tag_checks_only_for_its_key_and_value() {
+        let mac = ValueMac::new("a shared secret of some length");
+        let tag = mac.tag_hex("p:events:log", b"{}");
+        assert_eq!(mac.check_hex("p:events:log", b"{}", &tag), Ok(()));
+        assert!(mac.check_hex("p:events:log", b"{ }", &tag).is_err());
+        assert!(mac.check_hex("p:other", b"{}", &tag).is_err());
+        assert!(mac.check_hex("p:events:log", b"{}", &tag[1..]).is_err());
+        assert!(mac.check_hex("p:events:log", b"{}", "é").is_err());
     }
 
     #[test]

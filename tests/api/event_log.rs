@@ -191,3 +191,47 @@ async fn a_killed_and_restarted_redis_with_its_append_only_file_loses_no_acknowl
         stored_before_kill.len()
     );
 }
+
+#[tokio::test]
+#[cfg_attr(
+    not(redis_server),
+    ignore = "no redis-server on PATH: apt-get install redis-server"
+)]
+async fn entries_planted_in_the_stream_are_neither_read_nor_sent_live() {
+    let server = RedisServer::start().await;
+    let log = replica(&server, WEEK).await;
+    let mut live = log.subscribe();
+    let start = log.latest().await.unwrap();
+    let before = log.append(event(EventKind::Updated, A, 0)).await.unwrap();
+    // A well-formed event without a MAC, one with a wrong MAC, and junk.
+    let body = serde_json::to_string(&event(EventKind::Joined, B, 1)).unwrap();
+    let mut c = server.connection().await.unwrap();
+    for fields in [
+        vec!["e", body.as_str()],
+        vec!["e", body.as_str(), "m", &"0".repeat(64)],
+        vec!["x", "y"],
+    ] {
+        let _: String = redis::cmd("XADD")
+            .arg("qpien-rest-test:events:log")
+            .arg("*")
+            .arg(&fields)
+            .query_async(&mut c)
+            .await
+            .unwrap();
+    }
+    let after = log.append(event(EventKind::Updated, A, 2)).await.unwrap();
+
+    let page = log
+        .after(Some(&start), &Filter::default(), 10)
+        .await
+        .unwrap();
+
+    assert_eq!(page.events, vec![before.clone(), after.clone()]);
+    assert_eq!(page.next, log.latest().await.unwrap());
+    for expected in [before, after] {
+        let got = tokio::time::timeout(Duration::from_secs(2), live.recv()).await;
+        assert_eq!(got.expect("live within 2 s").unwrap(), expected);
+    }
+    let more = tokio::time::timeout(Duration::from_millis(300), live.recv()).await;
+    assert!(more.is_err(), "a planted entry went out live: {more:?}");
+}
