@@ -123,26 +123,26 @@ impl RedisState {
         self.outages.load(Ordering::Acquire)
     }
 
-    /// `value` with its MAC under `key`.
-    pub fn seal(&self, key: &str, value: Vec<u8>) -> Vec<u8> {
+    /// `value` with its MAC under `key` (`ValueMac::seal`).
+    pub fn seal(&self, key: &str, value: &[u8]) -> Vec<u8> {
         self.mac.seal(key, value)
     }
 
-    /// The MAC of `value` under `key`, in hex, for a value kept as text beside it.
-    pub fn tag_hex(&self, key: &str, value: &[u8]) -> String {
-        self.mac.tag_hex(key, value)
+    /// The MAC of `value` under `key` as text, for a value kept as text beside it.
+    pub fn tag_text(&self, key: &str, value: &[u8]) -> String {
+        self.mac.tag_text(key, value)
     }
 
     /// Whether `tag` is the MAC of `value` under `key`; a refusal is counted as `kind`.
-    pub fn check_hex(&self, kind: &'static str, key: &str, value: &[u8], tag: &str) -> bool {
+    pub fn check_text(&self, kind: &'static str, key: &str, value: &[u8], tag: &str) -> bool {
         self.mac
-            .check_hex(key, value, tag)
+            .check_text(key, value, tag)
             .map_err(|reason| self.reject(kind, reason))
             .is_ok()
     }
 
-    /// The value `seal` wrapped for `key`; a refusal is counted as `kind`.
-    pub fn open<'a>(&self, kind: &'static str, key: &str, sealed: &'a [u8]) -> Option<&'a [u8]> {
+    /// The value `seal` made for `key`; a refusal is counted as `kind`.
+    pub fn open(&self, kind: &'static str, key: &str, sealed: &[u8]) -> Option<Vec<u8>> {
         self.mac
             .open(key, sealed)
             .map_err(|reason| self.reject(kind, reason))

@@ -116,7 +116,7 @@ impl RedisState {
         let [entry, now, everything, own]: [Option<Vec<u8>>; 4] = values.try_into().ok()?;
         let entry = match entry {
             Some(sealed) => match self.open("read", &entry_key, &sealed) {
-                Some(value) => Some(value.to_vec()),
+                Some(value) => Some(value),
                 None => {
                     // Out of the way of the next answer, unless a good one replaced it.
                     self.delete_if_same(entry_key, sealed).await;
@@ -228,7 +228,7 @@ impl RedisState {
     /// unless a newer answer is there.
     pub async fn put_entry(&self, name: &str, value: Vec<u8>, fetched_ms: u64, keep: Duration) {
         let key = self.key("read", name);
-        let value = self.seal(&key, value);
+        let value = self.seal(&key, &value);
         let ms = keep.as_millis().max(1) as u64;
         let latest = unix_ms() + CLOCK_SKEW.as_millis() as u64;
         let _: Option<u8> = self

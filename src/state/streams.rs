@@ -128,7 +128,7 @@ impl StreamLog {
 
     pub async fn append(&self, event: NewEvent) -> Result<Event, LogError> {
         let body = serde_json::to_string(&event).map_err(|e| unavailable(&e))?;
-        let tag = self.redis.tag_hex(&self.key, body.as_bytes());
+        let tag = self.redis.tag_text(&self.key, body.as_bytes());
         let key = self.key.clone();
         let id: String = self
             .redis
@@ -288,7 +288,7 @@ fn decode(redis: &RedisState, key: &str, id: &str, fields: &[String]) -> Option<
         redis.reject("event", Rejected::Unauthenticated);
         return None;
     };
-    if !redis.check_hex("event", key, body.as_bytes(), tag) {
+    if !redis.check_text("event", key, body.as_bytes(), tag) {
         return None;
     }
     let Some(event) = serde_json::from_str::<NewEvent>(body)

@@ -9,6 +9,8 @@
 
 use std::time::Duration;
 
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
@@ -16,7 +18,8 @@ use sha2::Sha256;
 /// running a little ahead) before it is refused.
 pub const CLOCK_SKEW: Duration = Duration::from_secs(5);
 
-const TAG_LEN: usize = 32;
+/// A tag (HMAC-SHA-256, 32 bytes) as text.
+const TAG_TEXT_LEN: usize = 43;
 
 /// Why a value read from Redis was not used: the metric's `reason` label.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -66,44 +69,48 @@ impl ValueMac {
         mac
     }
 
-    /// `value` ‖ its tag under `key`.
-    pub fn seal(&self, key: &str, mut value: Vec<u8>) -> Vec<u8> {
-        let tag = self.over(key, &value).finalize().into_bytes();
-        value.extend_from_slice(&tag);
-        value
+    /// The tag of `value` under `key` as text (unpadded URL-safe base64, 43
+    /// characters): for a value kept as text beside it.
+    pub fn tag_text(&self, key: &str, value: &[u8]) -> String {
+        URL_SAFE_NO_PAD.encode(self.over(key, value).finalize().into_bytes())
     }
 
-    /// The tag of `value` under `key`, in hex: for a value kept as text beside it.
-    pub fn tag_hex(&self, key: &str, value: &[u8]) -> String {
-        let tag = self.over(key, value).finalize().into_bytes();
-        tag.iter().map(|b| format!("{b:02x}")).collect()
-    }
-
-    /// Whether `tag` (hex) is the tag of `value` under `key` (compared in constant time).
-    pub fn check_hex(&self, key: &str, value: &[u8], tag: &str) -> Result<(), Rejected> {
-        let bytes = (tag.len() == TAG_LEN * 2)
-            .then(|| {
-                (0..TAG_LEN)
-                    .map(|i| u8::from_str_radix(tag.get(2 * i..2 * i + 2)?, 16).ok())
-                    .collect::<Option<Vec<u8>>>()
-            })
-            .flatten()
-            .ok_or(Rejected::Unauthenticated)?;
+    /// Whether `tag` (as `tag_text` writes it) is the tag of `value` under `key`
+    /// (compared in constant time).
+    pub fn check_text(&self, key: &str, value: &[u8], tag: &str) -> Result<(), Rejected> {
+        let bytes = URL_SAFE_NO_PAD
+            .decode(tag)
+            .map_err(|_| Rejected::Unauthenticated)?;
         self.over(key, value)
             .verify_slice(&bytes)
             .map_err(|_| Rejected::Unauthenticated)
     }
 
-    /// The value `seal` wrapped for `key`, if its tag holds (compared in constant time).
-    pub fn open<'a>(&self, key: &str, sealed: &'a [u8]) -> Result<&'a [u8], Rejected> {
-        let split = sealed
-            .len()
-            .checked_sub(TAG_LEN)
+    /// `value` with its tag under `key` as its second field: `<first field>:<tag as
+    /// text>:<rest>`. The first field stays first (a script reads it); a version that knows
+    /// no MAC finds no number in the second field and takes the value for junk, never for
+    /// an answer.
+    pub fn seal(&self, key: &str, value: &[u8]) -> Vec<u8> {
+        let tag = self.tag_text(key, value);
+        let at = value.iter().position(|b| *b == b':').unwrap_or(value.len());
+        let (head, rest) = value.split_at(at);
+        [head, b":", tag.as_bytes(), rest].concat()
+    }
+
+    /// The value `seal` made for `key`, if its tag holds.
+    pub fn open(&self, key: &str, sealed: &[u8]) -> Result<Vec<u8>, Rejected> {
+        let at = sealed
+            .iter()
+            .position(|b| *b == b':')
             .ok_or(Rejected::Unauthenticated)?;
-        let (value, tag) = sealed.split_at(split);
-        self.over(key, value)
-            .verify_slice(tag)
-            .map_err(|_| Rejected::Unauthenticated)?;
+        let (head, after) = sealed.split_at(at);
+        let after = &after[1..];
+        let tag = after
+            .get(..TAG_TEXT_LEN)
+            .and_then(|tag| std::str::from_utf8(tag).ok())
+            .ok_or(Rejected::Unauthenticated)?;
+        let value = [head, &after[TAG_TEXT_LEN..]].concat();
+        self.check_text(key, &value, tag)?;
         Ok(value)
     }
 }
@@ -123,8 +130,9 @@ mod tests {
     #[test]
     fn a_sealed_value_opens_under_its_key_only() {
         let mac = ValueMac::new("a shared secret of some length");
-        let sealed = mac.seal("p:read:a", b"1:2:3:{}".to_vec());
-        assert_eq!(mac.open("p:read:a", &sealed), Ok(&b"1:2:3:{}"[..]));
+        let sealed = mac.seal("p:read:a", b"1:2:3:{}");
+        assert!(sealed.starts_with(b"1:") && sealed.ends_with(b":2:3:{}"));
+        assert_eq!(mac.open("p:read:a", &sealed), Ok(b"1:2:3:{}".to_vec()));
         assert_eq!(
             mac.open("p:read:b", &sealed),
             Err(Rejected::Unauthenticated)
@@ -134,34 +142,45 @@ mod tests {
             other.open("p:read:a", &sealed),
             Err(Rejected::Unauthenticated)
         );
+        let bare = mac.seal("k", b"no field");
+        assert_eq!(mac.open("k", &bare), Ok(b"no field".to_vec()));
     }
 
     #[test]
-    fn a_changed_byte_or_a_short_value_is_refused() {
+    fn a_changed_byte_or_a_value_without_a_tag_is_refused() {
         let mac = ValueMac::new("a shared secret of some length");
-        let mut sealed = mac.seal("k", b"value".to_vec());
-        sealed[0] ^= 1;
+        let mut sealed = mac.seal("k", b"12:value");
+        let last = sealed.len() - 1;
+        sealed[last] ^= 1;
         assert_eq!(mac.open("k", &sealed), Err(Rejected::Unauthenticated));
-        assert_eq!(mac.open("k", b"short"), Err(Rejected::Unauthenticated));
+        for junk in [&b"12:value"[..], b"short", b"", b"1:\xff\xfe"] {
+            assert_eq!(mac.open("k", junk), Err(Rejected::Unauthenticated));
+        }
     }
 
     #[test]
-    fn a_hex_tag_checks_only_for_its_key_and_value() {
+    fn a_text_tag_checks_only_for_its_key_and_value() {
         let mac = ValueMac::new("a shared secret of some length");
-        let tag = mac.tag_hex("p:events:log", b"{}");
-        assert_eq!(mac.check_hex("p:events:log", b"{}", &tag), Ok(()));
-        assert!(mac.check_hex("p:events:log", b"{ }", &tag).is_err());
-        assert!(mac.check_hex("p:other", b"{}", &tag).is_err());
-        assert!(mac.check_hex("p:events:log", b"{}", &tag[1..]).is_err());
-        assert!(mac.check_hex("p:events:log", b"{}", "é").is_err());
+        let tag = mac.tag_text("p:events:log", b"{}");
+        assert_eq!(mac.check_text("p:events:log", b"{}", &tag), Ok(()));
+        assert!(mac.check_text("p:events:log", b"{ }", &tag).is_err());
+        assert!(mac.check_text("p:other", b"{}", &tag).is_err());
+        assert!(mac.check_text("p:events:log", b"{}", &tag[1..]).is_err());
+        assert!(mac.check_text("p:events:log", b"{}", "é").is_err());
     }
 
     #[test]
     fn key_and_value_cannot_trade_bytes() {
         let mac = ValueMac::new("a shared secret of some length");
-        let sealed = mac.seal("ab", b"c".to_vec());
-        let tag = &sealed[1..];
-        let moved = [b"bc".as_slice(), tag].concat();
-        assert_eq!(mac.open("a", &moved), Err(Rejected::Unauthenticated));
+        let tag = mac.tag_text("ab", b"c");
+        assert!(mac.check_text("a", b"bc", &tag).is_err());
+    }
+
+    #[test]
+    fn a_sealed_answer_is_junk_to_a_reader_that_knows_no_mac() {
+        // An older replica during a rolling update decodes the stored bytes as they are.
+        let mac = ValueMac::new("a shared secret of some length");
+        let sealed = mac.seal("p:read:a", b"1700000000000:3:0:{}");
+        assert!(crate::reads::cache::Entry::decode(&sealed).is_err());
     }
 }

@@ -174,7 +174,7 @@ async fn an_answer_dated_ahead_is_refused_and_gives_way_to_the_next_one() {
         now_ms() + 3_600_000,
         json!({"id": A, "subject": "from the future"})
     );
-    let sealed = ValueMac::new(DEMO_CLIENT_SECRET).seal(&key_a, ahead.into_bytes());
+    let sealed = ValueMac::new(DEMO_CLIENT_SECRET).seal(&key_a, ahead.as_bytes());
     send(&redis, redis::cmd("SET").arg(&key_a).arg(&sealed)).await;
 
     let refused = json_of(&app, A).await;
