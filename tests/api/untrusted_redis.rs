@@ -268,8 +268,9 @@ async fn junk_in_every_shared_key_keeps_the_service_up_and_redis_shared() {
 async fn a_token_renewal_lock_planted_in_redis_stalls_no_replica_past_the_locks_hold() {
     let redis = RedisServer::start().await;
     let sandbox = sandbox();
-    // Qpien's deadline 1 s: a renewal holds the lock at most about 2 s.
-    let timeout = Duration::from_secs(1);
+    // Qpien's deadline 1.5 s: a renewal holds the lock at most 2.5 s, so the wait ends
+    // in the middle of a request (at its end, the deadline could cut the renewal short).
+    let timeout = Duration::from_millis(1_500);
     let first = replica(&redis, &sandbox, timeout).await;
     assert_eq!(first.list_conversations("?pageSize=1").await.status(), 200);
     let token = key(&redis, &format!("{PREFIX}token:*")).await;
