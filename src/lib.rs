@@ -2,6 +2,8 @@
 //! GraphQL conversation API. `main.rs` only calls into this library, so the tests start
 //! the application exactly as production does.
 
+#[cfg(test)]
+mod arbitrary;
 pub mod callers;
 pub mod cli;
 pub mod connector;

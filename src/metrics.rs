@@ -73,6 +73,33 @@ pub struct ReasonLabels {
     pub reason: &'static str,
 }
 
+/// `kind` names what the value was (`read`, `change`, `generation`, `token`, `lock`,
+/// `budget`, `event`, `reply`), `reason` why it was refused (`state::trust::Rejected`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RejectedLabels {
+    pub kind: &'static str,
+    pub reason: &'static str,
+}
+
+/// Every `(kind, reason)` a value from Redis can be refused for, exported from the start
+/// at 0 so the series exist before the first refusal (and `increase()` sees it).
+pub const REDIS_REJECTIONS: [(&str, &str); 14] = [
+    ("read", "unauthenticated"),
+    ("read", "future"),
+    ("read", "malformed"),
+    ("change", "future"),
+    ("change", "malformed"),
+    ("generation", "malformed"),
+    ("token", "unauthenticated"),
+    ("token", "future"),
+    ("token", "malformed"),
+    ("lock", "unexpiring"),
+    ("budget", "malformed"),
+    ("reply", "malformed"),
+    ("event", "unauthenticated"),
+    ("event", "malformed"),
+];
+
 /// `type` is a known Qpien event type, `other` or `none` (a delivery not read that far).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct WebhookLabels {
@@ -109,6 +136,8 @@ pub struct Metrics {
     pub redis_up: Gauge,
     /// 1 when `REDIS_URL` is set, so an alert on `redis_up` can tell down from absent.
     pub redis_configured: Gauge,
+    /// Values read from Redis that were not used, by kind and reason.
+    pub redis_values_rejected: Family<RejectedLabels, Counter>,
     pub conditional_responses: Family<StatusLabels, Counter>,
     /// Requests made with a caller key, by key id and status (403 and 429 included).
     pub caller_requests: Family<KeyStatusLabels, Counter>,
@@ -163,6 +192,7 @@ impl Default for Metrics {
             reads: Family::default(),
             redis_up: Gauge::default(),
             redis_configured: Gauge::default(),
+            redis_values_rejected: Family::default(),
             conditional_responses: Family::default(),
             caller_requests: Family::default(),
             caller_unauthorized: Family::default(),
@@ -241,6 +271,11 @@ impl Default for Metrics {
             m.redis_configured.clone(),
         );
         registry.register(
+            "redis_values_rejected",
+            "Values read from Redis that were ignored (treated as a miss, Redis kept up), by kind (read, change, generation, token, lock, budget, event, reply) and reason: unauthenticated (no valid MAC: not written by a replica holding the shared secret), future (dated ahead beyond the clock skew), malformed (does not decode), unexpiring (a lock without expiry, taken over)",
+            m.redis_values_rejected.clone(),
+        );
+        registry.register(
             "conditional_responses",
             "Answers to conditional requests: 304 Not Modified (If-None-Match) and 412 Precondition Failed (If-Match)",
             m.conditional_responses.clone(),
@@ -311,6 +346,11 @@ impl Default for Metrics {
             "Event streams refused with 429 because the caller key had EVENT_STREAMS_PER_KEY open already",
             m.event_streams_refused.clone(),
         );
+        for (kind, reason) in REDIS_REJECTIONS {
+            let _ = m
+                .redis_values_rejected
+                .get_or_create(&RejectedLabels { kind, reason });
+        }
         Self { registry, ..m }
     }
 }

@@ -110,27 +110,27 @@ impl Application {
         }
         let cors_origins = settings.cors.clone();
         let metrics = web::Data::new(Metrics::default());
-        let redis = match &settings.redis {
-            Some(redis) => Some(
-                RedisState::connect(redis, metrics.clone().into_inner())
-                    .await
-                    .map_err(StartupError::Redis)?,
-            ),
-            None => None,
-        };
-        // What names credentials in Redis alike on every replica: REDIS_HASH_SECRET, else
-        // (service mode) the client secret.
+        // What names credentials in Redis alike on every replica, and keys the MAC of
+        // the values they share: REDIS_HASH_SECRET, else (service mode) the client secret.
         let hash_secret = settings.redis.as_ref().and_then(|r| {
             r.hash_secret
                 .clone()
                 .or_else(|| credentials.as_ref().map(|c| c.client_secret.clone()))
         });
-        if redis.is_some() && hash_secret.is_none() {
-            return Err(SettingsError(vec![
-                "REDIS_URL in pass-through mode needs REDIS_HASH_SECRET".to_owned(),
-            ])
-            .into());
-        }
+        let redis = match (&settings.redis, &hash_secret) {
+            (Some(redis), Some(secret)) => Some(
+                RedisState::connect(redis, secret, metrics.clone().into_inner())
+                    .await
+                    .map_err(StartupError::Redis)?,
+            ),
+            (Some(_), None) => {
+                return Err(SettingsError(vec![
+                    "REDIS_URL in pass-through mode needs REDIS_HASH_SECRET".to_owned(),
+                ])
+                .into());
+            }
+            (None, _) => None,
+        };
         let client = Arc::new(QpienClient::new(
             upstream_url.clone(),
             &settings.upstream,

@@ -83,4 +83,51 @@ mod tests {
             assert!(ConversationId::parse(bad).is_err(), "{bad:?} was accepted");
         }
     }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        /// The documented form: 24 hexadecimal digits, either case.
+        fn object_id() -> impl Strategy<Value = String> {
+            "[0-9a-fA-F]{24}"
+        }
+
+        /// What the documented pattern says, written apart from the parser.
+        fn documented(value: &str) -> bool {
+            value.chars().count() == 24 && value.chars().all(|c| c.is_ascii_hexdigit())
+        }
+
+        proptest! {
+            #[test]
+            fn any_text_is_accepted_exactly_when_it_has_the_documented_form(value in any::<String>()) {
+                prop_assert_eq!(ConversationId::parse(&value).is_ok(), documented(&value));
+            }
+
+            #[test]
+            fn a_documented_id_is_accepted_lower_cased_and_prints_back(value in object_id()) {
+                let id = ConversationId::parse(&value).unwrap();
+                prop_assert_eq!(id.as_str(), value.to_ascii_lowercase());
+                prop_assert_eq!(ConversationId::parse(&id.to_string()).unwrap(), id.clone());
+                let person = PersonId::parse(&value).unwrap();
+                prop_assert_eq!(person.as_str(), id.as_str());
+            }
+
+            #[test]
+            fn one_character_off_the_form_is_refused(
+                value in object_id(),
+                at in 0..24usize,
+                bad in "[^0-9a-fA-F]",
+                grow in prop::bool::ANY,
+            ) {
+                // A digit replaced by anything else, or one digit more or less.
+                let mut chars: Vec<String> = value.chars().map(String::from).collect();
+                chars[at] = bad;
+                prop_assert!(ConversationId::parse(&chars.concat()).is_err());
+                let resized = if grow { format!("{value}0") } else { value[1..].to_owned() };
+                prop_assert!(ConversationId::parse(&resized).is_err());
+            }
+        }
+    }
 }

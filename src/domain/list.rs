@@ -206,4 +206,158 @@ mod tests {
         names.sort();
         assert_eq!(names, ["page", "pageSize", "sort", "status"]);
     }
+
+    mod properties {
+        use actix_web::web;
+        use proptest::prelude::*;
+        use proptest::sample::select;
+
+        use super::*;
+
+        /// A valid query, from the documented grammar: each filter maybe, a value from its
+        /// set; a tag of 1 to 64 characters of any kind; page and pageSize in bounds.
+        fn valid() -> impl Strategy<Value = ListQuery> {
+            let filter = (
+                prop::option::of(select(ConversationStatus::ALL)),
+                prop::option::of(select(Priority::ALL)),
+                prop::option::of(any::<bool>()),
+                prop::option::of(select(ConversationType::ALL)),
+                prop::option::of("\\PC{1,64}"),
+            )
+                .prop_map(|(status, priority, starred, kind, tag)| {
+                    ConversationFilter {
+                        status,
+                        priority,
+                        starred,
+                        kind,
+                        tag,
+                    }
+                });
+            (filter, 1..=MAX_PAGE, 1..=MAX_PAGE_SIZE).prop_map(|(filter, page, page_size)| {
+                ListQuery {
+                    filter,
+                    page,
+                    page_size,
+                }
+            })
+        }
+
+        /// `query` as a caller may spell it: every member, in the order given.
+        fn pairs(query: &ListQuery) -> Vec<(String, String)> {
+            let f = &query.filter;
+            let pairs = [
+                ("status", f.status.map(|v| v.as_str().to_owned())),
+                ("priority", f.priority.map(|v| v.as_str().to_owned())),
+                ("starred", f.starred.map(|v| v.to_string())),
+                ("type", f.kind.map(|v| v.as_str().to_owned())),
+                ("tag", f.tag.clone()),
+                ("page", Some(query.page.to_string())),
+                ("pageSize", Some(query.page_size.to_string())),
+            ];
+            pairs
+                .into_iter()
+                .filter_map(|(name, value)| Some((name.to_owned(), value?)))
+                .collect()
+        }
+
+        /// Through the URL encoding of a paging link and the decoding of the handler.
+        fn through_a_url(pairs: &[(String, String)]) -> Vec<(String, String)> {
+            let mut query = url::form_urlencoded::Serializer::new(String::new());
+            for (name, value) in pairs {
+                query.append_pair(name, value);
+            }
+            web::Query::<Vec<(String, String)>>::from_query(&query.finish())
+                .unwrap()
+                .into_inner()
+        }
+
+        fn named(errors: &[InvalidParam]) -> Vec<&str> {
+            errors
+                .iter()
+                .filter_map(|e| e.parameter.as_deref())
+                .collect()
+        }
+
+        proptest! {
+            #[test]
+            fn arbitrary_pairs_never_panic(
+                pairs in prop::collection::vec(
+                    (prop_oneof![select(&ListQuery::PARAMETERS[..]).prop_map(str::to_owned), any::<String>()],
+                     any::<String>()),
+                    0..10,
+                ),
+            ) {
+                let _ = ListQuery::parse(&pairs);
+            }
+
+            #[test]
+            fn a_valid_query_in_any_order_survives_a_url_round_trip(
+                query in valid(),
+                order in any::<prop::sample::Index>(),
+            ) {
+                let mut spelt = pairs(&query);
+                // Any order: parameters are named, not positional.
+                let by = order.index(spelt.len());
+                spelt.rotate_left(by);
+                prop_assert_eq!(ListQuery::parse(&through_a_url(&spelt)), Ok(query));
+            }
+
+            #[test]
+            fn an_unknown_parameter_is_named(query in valid(), name in "[a-zA-Z_]{1,12}") {
+                prop_assume!(!ListQuery::PARAMETERS.contains(&name.as_str()));
+                let mut spelt = pairs(&query);
+                spelt.push((name.clone(), "1".to_owned()));
+                let errors = ListQuery::parse(&spelt).unwrap_err();
+                prop_assert_eq!(named(&errors), vec![name.as_str()]);
+            }
+
+            #[test]
+            fn a_repeated_parameter_is_named(query in valid(), again in 0..7usize) {
+                let mut spelt = pairs(&query);
+                let repeated = spelt[again % spelt.len()].clone();
+                spelt.push(repeated.clone());
+                let errors = ListQuery::parse(&spelt).unwrap_err();
+                prop_assert_eq!(named(&errors), vec![repeated.0.as_str()]);
+            }
+
+            #[test]
+            fn page_and_page_size_outside_their_bounds_are_named(
+                query in valid(),
+                size in prop_oneof![i64::MIN..=0, i64::from(MAX_PAGE_SIZE) + 1..=i64::MAX],
+                page in prop_oneof![i64::MIN..=0, i64::from(MAX_PAGE) + 1..=i64::MAX],
+                which in 0..2usize,
+            ) {
+                let (name, value) = [("pageSize", size), ("page", page)][which];
+                let mut spelt = pairs(&query);
+                spelt.retain(|(n, _)| n != name);
+                spelt.push((name.to_owned(), value.to_string()));
+                let errors = ListQuery::parse(&spelt).unwrap_err();
+                prop_assert_eq!(named(&errors), vec![name]);
+            }
+
+            #[test]
+            fn a_value_outside_its_set_is_named(
+                query in valid(),
+                which in 0..7usize,
+                value in any::<String>(),
+            ) {
+                let name = ListQuery::PARAMETERS[which];
+                let valid_value = match name {
+                    "status" => ConversationStatus::parse(&value).is_ok(),
+                    "priority" => Priority::parse(&value).is_ok(),
+                    "type" => ConversationType::parse(&value).is_ok(),
+                    "starred" => value == "true" || value == "false",
+                    "tag" => (1..=MAX_TAG_CHARS).contains(&value.chars().count()),
+                    "page" => value.parse::<u32>().is_ok_and(|n| (1..=MAX_PAGE).contains(&n)),
+                    _ => value.parse::<u32>().is_ok_and(|n| (1..=MAX_PAGE_SIZE).contains(&n)),
+                };
+                prop_assume!(!valid_value);
+                let mut spelt = pairs(&query);
+                spelt.retain(|(n, _)| n != name);
+                spelt.push((name.to_owned(), value));
+                let errors = ListQuery::parse(&spelt).unwrap_err();
+                prop_assert_eq!(named(&errors), vec![name]);
+            }
+        }
+    }
 }

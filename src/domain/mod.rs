@@ -46,10 +46,27 @@ impl InvalidParam {
     pub fn pointer(member: &str, detail: impl Into<String>) -> Self {
         Self {
             parameter: None,
-            pointer: Some(format!("#/{member}")),
+            pointer: Some(pointer_fragment(member)),
             detail: detail.into(),
         }
     }
+}
+
+/// The JSON Pointer (RFC 6901) of a top-level `member`, as a URI fragment (§6): `~` and
+/// `/` escaped as `~0` and `~1`, then every byte a fragment cannot hold percent-encoded,
+/// so a member named `a/b` is not read as `b` inside `a`.
+fn pointer_fragment(member: &str) -> String {
+    let mut fragment = String::with_capacity(member.len() + 2);
+    fragment.push_str("#/");
+    for byte in member.replace('~', "~0").replace('/', "~1").bytes() {
+        let keep = byte.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/?".contains(&byte);
+        if keep {
+            fragment.push(char::from(byte));
+        } else {
+            fragment.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    fragment
 }
 
 /// Declares a closed set of values with its wire spelling (snake_case), a parser that

@@ -258,4 +258,162 @@ mod tests {
             Err(PatchError::Malformed(_))
         ));
     }
+
+    mod properties {
+        use proptest::prelude::*;
+        use proptest::sample::select;
+        use serde_json::json;
+
+        use super::*;
+        use crate::arbitrary::json_value;
+
+        /// A tag name as documented: 1 to 64 characters, one of them not white space.
+        fn tag_name() -> impl Strategy<Value = String> {
+            "[^\\s]\\PC{0,63}"
+        }
+
+        /// A valid patch from the documented grammar: at least one updatable member.
+        fn valid() -> impl Strategy<Value = ConversationPatch> {
+            (
+                prop::option::of(select(ConversationStatus::ALL)),
+                prop::option::of(any::<bool>()),
+                prop::option::of(select(Priority::ALL)),
+                prop::option::of(prop::collection::vec(tag_name(), 0..=MAX_TAGS)),
+                prop::option::of(prop::option::of("[0-9a-f]{24}")),
+            )
+                .prop_map(
+                    |(status, starred, priority, tags, joined)| ConversationPatch {
+                        status,
+                        starred,
+                        priority,
+                        tags,
+                        joined_person_id: joined
+                            .map(|id| id.map(|id: String| PersonId::parse(&id).unwrap())),
+                    },
+                )
+                .prop_filter("changes something", |p| *p != ConversationPatch::default())
+        }
+
+        /// `patch` as a caller writes it.
+        fn print(patch: &ConversationPatch) -> Map<String, Value> {
+            let mut members = Map::new();
+            if let Some(v) = patch.status {
+                members.insert("status".into(), json!(v.as_str()));
+            }
+            if let Some(v) = patch.starred {
+                members.insert("starred".into(), json!(v));
+            }
+            if let Some(v) = patch.priority {
+                members.insert("priority".into(), json!(v.as_str()));
+            }
+            if let Some(v) = &patch.tags {
+                members.insert("tags".into(), json!(v));
+            }
+            if let Some(v) = &patch.joined_person_id {
+                members.insert(
+                    "joinedPersonId".into(),
+                    json!(v.as_ref().map(|id| id.as_str())),
+                );
+            }
+            members
+        }
+
+        /// The member a pointer fragment names (RFC 6901 §6, then §4), decoded apart
+        /// from how it was made.
+        fn member_of(pointer: &str) -> String {
+            let encoded = pointer.strip_prefix("#/").expect("a pointer from the root");
+            let mut bytes = Vec::new();
+            let mut rest = encoded.as_bytes();
+            while let Some((&b, tail)) = rest.split_first() {
+                if b == b'%' {
+                    let hex = std::str::from_utf8(&tail[..2]).unwrap();
+                    bytes.push(u8::from_str_radix(hex, 16).unwrap());
+                    rest = &tail[2..];
+                } else {
+                    bytes.push(b);
+                    rest = tail;
+                }
+            }
+            let token = String::from_utf8(bytes).unwrap();
+            assert!(!token.contains('/'), "one reference token: {pointer}");
+            token.replace("~1", "/").replace("~0", "~")
+        }
+
+        fn pointers(body: &[u8]) -> Vec<String> {
+            match ConversationPatch::parse(body) {
+                Err(PatchError::Invalid(errors)) => {
+                    errors.into_iter().map(|e| e.pointer.unwrap()).collect()
+                }
+                other => panic!("expected invalid members, got {other:?}"),
+            }
+        }
+
+        proptest! {
+            #[test]
+            fn arbitrary_bytes_never_panic(body in prop::collection::vec(any::<u8>(), 0..256)) {
+                let _ = ConversationPatch::parse(&body);
+            }
+
+            #[test]
+            fn any_json_is_a_patch_or_an_error_and_only_an_object_can_be_a_patch(value in json_value()) {
+                let parsed = ConversationPatch::parse(value.to_string().as_bytes());
+                if !value.is_object() {
+                    prop_assert!(matches!(parsed, Err(PatchError::Malformed(_))));
+                }
+            }
+
+            #[test]
+            fn a_valid_patch_round_trips_with_its_tags_made_a_set(patch in valid()) {
+                let body = Value::Object(print(&patch)).to_string();
+                let mut expected = patch.clone();
+                if let Some(tags) = &mut expected.tags {
+                    let mut seen = std::collections::HashSet::new();
+                    tags.retain(|t| seen.insert(t.clone()));
+                }
+                prop_assert_eq!(ConversationPatch::parse(body.as_bytes()), Ok(expected));
+            }
+
+            #[test]
+            fn a_member_that_is_not_updatable_is_named_by_its_pointer(
+                patch in valid(),
+                name in prop_oneof![any::<String>(), select(&READ_ONLY[..]).prop_map(str::to_owned)],
+                value in json_value(),
+            ) {
+                prop_assume!(!UPDATABLE.contains(&name.as_str()));
+                let mut members = print(&patch);
+                members.insert(name.clone(), value);
+                let found = pointers(Value::Object(members).to_string().as_bytes());
+                prop_assert_eq!(found.len(), 1);
+                prop_assert_eq!(member_of(&found[0]), name);
+            }
+
+            #[test]
+            fn an_updatable_member_of_the_wrong_kind_is_named(
+                patch in valid(),
+                which in 0..5usize,
+                value in json_value(),
+            ) {
+                let name = UPDATABLE[which];
+                let acceptable = match (name, &value) {
+                    ("status", Value::String(s)) => ConversationStatus::parse(s).is_ok(),
+                    ("priority", Value::String(s)) => Priority::parse(s).is_ok(),
+                    ("starred", Value::Bool(_)) => true,
+                    ("tags", Value::Null) => true,
+                    ("tags", Value::Array(items)) => items.len() <= MAX_TAGS && items.iter().all(|i| {
+                        i.as_str().is_some_and(|s| {
+                            s.chars().any(|c| !c.is_whitespace()) && s.chars().count() <= MAX_TAG_CHARS
+                        })
+                    }),
+                    ("joinedPersonId", Value::Null) => true,
+                    ("joinedPersonId", Value::String(s)) => PersonId::parse(s).is_ok(),
+                    _ => false,
+                };
+                prop_assume!(!acceptable);
+                let mut members = print(&patch);
+                members.insert(name.to_owned(), value);
+                let body = Value::Object(members).to_string();
+                prop_assert_eq!(pointers(body.as_bytes()), vec![format!("#/{name}")]);
+            }
+        }
+    }
 }

@@ -285,4 +285,129 @@ mod tests {
         assert!(Delivery::parse(b"[1,2]").is_err());
         assert!(Delivery::parse(b"").is_err());
     }
+
+    mod properties {
+        use proptest::prelude::*;
+        use proptest::sample::select;
+        use serde_json::{Map, json};
+
+        use super::*;
+        use crate::arbitrary::json_value;
+
+        fn hex(bytes: &[u8]) -> String {
+            bytes.iter().map(|b| format!("{b:02x}")).collect()
+        }
+
+        fn sign_bytes(secret: &[u8], body: &[u8]) -> Vec<u8> {
+            let mut mac = Hmac::<Sha256>::new_from_slice(secret).unwrap();
+            mac.update(body);
+            mac.finalize().into_bytes().to_vec()
+        }
+
+        /// A JSON object with arbitrary members, the delivery's own among them maybe.
+        fn payload() -> impl Strategy<Value = Map<String, Value>> {
+            (
+                prop::collection::btree_map("[a-zA-Z_]{1,8}", json_value(), 0..5),
+                prop::option::of("\\PC{1,40}"),
+                prop::option::of(select(KNOWN_TYPES)),
+                prop::option::of("[0-9a-fA-F]{24}"),
+            )
+                .prop_map(|(members, id, kind, conversation)| {
+                    let mut payload: Map<String, Value> = members
+                        .into_iter()
+                        .filter(|(name, _)| {
+                            !matches!(
+                                name.as_str(),
+                                "_id"
+                                    | "id"
+                                    | "eventId"
+                                    | "event"
+                                    | "type"
+                                    | "eventType"
+                                    | "conversationId"
+                                    | "conversation"
+                                    | "message"
+                                    | "data"
+                            )
+                        })
+                        .collect();
+                    if let Some(id) = id {
+                        payload.insert("_id".into(), json!(id));
+                    }
+                    if let Some(kind) = kind {
+                        payload.insert("event".into(), json!(kind));
+                    }
+                    if let Some(conversation) = conversation {
+                        payload.insert("conversationId".into(), json!(conversation));
+                    }
+                    payload
+                })
+        }
+
+        proptest! {
+            #[test]
+            fn arbitrary_bytes_never_panic(
+                body in prop::collection::vec(any::<u8>(), 0..256),
+                signature in prop::collection::vec(any::<u8>(), 0..80),
+            ) {
+                let _ = Delivery::parse(&body);
+                prop_assert!(!verify(&[b"secret".to_vec()], &body, &signature)
+                    || signature.len() >= 64);
+            }
+
+            #[test]
+            fn only_a_json_object_is_a_delivery(value in json_value()) {
+                let parsed = Delivery::parse(value.to_string().as_bytes());
+                prop_assert_eq!(parsed.is_ok(), value.is_object());
+            }
+
+            #[test]
+            fn a_delivery_reads_back_its_id_type_and_conversation(payload in payload()) {
+                let body = Value::Object(payload.clone()).to_string();
+                let delivery = Delivery::parse(body.as_bytes()).unwrap();
+                let expected_id = match payload.get("_id") {
+                    Some(id) => id.as_str().unwrap().to_owned(),
+                    None => format!("sha256:{}", hex(&Sha256::digest(body.as_bytes()))),
+                };
+                prop_assert_eq!(&delivery.id, &expected_id);
+                let kind = payload.get("event").and_then(Value::as_str);
+                prop_assert_eq!(delivery.kind.as_deref(), kind);
+                prop_assert_eq!(delivery.is_known(), kind.is_some());
+                let conversation = payload
+                    .get("conversationId")
+                    .and_then(Value::as_str)
+                    .map(str::to_ascii_lowercase);
+                prop_assert_eq!(
+                    delivery.conversation.as_ref().map(|c| c.as_str().to_owned()),
+                    conversation
+                );
+            }
+
+            #[test]
+            fn a_signature_verifies_in_every_accepted_spelling_and_over_those_bytes_only(
+                secret in prop::collection::vec(any::<u8>(), 1..48),
+                body in prop::collection::vec(any::<u8>(), 0..128),
+                upper in any::<bool>(),
+                prefixed in any::<bool>(),
+                flip in any::<prop::sample::Index>(),
+            ) {
+                let mut signature = hex(&sign_bytes(&secret, &body));
+                if upper {
+                    signature = signature.to_uppercase();
+                }
+                if prefixed {
+                    signature = format!("sha256={signature}");
+                }
+                let secrets = [b"another secret".to_vec(), secret.clone()];
+                prop_assert!(verify(&secrets, &body, signature.as_bytes()));
+                prop_assert!(!verify(&secrets[..1], &body, signature.as_bytes()));
+                // One byte of the body changed: no longer its signature.
+                let mut changed = body.clone();
+                changed.push(0);
+                let at = flip.index(changed.len());
+                changed[at] ^= 1;
+                prop_assert!(!verify(&secrets, &changed, signature.as_bytes()));
+            }
+        }
+    }
 }

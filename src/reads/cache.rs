@@ -30,6 +30,7 @@ use crate::domain::{ConversationId, ListQuery};
 pub use crate::settings::CacheLimits;
 use crate::state::redis::RedisState;
 use crate::state::shared_reads::ChangeRecord;
+use crate::state::trust::{CLOCK_SKEW, Rejected};
 use crate::upstream::CredentialId;
 
 fn unix_ms(at: SystemTime) -> u64 {
@@ -144,19 +145,25 @@ impl Entry {
         (value, fetched_ms)
     }
 
-    /// What `encode` made; `None` for anything else.
-    pub fn decode(value: &[u8]) -> Option<Self> {
+    /// What `encode` made; refused when it is anything else, or dated ahead of this
+    /// replica's clock by more than the skew allowed (it would stay fresh for ever).
+    pub fn decode(value: &[u8]) -> Result<Self, Rejected> {
         let mut parts = value.splitn(4, |b| *b == b':');
-        let number = |part: Option<&[u8]>| std::str::from_utf8(part?).ok()?.parse::<u64>().ok();
-        let fetched_ms = number(parts.next())?;
-        let epoch = number(parts.next())?;
-        let total_items = number(parts.next())?;
-        let json = Bytes::copy_from_slice(parts.next()?);
-        let age = unix_ms(SystemTime::now()).saturating_sub(fetched_ms);
+        let mut number = || {
+            let part = parts.next().ok_or(Rejected::Malformed)?;
+            crate::state::trust::number(part)
+        };
+        let (fetched_ms, epoch, total_items) = (number()?, number()?, number()?);
+        let json = Bytes::copy_from_slice(parts.next().ok_or(Rejected::Malformed)?);
+        let now = unix_ms(SystemTime::now());
+        if fetched_ms > now.saturating_add(CLOCK_SKEW.as_millis() as u64) {
+            return Err(Rejected::Future);
+        }
+        let age = now.saturating_sub(fetched_ms);
         let fetched_at = Instant::now()
             .checked_sub(Duration::from_millis(age))
             .unwrap_or_else(Instant::now);
-        Some(Self::new(
+        Ok(Self::new(
             json,
             total_items,
             fetched_at,
@@ -288,7 +295,11 @@ impl ReadCache {
                 .await
         {
             let entry = stored
-                .and_then(|value| Entry::decode(&value))
+                .and_then(|value| {
+                    Entry::decode(&value)
+                        .map_err(|reason| redis.reject("read", reason))
+                        .ok()
+                })
                 .filter(|entry| matches!(entry.epoch, Epoch::Shared(n) if n >= level))
                 .map(Arc::new);
             if let Some(entry) = &entry {

@@ -192,4 +192,102 @@ mod tests {
             ])
         );
     }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        /// `etagc` (RFC 9110 §8.8.3): %x21 / %x23-7E / obs-text (as text: any non-ASCII).
+        fn opaque() -> impl Strategy<Value = String> {
+            "[\\x21\\x23-\\x7e\\u{80}-\\u{10ffff}]{0,12}"
+        }
+
+        fn tag() -> impl Strategy<Value = Tag> {
+            (any::<bool>(), opaque()).prop_map(|(weak, opaque)| Tag {
+                weak,
+                opaque: format!("\"{opaque}\""),
+            })
+        }
+
+        /// OWS, as a list may carry it around its commas.
+        fn ows() -> impl Strategy<Value = String> {
+            "[ \\t]{0,2}"
+        }
+
+        /// `tags` as a `#entity-tag` list, with optional white space and empty elements
+        /// (RFC 9110 §5.6.1: a recipient accepts them).
+        fn print(tags: &[Tag], spaces: &[(String, bool)]) -> String {
+            let mut field = String::new();
+            for (i, tag) in tags.iter().enumerate() {
+                let (space, empty) = &spaces[i % spaces.len()];
+                if i > 0 {
+                    field.push_str(&format!("{space},{space}"));
+                    if *empty {
+                        field.push_str(&format!(",{space}"));
+                    }
+                }
+                field.push_str(if tag.weak { "W/" } else { "" });
+                field.push_str(&tag.opaque);
+            }
+            field
+        }
+
+        proptest! {
+            #[test]
+            fn arbitrary_text_never_panics(value in any::<String>(), current in any::<u64>()) {
+                if let Ok(condition) = Condition::parse(&value) {
+                    let _ = (condition.matches(ETag(current)), condition.none_match(ETag(current)));
+                }
+            }
+
+            #[test]
+            fn a_list_of_entity_tags_round_trips(
+                tags in prop::collection::vec(tag(), 1..6),
+                spaces in prop::collection::vec((ows(), any::<bool>()), 1..4),
+                around in ows(),
+            ) {
+                let field = format!("{around}{}{around}", print(&tags, &spaces));
+                prop_assert_eq!(Condition::parse(&field), Ok(Condition::Tags(tags)));
+            }
+
+            #[test]
+            fn our_tag_matches_itself_strongly_and_weakly_and_no_other(
+                value in any::<u64>(),
+                other in any::<u64>(),
+            ) {
+                let tag = ETag(value);
+                let strong = Condition::parse(&tag.to_header()).unwrap();
+                let weak = Condition::parse(&format!("W/{tag}")).unwrap();
+                prop_assert!(strong.matches(tag) && !strong.none_match(tag));
+                prop_assert!(!weak.matches(tag) && !weak.none_match(tag));
+                let header = tag.header_value();
+                prop_assert_eq!(header.to_str().unwrap(), tag.to_header());
+                if other != value {
+                    prop_assert!(!strong.matches(ETag(other)) && strong.none_match(ETag(other)));
+                }
+            }
+
+            #[test]
+            fn a_character_outside_etagc_in_a_tag_is_refused(
+                before in opaque(),
+                bad in "[\\x00-\\x20\\x7f]",
+                after in opaque(),
+                weak in any::<bool>(),
+            ) {
+                let field = format!("{}\"{before}{bad}{after}\"", if weak { "W/" } else { "" });
+                prop_assert_eq!(Condition::parse(&field), Err(Malformed));
+            }
+
+            #[test]
+            fn anything_but_a_comma_between_two_tags_is_refused(
+                first in tag(),
+                second in tag(),
+                junk in "[^, \\t]{1,3}",
+            ) {
+                let field = format!("{}{junk}{}", print(&[first], &[(String::new(), false)]), print(&[second], &[(String::new(), false)]));
+                prop_assert_eq!(Condition::parse(&field), Err(Malformed));
+            }
+        }
+    }
 }

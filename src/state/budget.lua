@@ -5,21 +5,30 @@
 --          bucket "b<k>" the grants made in ((k-1) s, k s]; each counts until k s + 60 s.
 -- ARGV[1]  "admit": take a slot under ARGV[2] (the limit), waiting at most ARGV[3] ms;
 --          "block": Qpien's window is used up for ARGV[2] ms more.
--- Returns  {status, wait_ms, used, reset_ms}: status 0 now, 1 after wait_ms (the slot is
---          reserved), 2 refused (retry after wait_ms); used, the grants that count after
---          this one; reset_ms, until the oldest of them stops counting.
-local WINDOW, GRANULE = 60000, 1000
+-- Returns  {status, wait_ms, used, reset_ms, junk}: status 0 now, 1 after wait_ms (the
+--          slot is reserved), 2 refused (retry after wait_ms); used, the grants that count
+--          after this one; reset_ms, until the oldest of them stops counting; junk, the
+--          values dropped as no replica writes them (another type, a field that is no
+--          number, a bucket or a block further ahead than any replica sets one).
+local WINDOW, GRANULE, LONGEST_BLOCK = 60000, 1000, 3600000
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 
+local junk = 0
+local kind = redis.call('TYPE', KEYS[1])['ok']
+if kind ~= 'none' and kind ~= 'hash' then
+  redis.call('DEL', KEYS[1])
+  junk = 1
+end
+
 if ARGV[1] == 'block' then
   local until_ms = now + tonumber(ARGV[2])
-  local blocked = tonumber(redis.call('HGET', KEYS[1], 'blocked') or '0')
-  if until_ms > blocked then
+  local blocked = tonumber(redis.call('HGET', KEYS[1], 'blocked') or '0') or 0
+  if until_ms > blocked or blocked > now + LONGEST_BLOCK then
     redis.call('HSET', KEYS[1], 'blocked', until_ms)
   end
   redis.call('PEXPIRE', KEYS[1], math.max(WINDOW, until_ms - now) + GRANULE)
-  return {0, 0, 0, 0}
+  return {0, 0, 0, 0, junk}
 end
 
 local limit, max_wait = tonumber(ARGV[2]), tonumber(ARGV[3])
@@ -27,16 +36,19 @@ local fields = redis.call('HGETALL', KEYS[1])
 local buckets, total, blocked = {}, 0, 0
 for i = 1, #fields, 2 do
   local name, value = fields[i], tonumber(fields[i + 1])
-  if name == 'blocked' then
+  local k = tonumber(string.match(name, '^b(%d+)$') or '')
+  if name == 'blocked' and value and value <= now + LONGEST_BLOCK then
     blocked = value
-  else
-    local k = tonumber(string.sub(name, 2))
+  elseif k and value and value >= 0 and k * GRANULE <= now + WINDOW then
     if k * GRANULE + WINDOW <= now then
       redis.call('HDEL', KEYS[1], name)
     else
       buckets[#buckets + 1] = {k, value}
       total = total + value
     end
+  else
+    redis.call('HDEL', KEYS[1], name)
+    junk = junk + 1
   end
 end
 table.sort(buckets, function(a, b) return a[1] < b[1] end)
@@ -78,4 +90,4 @@ local reset = 0
 if total > 0 then
   reset = frees_at(1) - now
 end
-return {status, wait, total, reset}
+return {status, wait, total, reset, junk}

@@ -11,6 +11,7 @@ pub mod shared_reads;
 mod shared_token;
 pub mod sqlite;
 pub mod streams;
+pub mod trust;
 pub mod window;
 
 pub use shared_budget::SharedAdmission;

@@ -1,10 +1,13 @@
 //! The rate budget in Redis: `budget.lua`, the ring of `window.rs` as one atomic script,
 //! so replicas share one window per credential and never together exceed the limit.
+//! What no replica writes there (another type, a field that is no number, a grant or a
+//! block far ahead) is dropped by the script and counted, so it cannot stall the budget.
 
 use std::sync::LazyLock;
 use std::time::Duration;
 
 use super::redis::RedisState;
+use super::trust::Rejected;
 use super::window::Admission;
 use crate::upstream::CredentialId;
 
@@ -30,7 +33,7 @@ impl RedisState {
     ) -> Option<SharedAdmission> {
         let name = self.key("budget", &key.to_hex());
         let max_wait_ms = max_wait.as_millis().min(u128::from(u32::MAX)) as u64;
-        let (status, wait, used, reset): (u8, u64, u32, u64) = self
+        let (status, wait, used, reset, junk): (u8, u64, u32, u64, u32) = self
             .run(|mut connection| async move {
                 SCRIPT
                     .key(name)
@@ -41,6 +44,9 @@ impl RedisState {
                     .await
             })
             .await?;
+        if junk > 0 {
+            self.reject("budget", Rejected::Malformed);
+        }
         let wait = Duration::from_millis(wait);
         Some(SharedAdmission {
             admission: match status {
@@ -57,7 +63,7 @@ impl RedisState {
     pub async fn budget_block(&self, key: CredentialId, reset: Duration) {
         let name = self.key("budget", &key.to_hex());
         let ms = reset.as_millis().min(u128::from(u32::MAX)) as u64;
-        let _: Option<(u8, u64, u32, u64)> = self
+        let answer: Option<(u8, u64, u32, u64, u32)> = self
             .run(|mut connection| async move {
                 SCRIPT
                     .key(name)
@@ -67,5 +73,8 @@ impl RedisState {
                     .await
             })
             .await;
+        if answer.is_some_and(|(.., junk)| junk > 0) {
+            self.reject("budget", Rejected::Malformed);
+        }
     }
 }

@@ -4,41 +4,79 @@
 //! sequence of changes Qpien reported and the last one recorded against each
 //! conversation, the lists and everything (`reads::invalidate`); and a short lock per
 //! flight, so replicas that miss the same answer together ask Qpien once.
+//!
+//! Answers carry a MAC (`trust.rs`) and are refused without it. Counters and change
+//! records are bare numbers, checked for consistency instead: a record ahead of the
+//! sequence it was numbered from was not written by a replica and stands for a change
+//! at an unknown time (everything cached before now is outdated); a counter that is not
+//! a number is moved on past any number it gave out.
 
 use std::sync::LazyLock;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::redis::RedisState;
+use super::trust::{CLOCK_SKEW, Rejected, number};
 
 /// Stores ARGV[1] under KEYS[1] for ARGV[3] ms unless the answer there is newer: each
-/// value starts with the ms it was fetched at and a colon (ARGV[2]).
+/// value starts with the ms it was fetched at and a colon (ARGV[2]). One dated past
+/// ARGV[4] (the writer's clock plus the skew allowed) was never a good answer, and
+/// gives way.
 static PUT_IF_NEWER: LazyLock<redis::Script> = LazyLock::new(|| {
     redis::Script::new(
         "local current = redis.call('GET', KEYS[1])
          if current then
            local at = tonumber(string.match(current, '^(%d+):'))
-           if at and at > tonumber(ARGV[2]) then return 0 end
+           if at and at > tonumber(ARGV[2]) and at <= tonumber(ARGV[4]) then return 0 end
          end
          redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
          return 1",
     )
 });
 
+/// INCR of KEYS[1], or when what it holds is no counter, a number past any it gave out:
+/// the clock in µs (unless changes came a million a second since the last repair).
+/// Leaves `n` and `repaired` (1 when it was not a counter) to the script's rest.
+const LUA_NEXT: &str = "local ok, n = pcall(redis.call, 'INCR', KEYS[1])
+ local repaired = 0
+ if not ok then
+   local t = redis.call('TIME')
+   local text = t[1] .. string.format('%06d', tonumber(t[2]))
+   redis.call('SET', KEYS[1], text)
+   n, repaired = tonumber(text), 1
+ end
+";
+
 /// Records a change: takes the next number of the sequence (KEYS[1]) and records it
 /// against what changed (KEYS[2], kept ARGV[1] ms when ARGV[1] is not 0) and the lists
-/// (KEYS[3]). A number only ever grows, so records never go back.
+/// (KEYS[3]). A number only ever grows, so records never go back. {n, repaired}.
 static RECORD_CHANGE: LazyLock<redis::Script> = LazyLock::new(|| {
-    redis::Script::new(
-        "local n = redis.call('INCR', KEYS[1])
+    redis::Script::new(&format!(
+        "{LUA_NEXT}
          if tonumber(ARGV[1]) > 0 then
            redis.call('SET', KEYS[2], n, 'PX', ARGV[1])
          else
            redis.call('SET', KEYS[2], n)
          end
          redis.call('SET', KEYS[3], n)
-         return n",
-    )
+         return {{n, repaired}}"
+    ))
 });
+
+/// Moves a generation (KEYS[1]) on and keeps it a day. {n, repaired}.
+static NEXT_GENERATION: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(&format!(
+        "{LUA_NEXT}
+         redis.call('EXPIRE', KEYS[1], 86400)
+         return {{n, repaired}}"
+    ))
+});
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as u64
+}
 
 /// Where a change is recorded, and what a read compares its answer's number with.
 pub enum ChangeRecord<'a> {
@@ -56,9 +94,10 @@ impl RedisState {
         }
     }
 
-    /// The answer stored under `name`, the sequence's current number, and the last
-    /// change recorded against `record` or everything, in one round trip; `None` when
-    /// Redis cannot say.
+    /// The answer stored under `name` (its MAC checked: a value without a good one is
+    /// counted, removed and a miss), the sequence's current number, and the last change
+    /// recorded against `record` or everything, in one round trip; `None` when Redis
+    /// cannot say.
     pub async fn entry_and_changes(
         &self,
         name: &str,
@@ -70,25 +109,59 @@ impl RedisState {
             self.change_key(ChangeRecord::Everything),
             self.change_key(record),
         ];
-        let (entry, now, everything, own): (
-            Option<Vec<u8>>,
-            Option<u64>,
-            Option<u64>,
-            Option<u64>,
-        ) = self
+        let entry_key = keys[0].clone();
+        let values: Vec<Option<Vec<u8>>> = self
             .run(|mut c| async move { redis::cmd("MGET").arg(&keys).query_async(&mut c).await })
             .await?;
-        let level = everything.unwrap_or(0).max(own.unwrap_or(0));
-        Some((entry, now.unwrap_or(0), level))
+        let [entry, now, everything, own]: [Option<Vec<u8>>; 4] = values.try_into().ok()?;
+        let entry = match entry {
+            Some(sealed) => match self.open("read", &entry_key, &sealed) {
+                Some(value) => Some(value),
+                None => {
+                    // Out of the way of the next answer, unless a good one replaced it.
+                    self.delete_if_same(entry_key, sealed).await;
+                    None
+                }
+            },
+            None => None,
+        };
+        let Ok(now) = now.as_deref().map_or(Ok(0), number) else {
+            // No change can be numbered until it is repaired: nothing found stands.
+            self.reject("change", Rejected::Malformed);
+            return Some((None, 0, 0));
+        };
+        let level = [everything, own]
+            .iter()
+            .map(|record| match record.as_deref().map_or(Ok(0), number) {
+                Ok(n) if n <= now => n,
+                Ok(_) => {
+                    self.reject("change", Rejected::Future);
+                    now
+                }
+                Err(reason) => {
+                    self.reject("change", reason);
+                    now
+                }
+            })
+            .max()
+            .unwrap_or(0);
+        Some((entry, now, level))
     }
 
     /// The sequence's current number; `None` when Redis cannot say.
     pub async fn changes_now(&self) -> Option<u64> {
         let key = self.key("changes", "sequence");
-        let now: Option<u64> = self
+        let now: Option<Vec<u8>> = self
             .run(|mut c| async move { redis::cmd("GET").arg(key).query_async(&mut c).await })
             .await?;
-        Some(now.unwrap_or(0))
+        match now.as_deref().map_or(Ok(0), number) {
+            Ok(now) => Some(now),
+            Err(reason) => {
+                self.reject("change", reason);
+                // An answer numbered 0 is outdated by any change recorded.
+                Some(0)
+            }
+        }
     }
 
     /// Records a change against `record` (a conversation's record kept `keep`, longer
@@ -104,49 +177,60 @@ impl RedisState {
             self.change_key(record),
             self.change_key(ChangeRecord::Lists),
         ];
-        self.run(|mut c| async move {
-            let [sequence, changed, lists] = keys;
-            RECORD_CHANGE
-                .key(sequence)
-                .key(changed)
-                .key(lists)
-                .arg(ms)
-                .invoke_async(&mut c)
-                .await
-        })
-        .await
+        let (n, repaired): (u64, u8) = self
+            .run(|mut c| async move {
+                let [sequence, changed, lists] = keys;
+                RECORD_CHANGE
+                    .key(sequence)
+                    .key(changed)
+                    .key(lists)
+                    .arg(ms)
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        if repaired == 1 {
+            self.reject("change", Rejected::Malformed);
+        }
+        Some(n)
     }
 
-    /// The generation of a credential's list pages (0 before any update).
+    /// The generation of a credential's list pages (0 before any update); one that is not
+    /// a number is moved on.
     pub async fn generation(&self, credential: &str) -> Option<u64> {
         let key = self.key("generation", credential);
-        let value: Option<u64> = self
+        let value: Option<Vec<u8>> = self
             .run(|mut c| async move { redis::cmd("GET").arg(key).query_async(&mut c).await })
             .await?;
-        Some(value.unwrap_or(0))
+        match value.as_deref().map_or(Ok(0), number) {
+            Ok(generation) => Some(generation),
+            Err(reason) => {
+                self.reject("generation", reason);
+                self.next_generation(credential).await
+            }
+        }
     }
 
     /// Moves a credential's generation on; kept a day after its last update, longer than
     /// any page it names.
     pub async fn next_generation(&self, credential: &str) -> Option<u64> {
         let key = self.key("generation", credential);
-        self.run(|mut c| async move {
-            let (generation, _): (u64, u8) = redis::pipe()
-                .atomic()
-                .incr(&key, 1)
-                .expire(&key, 86_400)
-                .query_async(&mut c)
-                .await?;
-            Ok(generation)
-        })
-        .await
+        let (generation, repaired): (u64, u8) = self
+            .run(|mut c| async move { NEXT_GENERATION.key(key).invoke_async(&mut c).await })
+            .await?;
+        if repaired == 1 {
+            self.reject("generation", Rejected::Malformed);
+        }
+        Some(generation)
     }
 
-    /// Stores `value` (fetched at `fetched_ms`, its first field) for `keep`, unless a newer
-    /// answer is there.
+    /// Stores `value` (fetched at `fetched_ms`, its first field) with its MAC for `keep`,
+    /// unless a newer answer is there.
     pub async fn put_entry(&self, name: &str, value: Vec<u8>, fetched_ms: u64, keep: Duration) {
         let key = self.key("read", name);
+        let value = self.seal(&key, &value);
         let ms = keep.as_millis().max(1) as u64;
+        let latest = unix_ms() + CLOCK_SKEW.as_millis() as u64;
         let _: Option<u8> = self
             .run(|mut c| async move {
                 PUT_IF_NEWER
@@ -154,6 +238,7 @@ impl RedisState {
                     .arg(value)
                     .arg(fetched_ms)
                     .arg(ms)
+                    .arg(latest)
                     .invoke_async(&mut c)
                     .await
             })

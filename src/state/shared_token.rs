@@ -2,7 +2,9 @@
 //! (AES-256-GCM, a key derived from the client secret by HKDF-SHA-256, the key's name as
 //! associated data), so whoever reads Redis gets nothing usable without the secret.
 //! Renewal is single-flight across replicas: a lock with an expiry, taken by one replica
-//! while it asks Qpien; the others wait for the new token and read it.
+//! while it asks Qpien; the others wait for the new token and read it, no longer than
+//! the lock's own hold (`upstream::token`), then renew alone. A stored token that does
+//! not open, or says it lives longer than it was given, is counted and renewed over.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -12,10 +14,9 @@ use aes_gcm::{Aes256Gcm, Nonce};
 use sha2::Sha256;
 
 use super::redis::RedisState;
+use super::trust::{CLOCK_SKEW, Rejected};
 use crate::settings::Secret;
 
-/// How long a renewal may hold the lock before another replica may take over.
-const LOCK_TTL: Duration = Duration::from_secs(15);
 const NONCE: usize = 12;
 
 pub struct SharedToken {
@@ -23,6 +24,8 @@ pub struct SharedToken {
     token_key: String,
     lock_key: String,
     cipher: Aes256Gcm,
+    /// How long a renewal may hold the lock before another replica may take over.
+    lock_hold: Duration,
 }
 
 /// A token as stored: the token, when it expires and how long it lived, and the stored
@@ -35,8 +38,14 @@ pub struct StoredToken {
 }
 
 impl SharedToken {
-    /// `name`: what names the service's credential (a keyed hash of its client id).
-    pub fn new(redis: Arc<RedisState>, name: &str, client_secret: &Secret) -> Self {
+    /// `name`: what names the service's credential (a keyed hash of its client id);
+    /// `lock_hold`: the longest a renewal may take.
+    pub fn new(
+        redis: Arc<RedisState>,
+        name: &str,
+        client_secret: &Secret,
+        lock_hold: Duration,
+    ) -> Self {
         let hkdf = hkdf::Hkdf::<Sha256>::new(
             Some(b"qpien-rest token encryption v1"),
             client_secret.expose().as_bytes(),
@@ -49,18 +58,29 @@ impl SharedToken {
             lock_key: redis.key("token-lock", name),
             cipher: Aes256Gcm::new(&key.into()),
             redis,
+            lock_hold,
         }
     }
 
+    /// How long a renewal may hold the lock: the longest another replica waits on it.
+    pub fn lock_hold(&self) -> Duration {
+        self.lock_hold
+    }
+
     /// The token in Redis: `None` when Redis cannot say, `Some(None)` when there is none
-    /// (or it cannot be read with this secret: another key's, or tampered with).
+    /// (or it cannot be read with this secret: another key's, or tampered with; or it
+    /// claims a longer life than it was given: counted, and renewed over).
     pub async fn read(&self) -> Option<Option<StoredToken>> {
         let key = self.token_key.clone();
         let stored: Option<Vec<u8>> = self
             .redis
             .run(|mut c| async move { redis::cmd("GET").arg(key).query_async(&mut c).await })
             .await?;
-        Some(stored.and_then(|stored| self.open(stored)))
+        Some(stored.and_then(|stored| {
+            self.open(stored)
+                .map_err(|reason| self.redis.reject("token", reason))
+                .ok()
+        }))
     }
 
     /// Stores `token`, which lives `lifetime` from now; `None` when Redis cannot.
@@ -95,7 +115,7 @@ impl SharedToken {
     /// replica holds it, `None` Redis cannot say.
     pub async fn lock(&self, holder: &str) -> Option<bool> {
         self.redis
-            .take_lock(self.lock_key.clone(), holder, LOCK_TTL)
+            .take_lock(self.lock_key.clone(), holder, self.lock_hold)
             .await
     }
 
@@ -130,8 +150,8 @@ impl SharedToken {
         [nonce.as_slice(), &sealed].concat()
     }
 
-    fn open(&self, stored: Vec<u8>) -> Option<StoredToken> {
-        let (nonce, sealed) = stored.split_at_checked(NONCE)?;
+    fn open(&self, stored: Vec<u8>) -> Result<StoredToken, Rejected> {
+        let (nonce, sealed) = stored.split_at_checked(NONCE).ok_or(Rejected::Malformed)?;
         let plain = self
             .cipher
             .decrypt(
@@ -141,14 +161,23 @@ impl SharedToken {
                     aad: self.token_key.as_bytes(),
                 },
             )
-            .ok()?;
-        let (expiry, rest) = plain.split_at_checked(8)?;
-        let (lifetime, token) = rest.split_at_checked(8)?;
+            .map_err(|_| Rejected::Unauthenticated)?;
+        let (expiry, rest) = plain.split_at_checked(8).ok_or(Rejected::Malformed)?;
+        let (lifetime, token) = rest.split_at_checked(8).ok_or(Rejected::Malformed)?;
         let ms = |bytes: &[u8]| u64::from_be_bytes(bytes.try_into().expect("8 bytes"));
-        Some(StoredToken {
-            token: Secret::new(String::from_utf8(token.to_vec()).ok()?),
-            expires_at: UNIX_EPOCH + Duration::from_millis(ms(expiry)),
-            lifetime: Duration::from_millis(ms(lifetime)),
+        let expires_at = UNIX_EPOCH + Duration::from_millis(ms(expiry));
+        let lifetime = Duration::from_millis(ms(lifetime));
+        // Stored when it was fetched: it cannot have more life left than it was given.
+        let left = expires_at
+            .duration_since(SystemTime::now())
+            .unwrap_or_default();
+        if left > lifetime + CLOCK_SKEW {
+            return Err(Rejected::Future);
+        }
+        Ok(StoredToken {
+            token: Secret::new(String::from_utf8(token.to_vec()).map_err(|_| Rejected::Malformed)?),
+            expires_at,
+            lifetime,
             stored,
         })
     }

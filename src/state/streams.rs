@@ -7,6 +7,10 @@
 //! acknowledged `XADD` is on disk. Pruning records the largest id it trimmed
 //! (`<prefix>events:trimmed`), which tells a gone cursor from a current one exactly
 //! (Redis's own `max-deleted-entry-id` counts `XDEL`, not trims). Needs Redis 6.2.
+//!
+//! Each entry carries the MAC of its event under the stream's key (`m`, `trust.rs`): an
+//! entry without a good one (written by anyone but a replica, or junk) is skipped and
+//! counted, never served nor an error for the reader.
 
 use std::sync::{Arc, LazyLock, Weak};
 use std::time::Duration;
@@ -15,6 +19,7 @@ use redis::AsyncConnectionConfig;
 use tokio::sync::broadcast;
 
 use super::redis::RedisState;
+use super::trust::Rejected;
 use crate::events::log::{Cursor, EARLIEST, Event, Filter, LogError, NewEvent, OpenError, Page};
 use crate::settings::RedisSettings;
 
@@ -112,6 +117,7 @@ impl StreamLog {
         };
         let tail = Tail {
             client,
+            redis: Arc::clone(&log.redis),
             key: log.key.clone(),
             alive: Arc::downgrade(&log.alive),
             live,
@@ -122,6 +128,7 @@ impl StreamLog {
 
     pub async fn append(&self, event: NewEvent) -> Result<Event, LogError> {
         let body = serde_json::to_string(&event).map_err(|e| unavailable(&e))?;
+        let tag = self.redis.tag_text(&self.key, body.as_bytes());
         let key = self.key.clone();
         let id: String = self
             .redis
@@ -131,6 +138,8 @@ impl StreamLog {
                     .arg("*")
                     .arg("e")
                     .arg(body)
+                    .arg("m")
+                    .arg(tag)
                     .query_async(&mut c)
                     .await
             })
@@ -175,7 +184,9 @@ impl StreamLog {
             let end_reached = entries.len() < batch;
             for (id, fields) in entries {
                 position = id;
-                let event = decode(&position, &fields)?;
+                let Some(event) = decode(&self.redis, &self.key, &position, &fields) else {
+                    continue;
+                };
                 if filter.matches(&event) {
                     events.push(event);
                     if events.len() == limit {
@@ -271,21 +282,38 @@ fn stream_id(cursor: &Cursor) -> Option<String> {
     Some(format!("{ms}-{seq}"))
 }
 
-fn decode(id: &str, fields: &[String]) -> Result<Event, LogError> {
-    let body = fields
-        .chunks_exact(2)
-        .find(|pair| pair[0] == "e")
-        .map(|pair| &pair[1])
-        .ok_or_else(|| unavailable(&format!("entry {id} has no event")))?;
-    let event: NewEvent = serde_json::from_str(body)
-        .map_err(|e| unavailable(&format!("entry {id} does not read back: {e}")))?;
-    let id = cursor(id).ok_or_else(|| unavailable(&id))?;
-    Ok(event.with_id(id))
+/// The event of entry `id` of the stream `key`, if its MAC holds and it reads back; a
+/// refusal is counted and logged, and the entry skipped.
+fn decode(redis: &RedisState, key: &str, id: &str, fields: &[String]) -> Option<Event> {
+    let field = |name: &str| {
+        fields
+            .chunks_exact(2)
+            .find(|pair| pair[0] == name)
+            .map(|pair| pair[1].as_str())
+    };
+    let (Some(body), Some(tag)) = (field("e"), field("m")) else {
+        redis.reject("event", Rejected::Unauthenticated);
+        return None;
+    };
+    if !redis.check_text("event", key, body.as_bytes(), tag) {
+        return None;
+    }
+    let Some(event) = serde_json::from_str::<NewEvent>(body)
+        .ok()
+        .zip(cursor(id))
+        .map(|(event, id)| event.with_id(id))
+    else {
+        redis.reject("event", Rejected::Malformed);
+        return None;
+    };
+    Some(event)
 }
 
 /// Reads every entry added to the stream, on any replica, into the live feed.
 struct Tail {
     client: redis::Client,
+    /// For the MAC of each entry, and to count those refused.
+    redis: Arc<RedisState>,
     key: String,
     alive: Weak<()>,
     live: broadcast::Sender<Event>,
@@ -328,11 +356,8 @@ impl Tail {
             match reply {
                 Ok(streams) => {
                     for (id, fields) in streams.into_iter().flatten().flat_map(|s| s.1) {
-                        match decode(&id, &fields) {
-                            Ok(event) => {
-                                let _ = self.live.send(event);
-                            }
-                            Err(error) => tracing::warn!(%error, "an event log entry is skipped"),
+                        if let Some(event) = decode(&self.redis, &self.key, &id, &fields) {
+                            let _ = self.live.send(event);
                         }
                         from = id;
                     }

@@ -81,7 +81,15 @@ impl QpienClient {
         let redis = shared.map(|(redis, _)| redis);
         let tokens = credentials.map(|credentials| {
             let shared = redis.clone().zip(hasher.service()).map(|(redis, service)| {
-                SharedToken::new(redis, &service.id().to_hex(), &credentials.client_secret)
+                // A renewal runs inside one request's deadline: it never holds the lock
+                // longer, Redis's round trips aside.
+                let lock_hold = settings.request_timeout + Duration::from_secs(1);
+                SharedToken::new(
+                    redis,
+                    &service.id().to_hex(),
+                    &credentials.client_secret,
+                    lock_hold,
+                )
             });
             TokenCache::new(credentials, shared)
         });

@@ -4,8 +4,11 @@
 //!
 //! With Redis (`state::SharedToken`) the token is shared by the replicas too: a replica
 //! first looks there, and only the one that takes the renewal lock asks Qpien; the
-//! others wait for its token. Without Redis, or while it is down, each replica keeps its
-//! own.
+//! others wait for its token, but no longer than the lock may be held (counted across
+//! requests, as each one gives up at its own deadline): a lock held past that (a replica
+//! gone, or a value planted in Redis) is ignored and this replica renews alone, storing
+//! what it got for the others. Without Redis, or while it is down, each replica keeps
+//! its own.
 
 use std::sync::Mutex as SyncMutex;
 use std::time::{Duration, SystemTime};
@@ -32,6 +35,9 @@ pub struct TokenCache {
     shared: Option<SharedToken>,
     /// Names this process as the holder of the shared renewal lock.
     holder: String,
+    /// Since when this replica has found another's renewal lock in its way, with no
+    /// usable token: the wait outlives the requests that give up on it.
+    blocked_since: SyncMutex<Option<Instant>>,
 }
 
 #[derive(Clone)]
@@ -56,6 +62,7 @@ impl TokenCache {
             expires_at: SyncMutex::new(None),
             shared,
             holder: holder.iter().map(|b| format!("{b:02x}")).collect(),
+            blocked_since: SyncMutex::new(None),
         }
     }
 
@@ -84,6 +91,7 @@ impl TokenCache {
                 match shared.lock(&self.holder).await {
                     None => break,
                     Some(true) => {
+                        *self.blocked_since.lock().expect("not poisoned") = None;
                         // Another replica may have stored a token between our look and
                         // taking the lock, and let it go since.
                         if let Some(Some(stored)) = shared.read().await
@@ -92,24 +100,48 @@ impl TokenCache {
                             shared.unlock(&self.holder).await;
                             return Ok(self.keep(&mut current, adopt(stored)));
                         }
-                        let result = generate(&self.credentials).await;
-                        let result = match result {
-                            Ok((token, lifetime)) => {
-                                let stored = shared.write(&token, lifetime).await;
-                                Ok(self.keep(&mut current, fresh(token, lifetime, stored)))
-                            }
-                            Err(error) => Err(error),
-                        };
+                        let result = self.renew_shared(shared, &mut current, generate).await;
                         shared.unlock(&self.holder).await;
                         return result;
                     }
-                    // Another replica is asking Qpien: wait for its token.
-                    Some(false) => tokio::time::sleep(WAIT_STEP).await,
+                    // Another replica is asking Qpien: wait for its token, as long as
+                    // a renewal may hold the lock.
+                    Some(false) if self.blocked_for() < shared.lock_hold() => {
+                        tokio::time::sleep(WAIT_STEP).await;
+                    }
+                    Some(false) => {
+                        tracing::warn!(
+                            "the shared token renewal lock is held longer than a renewal may take: renewing without it"
+                        );
+                        return self.renew_shared(shared, &mut current, generate).await;
+                    }
                 }
             }
         }
         let (token, lifetime) = generate(&self.credentials).await?;
         Ok(self.keep(&mut current, fresh(token, lifetime, None)))
+    }
+
+    /// A token from Qpien, stored in Redis for the other replicas.
+    async fn renew_shared(
+        &self,
+        shared: &SharedToken,
+        current: &mut Option<Cached>,
+        generate: impl AsyncFnOnce(&ClientCredentials) -> Result<(Secret, Duration), UpstreamError>,
+    ) -> Result<Secret, UpstreamError> {
+        let (token, lifetime) = generate(&self.credentials).await?;
+        let stored = shared.write(&token, lifetime).await;
+        Ok(self.keep(current, fresh(token, lifetime, stored)))
+    }
+
+    /// How long this replica has found the renewal lock held by another (0 the first
+    /// time); `keep` ends the wait.
+    fn blocked_for(&self) -> Duration {
+        self.blocked_since
+            .lock()
+            .expect("not poisoned")
+            .get_or_insert_with(Instant::now)
+            .elapsed()
     }
 
     fn keep(
@@ -119,6 +151,7 @@ impl TokenCache {
     ) -> Secret {
         let token = cached.token.clone();
         *current = Some(cached);
+        *self.blocked_since.lock().expect("not poisoned") = None;
         *self.expires_at.lock().expect("not poisoned") = Some(expires_at);
         token
     }

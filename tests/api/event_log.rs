@@ -25,7 +25,8 @@ async fn replica(server: &RedisServer, retention: Duration) -> Arc<EventLog> {
         timeout: Duration::from_secs(2),
         hash_secret: None,
     };
-    let state = RedisState::connect(&redis, Arc::new(Metrics::default()))
+    let secret = Secret::new("a secret the replicas share");
+    let state = RedisState::connect(&redis, &secret, Arc::new(Metrics::default()))
         .await
         .unwrap();
     let settings = Settings {
@@ -199,4 +200,48 @@ async fn a_killed_and_restarted_redis_with_its_append_only_file_loses_no_acknowl
         1_000.0 / elapsed.as_secs_f64(),
         stored_before_kill.len()
     );
+}
+
+#[tokio::test]
+#[cfg_attr(
+    not(redis_server),
+    ignore = "no redis-server on PATH: apt-get install redis-server"
+)]
+async fn entries_planted_in_the_stream_are_neither_read_nor_sent_live() {
+    let server = RedisServer::start().await;
+    let log = replica(&server, WEEK).await;
+    let mut live = log.subscribe();
+    let start = log.latest().await.unwrap();
+    let before = log.append(event(EventKind::Updated, A, 0)).await.unwrap();
+    // A well-formed event without a MAC, one with a wrong MAC, and junk.
+    let body = serde_json::to_string(&event(EventKind::Joined, B, 1)).unwrap();
+    let mut c = server.connection().await.unwrap();
+    for fields in [
+        vec!["e", body.as_str()],
+        vec!["e", body.as_str(), "m", &"0".repeat(64)],
+        vec!["x", "y"],
+    ] {
+        let _: String = redis::cmd("XADD")
+            .arg("qpien-rest-test:events:log")
+            .arg("*")
+            .arg(&fields)
+            .query_async(&mut c)
+            .await
+            .unwrap();
+    }
+    let after = log.append(event(EventKind::Updated, A, 2)).await.unwrap();
+
+    let page = log
+        .after(Some(&start), &Filter::default(), 10)
+        .await
+        .unwrap();
+
+    assert_eq!(page.events, vec![before.clone(), after.clone()]);
+    assert_eq!(page.next, log.latest().await.unwrap());
+    for expected in [before, after] {
+        let got = tokio::time::timeout(Duration::from_secs(2), live.recv()).await;
+        assert_eq!(got.expect("live within 2 s").unwrap(), expected);
+    }
+    let more = tokio::time::timeout(Duration::from_millis(300), live.recv()).await;
+    assert!(more.is_err(), "a planted entry went out live: {more:?}");
 }
