@@ -160,7 +160,7 @@ impl Application {
             .set(i64::from(webhooks.is_some()));
         let key_watch = keys.as_ref().map(|k| watch_caller_keys(k, metrics.clone()));
         let keys = keys.map(web::Data::from);
-        let base = web::Data::new(PublicBaseUrl(settings.public_base_url.clone()));
+        let base = web::Data::new(PublicBaseUrl::for_settings(&settings));
         let docs = web::Data::new(openapi::Renderings::build());
         let connection = web::Data::new(ConnectionAuth::for_settings(&settings));
 
