@@ -60,7 +60,8 @@ PY
 
 echo "== haproxy -c"
 LB_BIND=127.0.0.1:8080 QPIEN_REPLICA_1=127.0.0.1:1 QPIEN_REPLICA_2=127.0.0.1:2 \
-  QPIEN_REPLICA_3=127.0.0.1:3 /usr/sbin/haproxy -c -f deploy/haproxy.cfg
+  QPIEN_REPLICA_3=127.0.0.1:3 QPIEN_CHECK_PORT_1=4 QPIEN_CHECK_PORT_2=5 QPIEN_CHECK_PORT_3=6 \
+  /usr/sbin/haproxy -c -f deploy/haproxy.cfg
 
 echo "== promtool"
 promtool check rules deploy/prometheus/alerts.yml

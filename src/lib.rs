@@ -2,6 +2,7 @@
 //! GraphQL conversation API. `main.rs` only calls into this library, so the tests start
 //! the application exactly as production does.
 
+pub mod admin;
 pub mod callers;
 pub mod cli;
 pub mod connector;

@@ -28,7 +28,7 @@ use crate::settings::{
 use crate::state::redis::RedisState;
 use crate::telemetry::{RequestSpan, request_context};
 use crate::upstream::QpienClient;
-use crate::{openapi, routes};
+use crate::{admin, openapi, routes};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -68,6 +68,8 @@ pub struct Application {
     _sandbox: Option<Sandbox>,
     /// Watches the caller keys file while the application runs.
     key_watch: Option<tokio::task::JoinHandle<()>>,
+    /// The admin listener, with `ADMIN_PORT`.
+    admin: Option<admin::Admin>,
 }
 
 impl Application {
@@ -186,6 +188,20 @@ impl Application {
                 .map_err(|e| StartupError::SandboxWebhook(e.to_string()))?;
         }
 
+        let admin = settings
+            .admin
+            .map(|address| {
+                let shared = admin::Shared {
+                    client: client.clone(),
+                    metrics: metrics.clone(),
+                    keys: keys.clone(),
+                    webhooks: webhooks.clone(),
+                };
+                admin::start(address, shared)
+            })
+            .transpose()?;
+        let admin_apart = admin.is_some();
+
         let server = HttpServer::new(move || {
             let mut app = App::new()
                 .wrap(TracingLogger::<RequestSpan>::new())
@@ -200,6 +216,9 @@ impl Application {
             }
             if let Some(webhooks) = &webhooks {
                 app = app.app_data(webhooks.clone());
+            }
+            if admin_apart {
+                app = app.service(admin::withheld());
             }
             app.into_utoipa_app()
                 .configure(routes::configure)
@@ -230,11 +249,17 @@ impl Application {
             service_mode,
             _sandbox: sandbox,
             key_watch,
+            admin,
         })
     }
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The admin listener's port, with `ADMIN_PORT`.
+    pub fn admin_port(&self) -> Option<u16> {
+        self.admin.as_ref().map(|a| a.port)
     }
 
     pub fn upstream_url(&self) -> &Url {
@@ -251,9 +276,13 @@ impl Application {
             server,
             _sandbox,
             key_watch,
+            admin,
             ..
         } = self;
-        let result = server.await;
+        let result = match admin {
+            Some(admin) => admin.stop_after(server).await,
+            None => server.await,
+        };
         if let Some(watch) = key_watch {
             watch.abort();
         }
