@@ -132,7 +132,7 @@ pub const MALFORMED_BODY: ProblemKind = ProblemKind {
     slug: "malformed-body",
     status: 400,
     title: "Malformed request body",
-    explanation: "The body is not JSON, or not a JSON object. Nothing was sent to Qpien.",
+    explanation: "The body is not JSON, not a JSON object, or names a member twice in one object (the detail says which). Nothing was sent to Qpien.",
 };
 pub const MISSING_CREDENTIALS: ProblemKind = ProblemKind {
     slug: "missing-credentials",
