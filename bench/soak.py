@@ -33,7 +33,7 @@ LISTS = [
     for page in (1, 2, 3)
 ]
 # (action, weight)
-MIX = [("item", 40), ("list", 15), ("revalid", 15), ("update", 18), ("junk", 12)]
+MIX = [("item", 44), ("list", 20), ("revalid", 20), ("update", 6), ("junk", 10)]
 # The 5xx problems the service documents (docs/http.md, "Errors").
 DOCUMENTED_5XX = {
     502: {"/problems/upstream-error"},

@@ -13,7 +13,7 @@
 # replica at start (after start-up), middle (before the faults) and end (after the
 # load), and whether every conversation shows its last 200-acknowledged update.
 #
-#   bash bench/soak.sh     # DURATION=600 FAULT_SECS=60 WORKERS=8 THINK_MS=20 LIMIT=3000
+#   bash bench/soak.sh     # DURATION=600 FAULT_SECS=60 WORKERS=8 THINK_MS=50 LIMIT=6000
 #                          # READ_CACHE_TTL_MS=30000
 #   TOPOLOGY_PROFILE=release bash bench/soak.sh    # the release binaries (built already)
 #
@@ -23,11 +23,11 @@ set -euo pipefail
 DURATION=${DURATION:-600}
 FAULT_SECS=${FAULT_SECS:-60}
 WORKERS=${WORKERS:-8}
-THINK_MS=${THINK_MS:-20}
+THINK_MS=${THINK_MS:-50}
 # Above Qpien's 100 a minute on both sides, and reads kept 30 s (updates outdate what
 # they touch at once), so most requests are not refused for budget: 429s are documented
 # answers, but a soak of mostly 429s would exercise little else.
-LIMIT=${LIMIT:-3000}
+LIMIT=${LIMIT:-6000}
 READ_CACHE_TTL_MS=${READ_CACHE_TTL_MS:-30000}
 
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
