@@ -11,7 +11,8 @@
 # At the end it prints: panics in the logs (must be 0), statuses seen by action (no 5xx
 # other than the documented 502/503/504 problems), file descriptors and RSS of each
 # replica at start (after start-up), middle (before the faults) and end (after the
-# load), and whether every conversation shows its last 200-acknowledged update.
+# load), and whether every conversation shows its last 200-acknowledged update; the
+# same report is saved under bench/out/.
 #
 #   bash bench/soak.sh     # DURATION=600 FAULT_SECS=60 WORKERS=8 THINK_MS=50 LIMIT=6000
 #                          # READ_CACHE_TTL_MS=30000
@@ -32,6 +33,7 @@ READ_CACHE_TTL_MS=${READ_CACHE_TTL_MS:-30000}
 
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO_DIR=$(dirname "$BENCH_DIR")
+OUT_DIR=$BENCH_DIR/out
 
 log() { printf '>> %s\n' "$*" >&2; }
 die() {
@@ -147,27 +149,33 @@ undocumented=$(jq '.undocumented_5xx | length' "$TMP/load.json")
 lost=$(jq '.verified.lost // 0' "$TMP/load.json")
 commit=$(git -C "$REPO_DIR" rev-parse --short HEAD)
 
-echo
-echo "## Soak on $commit ($profile build): ${DURATION}s, Redis restarted at $((DURATION * 2 / 5))s, sandbox frozen ${FAULT_SECS}s from $((DURATION / 2))s"
-echo
-echo "$WORKERS workers, ${THINK_MS} ms between requests; QPIEN_RATE_LIMIT_PER_MINUTE=SANDBOX_RATE_LIMIT_PER_MINUTE=$LIMIT, READ_CACHE_TTL_MS=$READ_CACHE_TTL_MS"
-echo
-jq -r '"requests: \(.requests) in \(.seconds) s; updates sent \(.updates_sent), acknowledged (200) \(.updates_acknowledged)"' "$TMP/load.json"
-echo
-echo "| action | status | count |"
-echo "|---|---|---|"
-jq -r '.statuses | to_entries[] | (.key | split(" ")) as $k | "| \($k[0]) | \($k[1]) | \(.value) |"' "$TMP/load.json"
-echo
-echo "| replica | fds start | fds middle | fds end | RSS MiB start | RSS MiB middle | RSS MiB end |"
-echo "|---|---|---|---|---|---|---|"
-for n in 0 1 2; do
-    echo "| $((n + 1)) | ${FDS[start,$n]} | ${FDS[middle,$n]} | ${FDS[end,$n]} | ${RSS[start,$n]} | ${RSS[middle,$n]} | ${RSS[end,$n]} |"
-done
-echo
-echo "panics in the logs: $panics"
-echo "5xx answers that are no documented problem: $undocumented"
-jq -r '.undocumented_5xx[]' "$TMP/load.json"
-jq -r '"updates checked after the run: \(.verified | to_entries | map("\(.key) \(.value)") | join(", "))"' "$TMP/load.json"
-jq -r '.lost[]' "$TMP/load.json"
+mkdir -p "$OUT_DIR"
+REPORT=$OUT_DIR/soak-$(date -u +%Y%m%dT%H%M%SZ).md
+report() {
+    echo
+    echo "## Soak on $commit ($profile build): ${DURATION}s, Redis restarted at $((DURATION * 2 / 5))s, sandbox frozen ${FAULT_SECS}s from $((DURATION / 2))s"
+    echo
+    echo "$WORKERS workers, ${THINK_MS} ms between requests; QPIEN_RATE_LIMIT_PER_MINUTE=SANDBOX_RATE_LIMIT_PER_MINUTE=$LIMIT, READ_CACHE_TTL_MS=$READ_CACHE_TTL_MS"
+    echo
+    jq -r '"requests: \(.requests) in \(.seconds) s; updates sent \(.updates_sent), acknowledged (200) \(.updates_acknowledged)"' "$TMP/load.json"
+    echo
+    echo "| action | status | count |"
+    echo "|---|---|---|"
+    jq -r '.statuses | to_entries[] | (.key | split(" ")) as $k | "| \($k[0]) | \($k[1]) | \(.value) |"' "$TMP/load.json"
+    echo
+    echo "| replica | fds start | fds middle | fds end | RSS MiB start | RSS MiB middle | RSS MiB end |"
+    echo "|---|---|---|---|---|---|---|"
+    for n in 0 1 2; do
+        echo "| $((n + 1)) | ${FDS[start,$n]} | ${FDS[middle,$n]} | ${FDS[end,$n]} | ${RSS[start,$n]} | ${RSS[middle,$n]} | ${RSS[end,$n]} |"
+    done
+    echo
+    echo "panics in the logs: $panics"
+    echo "5xx answers that are no documented problem: $undocumented"
+    jq -r '.undocumented_5xx[]' "$TMP/load.json"
+    jq -r '"updates checked after the run: \(.verified | to_entries | map("\(.key) \(.value)") | join(", "))"' "$TMP/load.json"
+    jq -r '.lost[]' "$TMP/load.json"
+}
+report | tee "$REPORT"
+log "saved as $REPORT"
 
 ((panics == 0 && undocumented == 0 && lost == 0)) || die "a check failed"
