@@ -360,6 +360,14 @@ async fn with_an_admin_port_probes_and_metrics_leave_the_public_port() {
     assert_problem_at(&get(format!("{admin}/conversations")).await, 404);
     let metrics = get(format!("{admin}/metrics")).await.text().await.unwrap();
     assert!(metrics.contains("route=\"/conversations\""), "{metrics}");
+    // The container's HEALTHCHECK (no URL given) asks the admin port.
+    let healthcheck = Command::new(env!("CARGO_BIN_EXE_qpien-rest"))
+        .arg("healthcheck")
+        .env("PORT", "1")
+        .env("ADMIN_PORT", &admin_port)
+        .status()
+        .unwrap();
+    assert_eq!(healthcheck.code(), Some(0));
 
     service.terminate();
     assert!(service.wait(Duration::from_secs(15)).success());
