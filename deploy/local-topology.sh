@@ -10,6 +10,10 @@
 #   PORT=8080           the load balancer's port
 #   TOPOLOGY_PROFILE    debug (default) or release: which target/ binaries to run
 #   TOPOLOGY_BUILD=0    do not run `cargo build` first (it is a no-op when up to date)
+#   TOPOLOGY_ADMIN=1    each replica gets an ADMIN_PORT, as in docker-compose.yml:
+#                       HAProxy checks it, /healthz, /readyz and /metrics are there
+#                       only (TOPOLOGY_ADMIN_URLS); default 0, replicas serve them on
+#                       their own port, as the benchmarks expect
 #   TOPOLOGY_REDIS=0    no redis-server: the replicas run with REDIS_URL unset (even if
 #                       set here), each alone, keeping to its share of the rate limit
 #                       (QPIEN_RATE_LIMIT_PER_MINUTE / QPIEN_REPLICAS, still 3); the
@@ -19,7 +23,8 @@
 # Started in the background by another script, stop it with SIGTERM: a non-interactive
 # shell starts background jobs with SIGINT ignored, and that cannot be undone.
 # --ready-file FILE: once HAProxy serves, FILE gets KEY=VALUE lines (TOPOLOGY_URL,
-# TOPOLOGY_REDIS_URL, TOPOLOGY_SANDBOX_URL, TOPOLOGY_REPLICA_URLS separated by spaces),
+# TOPOLOGY_REDIS_URL, TOPOLOGY_SANDBOX_URL, TOPOLOGY_REPLICA_URLS and TOPOLOGY_ADMIN_URLS
+# separated by spaces),
 # ready to `source`; removed on exit.
 # Any other setting of the facade in the environment (READ_CACHE_TTL_MS, RUST_LOG,
 # API_KEYS_FILE, ...) or of the sandbox (SANDBOX_RATE_LIMIT_PER_MINUTE) reaches them.
@@ -31,7 +36,9 @@
 #   curl "$TOPOLOGY_URL/conversations"
 #   topology_down
 # topology_up sets TOPOLOGY_URL, TOPOLOGY_SANDBOX_URL, TOPOLOGY_REDIS_URL,
-# TOPOLOGY_REPLICA_URLS (array), TOPOLOGY_DIR (logs: sandbox.log, redis.log,
+# TOPOLOGY_REPLICA_URLS (array), TOPOLOGY_ADMIN_URLS (array: where each replica's
+# /healthz, /readyz and /metrics are, its own URL without TOPOLOGY_ADMIN),
+# TOPOLOGY_DIR (logs: sandbox.log, redis.log,
 # replica-N.log, haproxy.log; TOPOLOGY_REDIS_URL is empty with TOPOLOGY_REDIS=0); it
 # returns non-zero, having stopped what it started, if something does not come up.
 
@@ -168,18 +175,26 @@ topology__up() {
 
   TOPOLOGY_URL=http://127.0.0.1:$lb_port
   TOPOLOGY_REPLICA_URLS=()
-  local replica_env=()
+  TOPOLOGY_ADMIN_URLS=()
+  local replica_env=() admin_port admin_env
   for i in $(seq 1 "$TOPOLOGY_REPLICA_COUNT"); do
     port=$(topology_free_port)
+    admin_port=$port
+    admin_env=()
+    if [ "${TOPOLOGY_ADMIN:-0}" = 1 ]; then
+      admin_port=$(topology_free_port)
+      admin_env=(ADMIN_PORT="$admin_port")
+    fi
     TOPOLOGY_REPLICA_URLS+=("http://127.0.0.1:$port")
-    replica_env+=("QPIEN_REPLICA_$i=127.0.0.1:$port")
-    topology_start "replica-$i" env "${redis_env[@]}" HOST=127.0.0.1 PORT="$port" \
+    TOPOLOGY_ADMIN_URLS+=("http://127.0.0.1:$admin_port")
+    replica_env+=("QPIEN_REPLICA_$i=127.0.0.1:$port" "QPIEN_CHECK_PORT_$i=$admin_port")
+    topology_start "replica-$i" env -u ADMIN_PORT -u ADMIN_HOST "${redis_env[@]}" "${admin_env[@]}" HOST=127.0.0.1 PORT="$port" \
       PUBLIC_BASE_URL="$TOPOLOGY_URL" \
       QPIEN_API_URL="$TOPOLOGY_SANDBOX_URL/api/v1" \
       QPIEN_CLIENT_ID="$TOPOLOGY_CLIENT_ID" QPIEN_CLIENT_SECRET="$TOPOLOGY_CLIENT_SECRET" \
       QPIEN_REPLICAS="$TOPOLOGY_REPLICA_COUNT" \
       "$TOPOLOGY_FACADE_BIN"
-    topology_wait "replica-$i" "$TOPOLOGY_FACADE_BIN" healthcheck "http://127.0.0.1:$port/readyz" || return 1
+    topology_wait "replica-$i" "$TOPOLOGY_FACADE_BIN" healthcheck "http://127.0.0.1:$admin_port/readyz" || return 1
   done
 
   local haproxy_env=(env LB_BIND="127.0.0.1:$lb_port" "${replica_env[@]}")
@@ -189,7 +204,8 @@ topology__up() {
   fi
   # -db: stay in the foreground, so the PID recorded is HAProxy's.
   topology_start haproxy "${haproxy_env[@]}" "$TOPOLOGY_HAPROXY" -db -f "$TOPOLOGY_ROOT/deploy/haproxy.cfg"
-  topology_wait haproxy "$TOPOLOGY_FACADE_BIN" healthcheck "$TOPOLOGY_URL/readyz" || return 1
+  # Not /readyz: with TOPOLOGY_ADMIN=1 it is not on the port HAProxy routes to.
+  topology_wait haproxy "$TOPOLOGY_FACADE_BIN" healthcheck "$TOPOLOGY_URL/openapi.json" || return 1
 }
 
 # Stops, newest first, what topology_up started: SIGTERM, then SIGKILL after 10 s.
@@ -257,7 +273,7 @@ topology_main() {
 
   echo "load balancer  $TOPOLOGY_URL   (HAProxy, checks /readyz)"
   for i in "${!TOPOLOGY_REPLICA_URLS[@]}"; do
-    echo "replica-$((i + 1))      ${TOPOLOGY_REPLICA_URLS[$i]}"
+    echo "replica-$((i + 1))      ${TOPOLOGY_REPLICA_URLS[$i]}   (probes, metrics: ${TOPOLOGY_ADMIN_URLS[$i]})"
   done
   echo "sandbox        $TOPOLOGY_SANDBOX_URL/api/v1"
   echo "redis          ${TOPOLOGY_REDIS_URL:-none (TOPOLOGY_REDIS=0: each replica keeps to its share)}"
@@ -268,6 +284,7 @@ topology_main() {
       echo "TOPOLOGY_SANDBOX_URL=$TOPOLOGY_SANDBOX_URL"
       echo "TOPOLOGY_REDIS_URL=$TOPOLOGY_REDIS_URL"
       echo "TOPOLOGY_REPLICA_URLS=\"${TOPOLOGY_REPLICA_URLS[*]}\""
+      echo "TOPOLOGY_ADMIN_URLS=\"${TOPOLOGY_ADMIN_URLS[*]}\""
     } >"$TOPOLOGY_READY_FILE.tmp"
     mv "$TOPOLOGY_READY_FILE.tmp" "$TOPOLOGY_READY_FILE"
   fi

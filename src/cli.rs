@@ -19,7 +19,7 @@ const USAGE: &str = "usage: qpien-rest [serve | openapi | postman | connector | 
                at http://127.0.0.1:8080, to stdout\n\
   connector --out DIR  write a Power Platform custom connector (apiDefinition.swagger.json,\n\
                apiProperties.json, icon.png) for PUBLIC_BASE_URL and this configuration's mode\n\
-  healthcheck [URL]  exit 0 when URL (default http://127.0.0.1:$PORT/healthz) answers 2xx, else 1\n\
+  healthcheck [URL]  exit 0 when URL (default http://127.0.0.1:$PORT/healthz, or $ADMIN_PORT's) answers 2xx, else 1\n\
   keys add|list|revoke --file F ...  manage caller keys (see `qpien-rest keys help`)\n";
 
 pub async fn run(args: Vec<String>) -> ExitCode {
@@ -74,7 +74,7 @@ pub async fn run(args: Vec<String>) -> ExitCode {
             let url = args
                 .get(1)
                 .cloned()
-                .unwrap_or_else(|| format!("http://127.0.0.1:{}/healthz", settings.port));
+                .unwrap_or_else(|| default_healthcheck_url(&settings));
             healthcheck(&url).await
         }
         Some("help" | "--help" | "-h") => {
@@ -125,6 +125,13 @@ async fn serve(settings: Settings) -> ExitCode {
     println!("  Swagger UI:   {base}/docs/");
     println!("  OpenAPI:      {base}/openapi.json (3.1), /openapi-3.0.json, /swagger-2.0.json");
     println!("  Postman:      {base}/postman-collection.json");
+    if let (Some(port), Some(admin)) = (application.admin_port(), settings.admin) {
+        tracing::info!(admin.port = port, "health and metrics on {}", admin.ip());
+        println!(
+            "  Admin:        /healthz, /readyz, /metrics on {}:{port}",
+            admin.ip()
+        );
+    }
     match application.run_until_stopped().await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
@@ -172,6 +179,18 @@ set PUBLIC_BASE_URL to the https:// address it can reach before importing this c
         icon = written.files[2].display(),
     );
     ExitCode::SUCCESS
+}
+
+/// `/healthz` where this configuration serves it: the admin listener when there is one
+/// (on `ADMIN_HOST` unless that is every address or loopback), else the public port.
+fn default_healthcheck_url(settings: &Settings) -> String {
+    match settings.admin {
+        Some(admin) if !admin.ip().is_unspecified() && !admin.ip().is_loopback() => {
+            format!("http://{admin}/healthz")
+        }
+        Some(admin) => format!("http://127.0.0.1:{}/healthz", admin.port()),
+        None => format!("http://127.0.0.1:{}/healthz", settings.port),
+    }
 }
 
 async fn healthcheck(url: &str) -> ExitCode {

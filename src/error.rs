@@ -140,7 +140,7 @@ pub const MALFORMED_BODY: ProblemKind = ProblemKind {
     slug: "malformed-body",
     status: 400,
     title: "Malformed request body",
-    explanation: "The body is not JSON, or not a JSON object. Nothing was sent to Qpien.",
+    explanation: "The body is not JSON, not a JSON object, or names a member twice in one object (the detail says which). Nothing was sent to Qpien.",
 };
 pub const MISSING_CREDENTIALS: ProblemKind = ProblemKind {
     slug: "missing-credentials",
@@ -359,8 +359,8 @@ impl ApiError {
         }
     }
 
-    /// What the caller reads. Upstream causes are summarised, never copied verbatim where
-    /// they could carry internals.
+    /// What the caller reads. Upstream causes are summarised, never copied: Qpien's
+    /// messages go to the log only; callers get its documented codes (`code`).
     fn detail(&self) -> String {
         match self {
             Self::InvalidParameters(errors) => format!("{} query or path parameter(s) invalid; see errors.", errors.len()),
@@ -402,7 +402,9 @@ impl ApiError {
                     None => "The access token lacks a scope this operation needs.".to_owned(),
                 },
                 UpstreamError::NotFound { .. } => "Qpien has no conversation with this id.".to_owned(),
-                UpstreamError::BadInput { message } => format!("Qpien rejected the input: {message}"),
+                // Qpien's own words stay in the log (under this request id): they are free
+                // text, and may name what the caller has no business seeing.
+                UpstreamError::BadInput { .. } => "Qpien refused a value of the request (BAD_USER_INPUT), e.g. a tag name that does not exist for the customer; the service's log has Qpien's message under this request id.".to_owned(),
                 UpstreamError::BudgetExhausted { retry_after } => format!(
                     "The budget of requests per minute toward Qpien for this credential is used up; retry in {} s.",
                     retry_after.as_secs()

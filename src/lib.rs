@@ -2,6 +2,7 @@
 //! GraphQL conversation API. `main.rs` only calls into this library, so the tests start
 //! the application exactly as production does.
 
+pub mod admin;
 #[cfg(test)]
 mod arbitrary;
 pub mod callers;

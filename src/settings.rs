@@ -2,7 +2,7 @@
 //! is a message written for the operator and a non-zero exit, never a panic later.
 
 use std::fmt;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -21,6 +21,12 @@ pub struct Settings {
     /// `https://qpien-rest.example.com`. Used for paging links and the OpenAPI `servers`.
     /// Default: unset, links are built from the request's `Host`.
     pub public_base_url: Option<Url>,
+    /// `ADMIN_PORT` and `ADMIN_HOST`: where `/healthz`, `/readyz` and `/metrics` are
+    /// served instead of the public port (which then answers 404 for them), so probes and
+    /// scrapes can be let in apart from callers. `ADMIN_HOST` defaults to `HOST`: probes
+    /// and scrapers usually come from outside the container, as callers do. Default:
+    /// unset, they are on the public port.
+    pub admin: Option<SocketAddr>,
     /// Where and how to reach Qpien.
     pub upstream: UpstreamSettings,
     /// The read cache: `READ_CACHE_TTL_MS` (default 5000; 0 turns it off),
@@ -336,6 +342,7 @@ impl Default for Settings {
             host: IpAddr::from([127, 0, 0, 1]),
             port: 8080,
             public_base_url: None,
+            admin: None,
             upstream: UpstreamSettings::default(),
             read_cache: CacheLimits {
                 ttl: Duration::from_millis(5_000),
@@ -396,6 +403,7 @@ impl Settings {
                 }
             }
         }
+        settings.admin = admin_address(&get, &settings, &mut problems);
         if let Some(v) = get("PUBLIC_BASE_URL") {
             match parse_http_url(&v) {
                 Ok(url) => settings.public_base_url = Some(url),
@@ -605,6 +613,45 @@ impl Settings {
     }
 }
 
+/// `ADMIN_PORT` on `ADMIN_HOST`, else on `HOST` (already read into `settings`).
+fn admin_address(
+    get: &impl Fn(&str) -> Option<String>,
+    settings: &Settings,
+    problems: &mut Vec<String>,
+) -> Option<SocketAddr> {
+    let host = match get("ADMIN_HOST").map(|v| (v.parse::<IpAddr>(), v)) {
+        None => settings.host,
+        Some((Ok(ip), _)) => ip,
+        Some((Err(_), v)) => {
+            problems.push(format!(
+                "ADMIN_HOST must be an IP address such as 127.0.0.1 or 0.0.0.0, got {v:?}"
+            ));
+            return None;
+        }
+    };
+    let Some(v) = get("ADMIN_PORT") else {
+        if get("ADMIN_HOST").is_some() {
+            problems.push("ADMIN_HOST is set without ADMIN_PORT: set ADMIN_PORT too, or unset ADMIN_HOST to keep the probes and metrics on the public port".into());
+        }
+        return None;
+    };
+    match v.parse::<u16>() {
+        Ok(port) if port != 0 && port == settings.port => {
+            problems.push(format!(
+                "ADMIN_PORT must differ from PORT ({port}): the admin routes are served apart from the public ones"
+            ));
+            None
+        }
+        Ok(port) => Some(SocketAddr::new(host, port)),
+        Err(_) => {
+            problems.push(format!(
+                "ADMIN_PORT must be a number from 0 to 65535, got {v:?}"
+            ));
+            None
+        }
+    }
+}
+
 /// `REDIS_URL` and the settings that only mean something with it.
 fn redis_settings(
     get: &impl Fn(&str) -> Option<String>,
@@ -661,6 +708,29 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         Settings::from_lookup(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn the_admin_listener_is_on_host_unless_admin_host_says_otherwise() {
+        let admin = |pairs: &[(&str, &str)]| settings(pairs).map(|s| s.admin);
+
+        assert_eq!(admin(&[]).unwrap(), None);
+        assert_eq!(
+            admin(&[("HOST", "0.0.0.0"), ("ADMIN_PORT", "9090")]).unwrap(),
+            Some("0.0.0.0:9090".parse().unwrap())
+        );
+        assert_eq!(
+            admin(&[("ADMIN_HOST", "127.0.0.1"), ("ADMIN_PORT", "9090")]).unwrap(),
+            Some("127.0.0.1:9090".parse().unwrap())
+        );
+        for refused in [
+            &[("ADMIN_PORT", "8080")][..],
+            &[("ADMIN_PORT", "x")],
+            &[("ADMIN_HOST", "127.0.0.1")],
+            &[("ADMIN_HOST", "admin"), ("ADMIN_PORT", "9090")],
+        ] {
+            assert!(admin(refused).unwrap_err().to_string().contains("ADMIN_"));
+        }
     }
 
     #[test]

@@ -29,7 +29,7 @@ use crate::settings::{
 use crate::state::redis::RedisState;
 use crate::telemetry::{RequestSpan, request_context};
 use crate::upstream::QpienClient;
-use crate::{openapi, routes};
+use crate::{admin, openapi, routes};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -76,6 +76,8 @@ pub struct Application {
     key_watch: Option<tokio::task::JoinHandle<()>>,
     /// Tells the event streams to end when the service stops.
     closing: tokio::sync::watch::Sender<bool>,
+    /// The admin listener, with `ADMIN_PORT`.
+    admin: Option<admin::Admin>,
 }
 
 impl Application {
@@ -177,7 +179,7 @@ impl Application {
             .set(i64::from(webhooks.is_some()));
         let key_watch = keys.as_ref().map(|k| watch_caller_keys(k, metrics.clone()));
         let keys = keys.map(web::Data::from);
-        let base = web::Data::new(PublicBaseUrl(settings.public_base_url.clone()));
+        let base = web::Data::new(PublicBaseUrl::for_settings(&settings));
         let docs = web::Data::new(openapi::Renderings::build());
         let feed_settings = web::Data::new(settings.event_log);
         let (closing, streams_closing) = tokio::sync::watch::channel(false);
@@ -210,6 +212,20 @@ impl Application {
                 .map_err(|e| StartupError::SandboxWebhook(e.to_string()))?;
         }
 
+        let admin = settings
+            .admin
+            .map(|address| {
+                let shared = admin::Shared {
+                    client: client.clone(),
+                    metrics: metrics.clone(),
+                    keys: keys.clone(),
+                    webhooks: webhooks.clone(),
+                };
+                admin::start(address, shared)
+            })
+            .transpose()?;
+        let admin_apart = admin.is_some();
+
         let server = HttpServer::new(move || {
             let mut app = App::new()
                 .wrap(TracingLogger::<RequestSpan>::new())
@@ -230,6 +246,9 @@ impl Application {
             }
             if let Some(log) = &log {
                 app = app.app_data(web::Data::from(log.clone()));
+            }
+            if admin_apart {
+                app = app.service(admin::withheld());
             }
             app.into_utoipa_app()
                 .configure(routes::configure)
@@ -263,11 +282,17 @@ impl Application {
             _sandbox: sandbox,
             key_watch,
             closing,
+            admin,
         })
     }
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The admin listener's port, with `ADMIN_PORT`.
+    pub fn admin_port(&self) -> Option<u16> {
+        self.admin.as_ref().map(|a| a.port)
     }
 
     pub fn upstream_url(&self) -> &Url {
@@ -287,6 +312,7 @@ impl Application {
             _sandbox,
             key_watch,
             closing,
+            admin,
             ..
         } = self;
         let handle = server.handle();
@@ -297,7 +323,11 @@ impl Application {
             let _ = closing.send(true);
             stopped.await;
         });
-        let result = server.await;
+        // The admin port keeps answering probes while the public one drains.
+        let result = match admin {
+            Some(admin) => admin.stop_after(server).await,
+            None => server.await,
+        };
         signals.abort();
         if let Some(watch) = key_watch {
             watch.abort();

@@ -5,6 +5,7 @@ mod conversation;
 mod ids;
 mod list;
 mod patch;
+mod unique_json;
 
 pub use conversation::{
     Channel, ChannelType, Conversation, ConversationStatus, ConversationType, LastMessage,

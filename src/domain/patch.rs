@@ -3,6 +3,7 @@
 
 use serde_json::{Map, Value};
 
+use super::unique_json::{self, NotUnique};
 use super::{ConversationStatus, InvalidParam, MAX_TAG_CHARS, PersonId, Priority};
 
 /// Most tags one conversation can carry through this API.
@@ -41,8 +42,14 @@ pub enum PatchError {
 
 impl ConversationPatch {
     pub fn parse(body: &[u8]) -> Result<Self, PatchError> {
-        let value: Value = serde_json::from_slice(body)
-            .map_err(|e| PatchError::Malformed(format!("the body is not valid JSON: {e}")))?;
+        let value = unique_json::parse(body).map_err(|e| match e {
+            NotUnique::Syntax(e) => {
+                PatchError::Malformed(format!("the body is not valid JSON: {e}"))
+            }
+            NotUnique::Duplicate(pointer) => PatchError::Malformed(format!(
+                "the member {pointer} appears more than once; name each member of an object once"
+            )),
+        })?;
         let Value::Object(members) = value else {
             return Err(PatchError::Malformed(
                 "a merge patch must be a JSON object, e.g. {\"status\": \"resolved\"}".to_owned(),

@@ -16,17 +16,21 @@ mod complete;
 mod connector;
 mod examples;
 mod postman;
+mod served;
 mod swagger2;
 mod v30;
 
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::http::header;
+use actix_web::middleware::{Compress, from_fn};
+use actix_web::{HttpRequest, HttpResponse, guard, web};
 use serde_json::{Map, Value, json};
 use url::Url;
 use utoipa::OpenApi;
 use utoipa_actix_web::AppExt;
-use utoipa_swagger_ui::{Config, SwaggerUi};
+use utoipa_swagger_ui::Config;
 
 use crate::connector::ConnectionAuth;
+use crate::error::ApiError;
 use crate::public_url::{PublicBaseUrl, default_server};
 use crate::routes;
 
@@ -194,7 +198,8 @@ fn insert_after<const N: usize>(
 }
 
 /// Serves the three renderings, the Postman collection for `auth` (the configuration's
-/// mode), and Swagger UI (which offers the three renderings, 3.1 first).
+/// mode), and Swagger UI (which offers the three renderings, 3.1 first), each with a
+/// strong `ETag`, an explicit `Cache-Control` and gzip for clients that take it (`served`).
 pub fn configure(
     cfg: &mut web::ServiceConfig,
     renderings: web::Data<Renderings>,
@@ -208,9 +213,12 @@ pub fn configure(
                     move |req: HttpRequest,
                           renderings: web::Data<Renderings>,
                           base: web::Data<PublicBaseUrl>| async move {
-                        serve(&req, &renderings, &base, version)
+                        let document = renderings.render(version, &base.resolve(&req));
+                        document_response(&base, &document)
                     },
-                )),
+                ))
+                .wrap(Compress::default())
+                .wrap(from_fn(served::validate)),
         );
     }
     cfg.service(
@@ -223,9 +231,11 @@ pub fn configure(
                  base: web::Data<PublicBaseUrl>,
                  auth: web::Data<ConnectionAuth>| async move {
                     let v30 = renderings.render(Version::V30, &base.resolve(&req));
-                    HttpResponse::Ok().json(postman::collection(&v30, &auth))
+                    document_response(&base, &postman::collection(&v30, &auth))
                 },
-            )),
+            ))
+            .wrap(Compress::default())
+            .wrap(from_fn(served::validate)),
     );
     // Relative to /docs/, so the UI keeps working behind a gateway that adds a path prefix.
     let urls = Version::ALL.map(|v| {
@@ -236,16 +246,47 @@ pub fn configure(
         };
         utoipa_swagger_ui::Url::with_primary(v.label(), relative, v == Version::V31)
     });
-    cfg.service(SwaggerUi::new("/docs/{_:.*}").config(Config::new(urls)));
+    // Swagger UI's files through `utoipa_swagger_ui::serve` rather than its `SwaggerUi`
+    // service, which cannot be wrapped: they are the same for every request (the URLs
+    // above are relative), so cacheable like a stable document.
+    cfg.service(
+        web::resource("/docs/{file:.*}")
+            // Other methods fall through to the problem answers, as before.
+            .guard(guard::Get())
+            .app_data(web::Data::new(Config::new(urls)))
+            .route(web::get().to(swagger_ui_file))
+            .wrap(Compress::default())
+            .wrap(from_fn(served::validate)),
+    );
 }
 
-fn serve(
-    req: &HttpRequest,
-    renderings: &Renderings,
-    base: &PublicBaseUrl,
-    version: Version,
-) -> HttpResponse {
-    HttpResponse::Ok().json(renderings.render(version, &base.resolve(req)))
+fn document_response(base: &PublicBaseUrl, document: &Value) -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, served::cache_control(base)))
+        .json(document)
+}
+
+async fn swagger_ui_file(
+    file: web::Path<String>,
+    config: web::Data<Config<'static>>,
+) -> Result<HttpResponse, ApiError> {
+    let file = match utoipa_swagger_ui::serve(&file, config.into_inner()) {
+        Ok(Some(file)) => file,
+        Ok(None) => return Err(ApiError::RouteNotFound),
+        // Only a configuration that does not serialise, fixed in `configure`.
+        Err(error) => {
+            tracing::error!(%error, "Swagger UI's configuration cannot be served");
+            return Ok(HttpResponse::InternalServerError().finish());
+        }
+    };
+    let mut response = HttpResponse::Ok();
+    if file.gzpipped {
+        response.insert_header(header::ContentEncoding::Gzip);
+    }
+    Ok(response
+        .insert_header((header::CACHE_CONTROL, served::STABLE))
+        .content_type(file.content_type)
+        .body(file.bytes.into_owned()))
 }
 
 #[cfg(test)]

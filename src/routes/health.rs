@@ -168,10 +168,12 @@ pub async fn readyz(
             "the circuit breaker toward Qpien is open".into(),
         ));
     }
-    client
-        .check_ready(&request_id.0)
-        .await
-        .map_err(|e| ApiError::NotReady(format!("Qpien is not usable: {e}")))?;
+    client.check_ready(&request_id.0).await.map_err(|e| {
+        // The kind only: the error's text may carry Qpien's own words, which the
+        // log (of the problem) keeps.
+        tracing::warn!(error = %e, "readiness check failed");
+        ApiError::NotReady(format!("Qpien is not usable ({}).", e.kind()))
+    })?;
     let mode = if client.is_service_mode() {
         "service"
     } else {

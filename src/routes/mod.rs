@@ -65,6 +65,13 @@ pub fn configure(cfg: &mut ServiceConfig) {
         .service(webhooks::receive_qpien_webhook);
 }
 
+/// Liveness, readiness and the metrics alone, for the admin listener (`crate::admin`).
+pub fn configure_admin(cfg: &mut web::ServiceConfig) {
+    cfg.service(health::healthz)
+        .service(health::readyz)
+        .service(health::metrics);
+}
+
 /// The header for callers that cannot send a bearer (e.g. Power Automate connectors).
 pub const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
 

@@ -53,6 +53,13 @@ pub enum UpstreamError {
     Unexpected { code: String, message: String },
 }
 
+fn is_code_shaped(code: &str) -> bool {
+    (1..=64).contains(&code.len())
+        && code
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+}
+
 impl UpstreamError {
     /// A short label for metrics.
     pub fn kind(&self) -> &'static str {
@@ -85,7 +92,9 @@ impl UpstreamError {
         )
     }
 
-    /// The upstream's own error code, shown to callers where there is one.
+    /// The upstream's own error code, shown to callers in a problem's `code`. An unknown
+    /// code is passed on only when it looks like one (`A-Z`, digits, `_`, at most 64):
+    /// anything else is Qpien's free text, which stays in the log with the messages.
     pub fn code(&self) -> Option<&str> {
         match self {
             Self::Unauthorized { code, .. } => Some(code),
@@ -93,7 +102,7 @@ impl UpstreamError {
             Self::InvalidClient => Some("INVALID_CLIENT"),
             Self::NotFound { .. } => Some("NOT_FOUND"),
             Self::BadInput { .. } => Some("BAD_USER_INPUT"),
-            Self::Unexpected { code, .. } => Some(code),
+            Self::Unexpected { code, .. } if is_code_shaped(code) => Some(code),
             _ => None,
         }
     }

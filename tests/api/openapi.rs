@@ -327,3 +327,116 @@ async fn every_documented_example_request_succeeds_on_the_demo_data() {
     }
     assert!(sent >= 9, "only {sent} example requests");
 }
+
+/// Every path serving a document, the Postman collection included.
+const DOCUMENT_PATHS: [&str; 4] = [
+    "/openapi.json",
+    "/openapi-3.0.json",
+    "/swagger-2.0.json",
+    "/postman-collection.json",
+];
+
+#[tokio::test]
+async fn documents_made_from_the_request_host_are_kept_by_no_cache() {
+    let app = spawn_app().await;
+
+    for path in DOCUMENT_PATHS {
+        let response = app.get_with(path, &[("Host", "evil.example:443")]).await;
+
+        assert_eq!(response.status(), 200, "{path}");
+        assert_eq!(header(&response, "cache-control"), "no-store", "{path}");
+        assert!(header(&response, "etag").starts_with('"'), "{path}");
+    }
+}
+
+#[tokio::test]
+async fn documents_for_the_public_base_url_are_cacheable_and_revalidated_with_304() {
+    let app = spawn_app_with(Setup {
+        settings: Box::new(|s| {
+            s.public_base_url = Some(Url::parse("https://qpien.example.com").unwrap())
+        }),
+        ..Default::default()
+    })
+    .await;
+
+    for path in DOCUMENT_PATHS {
+        let first = app.get(path).await;
+        let etag = header(&first, "etag");
+        assert_eq!(header(&first, "cache-control"), "public, max-age=300");
+        assert!(etag.starts_with('"') && etag.len() > 2, "{path}: {etag:?}");
+
+        let again = app.get_with(path, &[("If-None-Match", &etag)]).await;
+        assert_eq!(again.status(), 304, "{path}");
+        assert_eq!(header(&again, "etag"), etag, "{path}");
+        assert_eq!(header(&again, "cache-control"), "public, max-age=300");
+        assert!(again.bytes().await.unwrap().is_empty());
+
+        let other = app.get_with(path, &[("If-None-Match", "\"0000000000000000\"")]);
+        assert_eq!(other.await.status(), 200, "{path}");
+    }
+}
+
+#[tokio::test]
+async fn documents_and_swagger_ui_are_gzipped_for_clients_that_accept_it() {
+    let app = spawn_app().await;
+    let gzip = [("Accept-Encoding", "gzip")];
+
+    for path in ["/openapi.json", "/docs/swagger-ui.css", "/docs/"] {
+        let plain = app.get(path).await;
+        let plain_etag = header(&plain, "etag");
+        let plain_len = plain.bytes().await.unwrap().len();
+        let packed = app.get_with(path, &gzip).await;
+        let packed_etag = header(&packed, "etag");
+
+        assert_eq!(header(&packed, "content-encoding"), "gzip", "{path}");
+        assert!(
+            header(&packed, "vary")
+                .to_lowercase()
+                .contains("accept-encoding")
+        );
+        assert_ne!(
+            packed_etag, plain_etag,
+            "each coding has its own strong tag"
+        );
+        assert!(
+            packed.bytes().await.unwrap().len() < plain_len / 2,
+            "{path}"
+        );
+        let again = app
+            .get_with(path, &[gzip[0], ("If-None-Match", &packed_etag)])
+            .await;
+        assert_eq!(again.status(), 304, "{path}");
+    }
+}
+
+#[tokio::test]
+async fn swagger_ui_files_carry_a_tag_and_a_cache_lifetime() {
+    let app = spawn_app().await;
+
+    for path in [
+        "/docs/",
+        "/docs/swagger-initializer.js",
+        "/docs/swagger-ui.css",
+    ] {
+        let response = app.get(path).await;
+        let etag = header(&response, "etag");
+
+        assert_eq!(response.status(), 200, "{path}");
+        assert_eq!(header(&response, "cache-control"), "public, max-age=300");
+        let again = app.get_with(path, &[("If-None-Match", &etag)]).await;
+        assert_eq!(again.status(), 304, "{path}");
+    }
+    assert_problem(app.get("/docs/no-such-file.js").await, 404).await;
+}
+
+#[tokio::test]
+async fn api_answers_are_not_compressed() {
+    let app = spawn_app().await;
+
+    let response = app
+        .get_with("/conversations", &[("Accept-Encoding", "gzip")])
+        .await;
+
+    assert_eq!(response.status(), 200);
+    assert_eq!(header(&response, "content-encoding"), "");
+}

@@ -358,3 +358,57 @@ async fn sigterm_ends_event_streams_at_once_and_exits_0() {
     let status = service.wait(PATIENCE);
     assert_eq!(status.code(), Some(0), "output:\n{}", service.output());
 }
+
+/// With `ADMIN_PORT`, probes and metrics are served there and nowhere else, and SIGTERM
+/// still ends the process (the admin listener stops with the public one).
+#[tokio::test]
+async fn with_an_admin_port_probes_and_metrics_leave_the_public_port() {
+    let admin_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string();
+    let mut service = Service::start(&[("ADMIN_PORT", &admin_port)]);
+    let admin = format!("http://127.0.0.1:{admin_port}");
+    let http = reqwest::Client::new();
+    let get = |url: String| {
+        let http = http.clone();
+        async move { http.get(url).send().await.unwrap() }
+    };
+
+    for path in ["/healthz", "/readyz", "/metrics"] {
+        assert_eq!(get(format!("{admin}{path}")).await.status(), 200, "{path}");
+        let public = get(format!("{}{path}", service.address)).await;
+        let problem = crate::helpers::assert_problem(public, 404).await;
+        assert_eq!(problem["type"], "/problems/not-found", "{path}");
+    }
+    assert_eq!(
+        get(format!("{}/conversations", service.address))
+            .await
+            .status(),
+        200
+    );
+    assert_problem_at(&get(format!("{admin}/conversations")).await, 404);
+    let metrics = get(format!("{admin}/metrics")).await.text().await.unwrap();
+    assert!(metrics.contains("route=\"/conversations\""), "{metrics}");
+    // The container's HEALTHCHECK (no URL given) asks the admin port.
+    let healthcheck = Command::new(env!("CARGO_BIN_EXE_qpien-rest"))
+        .arg("healthcheck")
+        .env("PORT", "1")
+        .env("ADMIN_PORT", &admin_port)
+        .status()
+        .unwrap();
+    assert_eq!(healthcheck.code(), Some(0));
+
+    service.terminate();
+    assert!(service.wait(Duration::from_secs(15)).success());
+}
+
+fn assert_problem_at(response: &reqwest::Response, status: u16) {
+    assert_eq!(response.status(), status);
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
+}

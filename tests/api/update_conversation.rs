@@ -267,8 +267,9 @@ async fn patch_returns_a_422_when_qpien_rejects_a_tag_name() {
     .await;
 
     assert_eq!(problem["code"], "BAD_USER_INPUT");
+    // The service's words, not Qpien's message (which stays in the log).
     assert!(
-        problem["detail"].as_str().unwrap().contains("no-such-tag"),
+        problem["detail"].as_str().unwrap().contains("tag name"),
         "{problem}"
     );
 }
@@ -297,4 +298,34 @@ async fn patch_returns_a_403_naming_the_scope_when_the_key_cannot_write() {
     );
     let unchanged: Value = app.get_conversation(&id).await.json().await.unwrap();
     assert_ne!(unchanged["status"], "closed");
+}
+
+/// A member named twice would mean the last one to this service and maybe the first to
+/// whatever read the body before it: refused, naming the member, at any depth.
+#[tokio::test]
+async fn a_member_named_twice_is_a_400_naming_it_and_nothing_is_sent() {
+    let app = spawn_app().await;
+    let id = app.some_conversation_id().await;
+    let cases = [
+        (r#"{"status": "closed", "status": "open"}"#, "#/status"),
+        (
+            r#"{"starred": true, "tags": ["vip"], "x": {"k": 1, "k": 2}}"#,
+            "#/x/k",
+        ),
+    ];
+    let updates_before = app.upstream_calls_of("updateConversation");
+
+    for (body, pointer) in cases {
+        let response = app
+            .patch_conversation(&id, body, Some("application/merge-patch+json"))
+            .await;
+
+        let problem = assert_problem(response, 400).await;
+        assert_eq!(problem["type"], "/problems/malformed-body");
+        assert!(
+            problem["detail"].as_str().unwrap().contains(pointer),
+            "{problem}"
+        );
+    }
+    assert_eq!(app.upstream_calls_of("updateConversation"), updates_before);
 }

@@ -165,3 +165,56 @@ async fn the_request_id_and_bearer_are_sent_upstream_and_values_travel_as_variab
     );
     assert_eq!(body["operationName"], "GetConversation");
 }
+
+/// Qpien's messages are free text: they go to the log, and callers get the service's own
+/// words with Qpien's code.
+fn answering_with_message(code: &str, message: &str) -> ResponseTemplate {
+    ResponseTemplate::new(200).set_body_json(json!({
+        "data": null,
+        "errors": [{"message": message, "extensions": {"code": code}}]
+    }))
+}
+
+const QPIEN_WORDS: &str = "shard db-7.internal:27017 refused tenant 4411";
+
+#[tokio::test]
+async fn qpien_error_messages_never_reach_the_problem_body() {
+    for (code, status) in [
+        ("BAD_USER_INPUT", 422),
+        ("NOT_FOUND", 404),
+        ("INTERNAL_SERVER_ERROR", 502),
+    ] {
+        let (_upstream, app) = answering(answering_with_message(code, QPIEN_WORDS)).await;
+
+        let response = app.get_with_bearer(&format!("/conversations/{ID}")).await;
+
+        let problem = assert_problem(response, status).await;
+        assert!(!problem.to_string().contains("db-7"), "{problem}");
+        assert_eq!(problem["code"], code);
+    }
+}
+
+#[tokio::test]
+async fn an_error_code_that_is_no_code_is_not_passed_on() {
+    let (_upstream, app) = answering(answering_with_message(QPIEN_WORDS, "boom")).await;
+
+    let response = app.get_with_bearer(&format!("/conversations/{ID}")).await;
+
+    let problem = assert_problem(response, 502).await;
+    assert!(problem.get("code").is_none(), "{problem}");
+    assert!(!problem.to_string().contains("db-7"), "{problem}");
+}
+
+#[tokio::test]
+async fn readiness_says_why_without_qpien_words() {
+    let (_upstream, app) =
+        answering(answering_with_message("INTERNAL_SERVER_ERROR", QPIEN_WORDS)).await;
+
+    let problem = assert_problem(app.get("/readyz").await, 503).await;
+
+    assert!(!problem.to_string().contains("db-7"), "{problem}");
+    assert!(
+        problem["detail"].as_str().unwrap().contains("unexpected"),
+        "{problem}"
+    );
+}
