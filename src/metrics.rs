@@ -333,7 +333,7 @@ impl Default for Metrics {
         );
         registry.register(
             "events",
-            "Changes offered to the event log (the change feed), by source (facade: an update made through it; qpien: a webhook delivery) and outcome (recorded, or failed: the store did not take it)",
+            "Changes offered to the event log (the change feed), by source (facade: an update made through it; qpien: a webhook delivery) and outcome (recorded; same-state: an update showing the state the conversation's last update event showed, e.g. Qpien's report of an update made through the facade, not recorded again; failed: the store did not take it)",
             m.events.clone(),
         );
         registry.register(

@@ -18,8 +18,8 @@ use utoipa_actix_web::AppExt;
 
 use crate::callers::{KeyFileError, KeyStore, Reload};
 use crate::connector::ConnectionAuth;
-use crate::events::QpienWebhooks;
 use crate::events::log::{EventLog, OpenError};
+use crate::events::{QpienWebhooks, Recorder};
 use crate::metrics::{self, Metrics};
 use crate::public_url::PublicBaseUrl;
 use crate::reads::CachedConversations;
@@ -154,6 +154,13 @@ impl Application {
         } else {
             None
         };
+        let recorder = log.as_ref().map(|log| {
+            Arc::new(Recorder::new(
+                log.clone(),
+                redis.clone(),
+                metrics.clone().into_inner(),
+            ))
+        });
         // The embedded sandbox reports its changes to this facade's own receiver, signed
         // with the configured secret or one made for this run: push works on `cargo run`.
         let mut webhook_settings = settings.webhooks.clone();
@@ -166,7 +173,7 @@ impl Application {
         let webhooks = QpienWebhooks::new(
             &webhook_settings,
             redis.clone(),
-            log.clone(),
+            recorder.clone(),
             metrics.clone().into_inner(),
         )
         .map(web::Data::new);
@@ -244,8 +251,10 @@ impl Application {
             if let Some(webhooks) = &webhooks {
                 app = app.app_data(webhooks.clone());
             }
-            if let Some(log) = &log {
-                app = app.app_data(web::Data::from(log.clone()));
+            if let (Some(log), Some(recorder)) = (&log, &recorder) {
+                app = app
+                    .app_data(web::Data::from(log.clone()))
+                    .app_data(web::Data::from(recorder.clone()));
             }
             if admin_apart {
                 app = app.service(admin::withheld());

@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use chrono::Utc;
 
-use self::log::{EventKind, EventLog, NewEvent};
+use self::log::{EventKind, EventLog, LogError, NewEvent};
 use self::qpien::Delivery;
 use crate::domain::ConversationId;
 use crate::metrics::Metrics;
@@ -64,7 +64,7 @@ pub struct QpienWebhooks {
     seen: moka::sync::Cache<String, ()>,
     shared: Option<Arc<RedisState>>,
     /// Where each change becomes an event (service mode).
-    log: Option<Arc<EventLog>>,
+    recorder: Option<Arc<Recorder>>,
     last_verified_ms: AtomicU64,
     metrics: Arc<Metrics>,
 }
@@ -77,7 +77,7 @@ impl QpienWebhooks {
     pub fn new(
         settings: &WebhookSettings,
         shared: Option<Arc<RedisState>>,
-        log: Option<Arc<EventLog>>,
+        recorder: Option<Arc<Recorder>>,
         metrics: Arc<Metrics>,
     ) -> Option<Self> {
         if settings.secrets.is_empty() {
@@ -96,7 +96,7 @@ impl QpienWebhooks {
                 .time_to_live(settings.remember)
                 .build(),
             shared,
-            log,
+            recorder,
             last_verified_ms: AtomicU64::new(0),
             metrics,
         })
@@ -155,17 +155,14 @@ impl QpienWebhooks {
             self.metrics.webhook(kind, "not-recorded");
             return Err(Refused::NotRecorded);
         }
-        if let Some(log) = &self.log
-            && let Err(error) = log.append(qpien_event(&delivery)).await
+        if let Some(recorder) = &self.recorder
+            && let Err(error) = recorder.qpien_delivery(&delivery).await
         {
             tracing::warn!(%error, webhook.delivery = %delivery.id, "a Qpien webhook delivery could not be recorded in the event log; Qpien will deliver it again");
             self.metrics.event("qpien", "failed");
             self.forget(&delivery.id).await;
             self.metrics.webhook(kind, "not-recorded");
             return Err(Refused::NotRecorded);
-        }
-        if self.log.is_some() {
-            self.metrics.event("qpien", "recorded");
         }
         let scope = match changed {
             Changed::Conversation(_) => "conversation",
@@ -228,16 +225,124 @@ fn qpien_event(delivery: &Delivery) -> NewEvent {
     }
 }
 
-/// The event of an update made through the facade: `representation` is the updated
-/// conversation's JSON, as the `PATCH` answered it.
-pub fn facade_update(id: &ConversationId, representation: &[u8]) -> NewEvent {
-    let conversation: serde_json::Value =
-        serde_json::from_slice(representation).unwrap_or_default();
-    NewEvent {
-        kind: EventKind::Updated,
-        qpien_type: None,
-        occurred_at: Utc::now(),
-        conversation_id: Some(id.as_str().to_owned()),
-        data: serde_json::json!({ "conversation": conversation }),
+/// How long the state an update left is remembered, to tell a report of it again.
+const STATES_KEPT: Duration = Duration::from_secs(600);
+/// Conversations whose last recorded state is remembered at most.
+const STATES_CAPACITY: u64 = 100_000;
+
+/// Where changes become events: the durable log, and a short memory of the state each
+/// conversation's last `conversation.updated` event showed. Qpien reports every update,
+/// those made through the facade too, and its report can arrive before or after the
+/// facade records its own: whichever comes second shows the same state and is not
+/// recorded again, so one update is one event.
+pub struct Recorder {
+    log: Arc<EventLog>,
+    /// Conversation id → fingerprint of the state its last update event showed; with
+    /// Redis, the same is kept there for every replica.
+    states: moka::sync::Cache<String, u64>,
+    shared: Option<Arc<RedisState>>,
+    metrics: Arc<Metrics>,
+}
+
+impl Recorder {
+    pub fn new(log: Arc<EventLog>, shared: Option<Arc<RedisState>>, metrics: Arc<Metrics>) -> Self {
+        Self {
+            log,
+            states: moka::sync::Cache::builder()
+                .max_capacity(STATES_CAPACITY)
+                .time_to_live(STATES_KEPT)
+                .build(),
+            shared,
+            metrics,
+        }
     }
+
+    /// Records an update made through the facade: `representation` is the updated
+    /// conversation's JSON, as the `PATCH` answers it. Qpien has the change whatever
+    /// happens here, so a failure is logged and counted, not returned.
+    pub async fn own_update(&self, id: &ConversationId, representation: &[u8]) {
+        let conversation: serde_json::Value =
+            serde_json::from_slice(representation).unwrap_or_default();
+        let event = NewEvent {
+            kind: EventKind::Updated,
+            qpien_type: None,
+            occurred_at: Utc::now(),
+            conversation_id: Some(id.as_str().to_owned()),
+            data: serde_json::json!({ "conversation": conversation }),
+        };
+        if let Err(error) = self.record("facade", event).await {
+            tracing::warn!(%error, conversation.id = %id.as_str(), "an update made through the facade could not be recorded in the event log");
+        }
+    }
+
+    /// Records what a verified delivery reports.
+    async fn qpien_delivery(&self, delivery: &Delivery) -> Result<(), LogError> {
+        self.record("qpien", qpien_event(delivery)).await
+    }
+
+    /// Appends `event`, unless it is an update showing the state its conversation's
+    /// last update event showed. The state is claimed before the append, so of two
+    /// reports of one update arriving together, one is recorded.
+    async fn record(&self, source: &'static str, event: NewEvent) -> Result<(), LogError> {
+        let state = match (&event.conversation_id, &event.data["conversation"]) {
+            (Some(id), conversation)
+                if event.kind == EventKind::Updated && conversation.is_object() =>
+            {
+                Some((id.clone(), fingerprint(conversation)))
+            }
+            _ => None,
+        };
+        if let Some((id, seen)) = &state
+            && !self.claim(id, *seen).await
+        {
+            self.metrics.event(source, "same-state");
+            return Ok(());
+        }
+        if let Err(error) = self.log.append(event).await {
+            if let Some((id, _)) = &state {
+                self.release(id).await;
+            }
+            self.metrics.event(source, "failed");
+            return Err(error);
+        }
+        self.metrics.event(source, "recorded");
+        Ok(())
+    }
+
+    /// Makes `seen` the last state of conversation `id`; `false` when it was already.
+    async fn claim(&self, id: &str, seen: u64) -> bool {
+        let mut new = true;
+        self.states
+            .entry(id.to_owned())
+            .and_compute_with(|current| {
+                if current.is_some_and(|c| c.into_value() == seen) {
+                    new = false;
+                    moka::ops::compute::Op::Nop
+                } else {
+                    moka::ops::compute::Op::Put(seen)
+                }
+            });
+        match &self.shared {
+            // Another replica may have recorded the other report: Redis decides.
+            Some(redis) => match redis.swap_state(id, seen, STATES_KEPT).await {
+                Some(previous) => previous != Some(seen),
+                None => new,
+            },
+            None => new,
+        }
+    }
+
+    /// Forgets the state claimed for `id`, whose event could not be recorded.
+    async fn release(&self, id: &str) {
+        self.states.invalidate(id);
+        if let Some(redis) = &self.shared {
+            redis.forget_state(id).await;
+        }
+    }
+}
+
+/// A digest of a conversation's REST representation, the same for the same state.
+fn fingerprint(conversation: &serde_json::Value) -> u64 {
+    let bytes = serde_json::to_vec(conversation).expect("a JSON value serialises");
+    xxhash_rust::xxh3::xxh3_64(&bytes)
 }

@@ -21,7 +21,7 @@ use crate::domain::{
     page_schema, page_size_schema, tag_schema,
 };
 use crate::error::ApiError;
-use crate::events::{self, log::EventLog};
+use crate::events::Recorder;
 use crate::metrics::Metrics;
 use crate::public_url::PublicBaseUrl;
 use crate::reads::etag::ETag;
@@ -411,7 +411,7 @@ pub async fn update_conversation(
     conversations: web::Data<CachedConversations>,
     metrics: web::Data<Metrics>,
     request_id: web::ReqData<RequestId>,
-    log: Option<web::Data<EventLog>>,
+    recorder: Option<web::Data<Recorder>>,
 ) -> Result<HttpResponse, ApiError> {
     caller.may(&UPDATE_CONVERSATION)?;
     // From the path as `table::Parameterised` matched it; read here rather than through
@@ -437,8 +437,10 @@ pub async fn update_conversation(
         .await
     {
         Ok(entry) => {
-            if let Some(log) = log {
-                record_update(&log, &id, &entry.json, &metrics).await;
+            // In the change feed before the caller hears of it, so a consumer that
+            // reads the feed after the answer finds it.
+            if let Some(recorder) = recorder {
+                recorder.own_update(&id, &entry.json).await;
             }
             let mut response = HttpResponse::Ok();
             caching::rate_headers(&mut response, budget());
@@ -452,20 +454,6 @@ pub async fn update_conversation(
             Err(ApiError::PreconditionFailed(current.to_header()))
         }
         Err(UpdateError::Upstream(error)) => caching::failure(error, budget),
-    }
-}
-
-/// The update becomes an event of the change feed before the caller hears of it, so a
-/// consumer that reads the feed after the answer finds it. Qpien has the change
-/// whatever happens here: if the log cannot take it, the answer is still 200 (and, with
-/// Qpien's webhooks, Qpien's own report of it reaches the feed).
-async fn record_update(log: &EventLog, id: &ConversationId, json: &[u8], metrics: &Metrics) {
-    match log.append(events::facade_update(id, json)).await {
-        Ok(_) => metrics.event("facade", "recorded"),
-        Err(error) => {
-            metrics.event("facade", "failed");
-            tracing::warn!(%error, conversation.id = %id.as_str(), "an update made through the facade could not be recorded in the event log");
-        }
     }
 }
 

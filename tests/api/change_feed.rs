@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use qpien_rest::settings::{RedisSettings, Secret, Settings};
-use qpien_sandbox::{DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, Sandbox, SandboxConfig};
+use qpien_sandbox::{DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, Sandbox, SandboxConfig, WebhookEvent};
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
@@ -289,6 +289,57 @@ async fn a_verified_qpien_delivery_becomes_one_event_with_qpiens_type_and_the_me
     assert_eq!(event["data"]["message"]["content"], "Hello");
     assert_eq!(event["data"]["message"]["direction"], "incoming");
     assert_eq!(event["data"]["message"]["channelType"], "whatsapp");
+}
+
+/// Qpien reports every update, those made through the facade too: its report of one
+/// the facade made (the same state) is not a second event; a change made in Qpien is.
+#[tokio::test]
+async fn qpiens_report_of_an_update_made_through_the_facade_is_not_a_second_event() {
+    let app = feed_app(|_| {}).await;
+    let sandbox = app.sandbox.as_ref().unwrap();
+    sandbox
+        .register_webhook_with_secret(
+            &format!("{}/webhooks/qpien", app.address),
+            &WebhookEvent::ALL,
+            SECRET,
+        )
+        .unwrap();
+    let id = app.some_conversation_id().await;
+    let start = app.cursor_now().await;
+    let app = &app;
+    let delivered = |n: u64| async move {
+        eventually("Qpien's deliveries to be answered", PATIENCE, async || {
+            let stats = app.upstream_stats().webhook_deliveries;
+            (stats.succeeded >= n && stats.pending == 0).then_some(())
+        })
+        .await
+    };
+
+    app.toggle_star(&id).await;
+    delivered(1).await;
+    let after_own = app.changes(&format!("?after={start}")).await;
+    let before: Value = app.get_conversation(&id).await.json().await.unwrap();
+    let other = if before["status"] == "pending" {
+        "resolved"
+    } else {
+        "pending"
+    };
+    app.change_upstream(&id, json!({"status": other.to_uppercase()}))
+        .await;
+    delivered(2).await;
+    let after_qpiens = app.changes(&format!("?after={start}")).await;
+
+    let own = after_own["items"].as_array().unwrap();
+    assert_eq!(own.len(), 1, "one event for one update: {after_own}");
+    assert_eq!(own[0]["qpienType"], Value::Null);
+    let all = after_qpiens["items"].as_array().unwrap();
+    assert_eq!(
+        all.len(),
+        2,
+        "a change made in Qpien is an event: {after_qpiens}"
+    );
+    assert_eq!(all[1]["qpienType"], "CONVERSATION_UPDATED");
+    assert_eq!(all[1]["data"]["conversation"]["status"], other);
 }
 
 #[tokio::test]
