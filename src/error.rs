@@ -444,12 +444,21 @@ impl ApiError {
         }
     }
 
+    /// A caller's refused bearer and the caps on unproven bearers are the caller's
+    /// business, logged like the facade's own refusals: a flood of junk bearers must not
+    /// become a flood of warnings.
     fn log(&self) {
         let status = self.status_code();
         let chain = error_chain(self);
+        let callers_bearer = matches!(
+            self,
+            Self::Upstream(
+                UpstreamError::Unauthorized { .. } | UpstreamError::UnprovenLimited { .. }
+            )
+        );
         if status.is_server_error() {
             tracing::error!(http.status_code = status.as_u16(), error.cause_chain = %chain, "request failed");
-        } else if matches!(self, Self::Upstream(_)) {
+        } else if matches!(self, Self::Upstream(_)) && !callers_bearer {
             tracing::warn!(http.status_code = status.as_u16(), error.cause_chain = %chain, "upstream refused the request");
         } else {
             tracing::info!(http.status_code = status.as_u16(), error.cause_chain = %chain, "request rejected");

@@ -92,6 +92,16 @@ impl UpstreamError {
         )
     }
 
+    /// Whether the facade answered this without asking Qpien, for a caller's bearer: one
+    /// Qpien refused a moment ago, or one of too many unproven ones (`proofs`).
+    pub fn is_bearer_refusal(&self) -> bool {
+        match self {
+            Self::Unauthorized { message, .. } => message == REMEMBERED_REFUSAL,
+            Self::UnprovenLimited { .. } => true,
+            _ => false,
+        }
+    }
+
     /// The upstream's own error code, shown to callers where there is one.
     pub fn code(&self) -> Option<&str> {
         match self {
@@ -105,6 +115,9 @@ impl UpstreamError {
         }
     }
 }
+
+/// The `message` of a refusal repeated from memory (`proofs`), never Qpien's own.
+pub(super) const REMEMBERED_REFUSAL: &str = "refused by Qpien a moment ago";
 
 /// A wait as `Retry-After` gives it: whole seconds, rounded up, at least one.
 pub(super) fn whole_seconds(wait: Duration) -> Duration {

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::error::whole_seconds;
+use super::error::{REMEMBERED_REFUSAL, whole_seconds};
 use super::{CredentialId, UpstreamError};
 use crate::settings::BearerLimits;
 use crate::state::window::{Admission, WINDOW, Window};
@@ -182,7 +182,7 @@ impl From<Refusal> for UpstreamError {
         match refusal {
             Refusal::Rejected(code) => UpstreamError::Unauthorized {
                 code,
-                message: "refused by Qpien a moment ago".to_owned(),
+                message: REMEMBERED_REFUSAL.to_owned(),
             },
             Refusal::Capped(cap, wait) => UpstreamError::UnprovenLimited {
                 cap,
