@@ -196,6 +196,7 @@ impl CachedConversations {
             && self.cache.is_fresh(entry)
         {
             self.metrics.read(kind, "hit");
+            self.client.vouch_for(credential);
             return Ok(Served {
                 entry: Arc::clone(entry),
                 source: Source::Hit,

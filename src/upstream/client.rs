@@ -178,6 +178,14 @@ impl QpienClient {
         Instant::now() + self.timeout
     }
 
+    /// Pass-through mode: a read of this bearer was answered from the cache, so Qpien
+    /// accepted it (here, or on another replica through Redis): it is not held back.
+    pub fn vouch_for(&self, credential: &Credential) {
+        if let Some(proofs) = &self.proofs {
+            proofs.vouch(credential.id());
+        }
+    }
+
     /// Pass-through mode: whether a request with this bearer from `client` may go on
     /// toward Qpien (`proofs`). Service mode lets every request through.
     pub fn admit_bearer(

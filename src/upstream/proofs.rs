@@ -134,6 +134,14 @@ impl Proofs {
         }
     }
 
+    /// Marks `id` proven without a call of its own: an answer cached for it (perhaps by
+    /// another replica, through Redis) is Qpien's word that it was accepted.
+    pub fn vouch(&self, id: CredentialId) {
+        if !self.proven.contains_key(&id) {
+            self.proven.insert(id, ());
+        }
+    }
+
     /// Learns from Qpien's answer to a call made with the bearer `id`: a refusal of the
     /// token is remembered, any other answer from Qpien proves it. Failures that say
     /// nothing of the token (timeouts, 5xx, our own limits) teach nothing.
@@ -148,11 +156,7 @@ impl Proofs {
                 UpstreamError::InsufficientScope { .. }
                 | UpstreamError::NotFound { .. }
                 | UpstreamError::BadInput { .. },
-            ) => {
-                if !self.proven.contains_key(&id) {
-                    self.proven.insert(id, ());
-                }
-            }
+            ) => self.vouch(id),
             Err(_) => {}
         }
     }

@@ -2,10 +2,14 @@
 //! memory, bearers Qpien has not accepted yet are capped, and a proven one is never held
 //! back. Calls are counted on the sandbox's side.
 
+use std::time::Duration;
+
+use qpien_rest::settings::{RedisSettings, Secret};
 use qpien_sandbox::{DEMO_CLIENT_ID, DEMO_CLIENT_SECRET};
 use serde_json::Value;
 
 use crate::helpers::{Setup, TestApp, assert_problem, header, spawn_app_with};
+use crate::redis_server::RedisServer;
 
 /// Pass-through mode over a sandbox, with caps of `per_client` and `total` requests a
 /// minute for unproven bearers.
@@ -117,4 +121,51 @@ async fn a_token_qpien_accepted_keeps_working_while_junk_floods() {
     let body: Value = response.json().await.unwrap();
     assert!(body["items"].is_array());
     assert_eq!(app.upstream_requests() - before, 3);
+}
+
+/// Behind a balancer with Redis, a caller's reads land on replicas that never called
+/// Qpien for its token: an answer another replica cached for it proves it there too.
+#[tokio::test]
+#[cfg_attr(
+    not(redis_server),
+    ignore = "no redis-server on PATH: apt-get install redis-server"
+)]
+async fn an_answer_cached_through_redis_proves_the_token_on_every_replica() {
+    let redis = RedisServer::start().await;
+    let first = spawn_app_with(Setup::pass_through()).await;
+    let sandbox_url = first.sandbox.as_ref().unwrap().url();
+    let mut replicas = Vec::new();
+    for _ in 0..2 {
+        let (url, redis_url) = (sandbox_url.clone(), redis.url());
+        replicas.push(
+            spawn_app_with(Setup {
+                upstream_url: Some(url),
+                settings: Box::new(move |s| {
+                    s.upstream.bearers.unproven_per_client = 1;
+                    s.read_cache.ttl = Duration::from_secs(60);
+                    s.redis = Some(RedisSettings {
+                        url: Secret::new(redis_url),
+                        key_prefix: "qpien-rest-test:".into(),
+                        timeout: Duration::from_secs(2),
+                        hash_secret: Some(Secret::new("a shared secret of the replicas")),
+                    });
+                }),
+                ..Setup::pass_through()
+            })
+            .await,
+        );
+    }
+    let token = first
+        .sandbox_token(DEMO_CLIENT_ID, DEMO_CLIENT_SECRET)
+        .await;
+    assert_eq!(
+        replicas[0].get_as("/conversations", &token).await.status(),
+        200
+    );
+
+    for _ in 0..5 {
+        let response = replicas[1].get_as("/conversations", &token).await;
+        assert_eq!(response.status(), 200, "held back on the second replica");
+    }
+    assert_eq!(first.upstream_calls_of("getConversationList"), 1);
 }
