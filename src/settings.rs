@@ -844,6 +844,35 @@ mod tests {
     }
 
     #[test]
+    fn the_caps_on_unproven_bearers_are_read_and_checked() {
+        let bearers = settings(&[
+            ("REJECTED_CREDENTIALS_TTL_SECS", "30"),
+            ("UNPROVEN_CREDENTIALS_PER_MINUTE_PER_CLIENT", "10"),
+            ("UNPROVEN_CREDENTIALS_PER_MINUTE", "100"),
+        ])
+        .unwrap()
+        .upstream
+        .bearers;
+        assert_eq!(bearers.rejected_ttl, Duration::from_secs(30));
+        assert_eq!(
+            (bearers.unproven_per_client, bearers.unproven_total),
+            (10, 100)
+        );
+
+        let err = settings(&[
+            ("REJECTED_CREDENTIALS_TTL_SECS", "0"),
+            ("UNPROVEN_CREDENTIALS_PER_MINUTE", "many"),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("REJECTED_CREDENTIALS_TTL_SECS")
+                && err.contains("UNPROVEN_CREDENTIALS_PER_MINUTE"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn the_client_secret_never_shows_in_debug_output() {
         let s = settings(&[
             ("QPIEN_CLIENT_ID", "id-1"),
