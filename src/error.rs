@@ -12,7 +12,7 @@ use utoipa::ToSchema;
 
 use crate::callers::Scope;
 use crate::domain::InvalidParam;
-use crate::upstream::UpstreamError;
+use crate::upstream::{Cap, UpstreamError};
 
 tokio::task_local! {
     /// The request being served, so problem bodies can name it wherever they are built.
@@ -226,6 +226,12 @@ pub const RATE_LIMITED: ProblemKind = ProblemKind {
     title: "Rate limit exhausted",
     explanation: "The budget of requests per minute toward Qpien for this credential is used up: Qpien said so, or this service stopped short of Qpien's limit so that the account is never blocked. Wait `Retry-After` seconds.",
 };
+pub const UNPROVEN_TOKENS_LIMITED: ProblemKind = ProblemKind {
+    slug: "unproven-tokens-limited",
+    status: 429,
+    title: "Too many unproven tokens",
+    explanation: "Pass-through mode: requests with bearer tokens Qpien has not accepted yet are capped per client address (`UNPROVEN_CREDENTIALS_PER_MINUTE_PER_CLIENT`) and for all clients together (`UNPROVEN_CREDENTIALS_PER_MINUTE`), so made-up tokens cannot spend calls to Qpien. A token Qpien has answered for is not held back. Nothing was sent to Qpien. Wait `Retry-After` seconds.",
+};
 pub const UPSTREAM_ERROR: ProblemKind = ProblemKind {
     slug: "upstream-error",
     status: 502,
@@ -306,6 +312,7 @@ pub const PROBLEM_KINDS: &[ProblemKind] = &[
     INVALID_BODY,
     UPSTREAM_REJECTED_INPUT,
     RATE_LIMITED,
+    UNPROVEN_TOKENS_LIMITED,
     UPSTREAM_ERROR,
     UNAVAILABLE,
     NOT_READY,
@@ -348,6 +355,7 @@ impl ApiError {
                 UpstreamError::RateLimited { .. } | UpstreamError::BudgetExhausted { .. } => {
                     RATE_LIMITED
                 }
+                UpstreamError::UnprovenLimited { .. } => UNPROVEN_TOKENS_LIMITED,
                 UpstreamError::CircuitOpen { .. } => UNAVAILABLE,
                 UpstreamError::Timeout => UPSTREAM_TIMEOUT,
                 UpstreamError::InvalidClient
@@ -409,6 +417,14 @@ impl ApiError {
                     "The budget of requests per minute toward Qpien for this credential is used up; retry in {} s.",
                     retry_after.as_secs()
                 ),
+                UpstreamError::UnprovenLimited { cap: Cap::Client, retry_after } => format!(
+                    "Too many requests from this address with tokens Qpien has not accepted yet; retry in {} s.",
+                    retry_after.as_secs()
+                ),
+                UpstreamError::UnprovenLimited { cap: Cap::Total, retry_after } => format!(
+                    "Too many requests with tokens Qpien has not accepted yet; retry in {} s.",
+                    retry_after.as_secs()
+                ),
                 UpstreamError::CircuitOpen { retry_after } => format!(
                     "Qpien failed repeatedly; calls are paused to let it recover. Retry in {} s.",
                     retry_after.as_secs()
@@ -434,6 +450,7 @@ impl ApiError {
             Self::Upstream(
                 UpstreamError::RateLimited { retry_after }
                 | UpstreamError::BudgetExhausted { retry_after }
+                | UpstreamError::UnprovenLimited { retry_after, .. }
                 | UpstreamError::CircuitOpen { retry_after },
             ) => Some(*retry_after),
             Self::TooManyStreams(_) => Some(Duration::from_secs(30)),
@@ -475,12 +492,21 @@ impl ApiError {
         }
     }
 
+    /// A caller's refused bearer and the caps on unproven bearers are the caller's
+    /// business, logged like the facade's own refusals: a flood of junk bearers must not
+    /// become a flood of warnings.
     fn log(&self) {
         let status = self.status_code();
         let chain = error_chain(self);
+        let callers_bearer = matches!(
+            self,
+            Self::Upstream(
+                UpstreamError::Unauthorized { .. } | UpstreamError::UnprovenLimited { .. }
+            )
+        );
         if status.is_server_error() {
             tracing::error!(http.status_code = status.as_u16(), error.cause_chain = %chain, "request failed");
-        } else if matches!(self, Self::Upstream(_)) {
+        } else if matches!(self, Self::Upstream(_)) && !callers_bearer {
             tracing::warn!(http.status_code = status.as_u16(), error.cause_chain = %chain, "upstream refused the request");
         } else {
             tracing::info!(http.status_code = status.as_u16(), error.cause_chain = %chain, "request rejected");

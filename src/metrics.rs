@@ -143,6 +143,9 @@ pub struct Metrics {
     pub caller_requests: Family<KeyStatusLabels, Counter>,
     /// 401s for a missing or unknown caller key: no key id to name.
     pub caller_unauthorized: Family<ReasonLabels, Counter>,
+    /// Pass-through mode: requests answered before Qpien, by reason (`rejected`: Qpien
+    /// refused the bearer a moment ago; `client-cap`, `total-cap`: unproven bearers).
+    pub bearer_refusals: Family<ReasonLabels, Counter>,
     /// Calls to Qpien on behalf of a caller key; see `key_upstream_call`.
     pub caller_upstream_calls: Family<KeyLabels, Counter>,
     /// Caller keys in force.
@@ -197,6 +200,7 @@ impl Default for Metrics {
             caller_requests: Family::default(),
             caller_unauthorized: Family::default(),
             caller_upstream_calls: Family::default(),
+            bearer_refusals: Family::default(),
             caller_keys: Gauge::default(),
             caller_keys_reloads: Family::default(),
             caller_keys_reload_failing: Gauge::default(),
@@ -289,6 +293,11 @@ impl Default for Metrics {
             "caller_unauthorized",
             "Requests refused with 401 for a missing or unknown caller key, by reason",
             m.caller_unauthorized.clone(),
+        );
+        registry.register(
+            "bearer_refusals",
+            "Pass-through mode: requests answered without calling Qpien, by reason (rejected: Qpien refused the bearer a moment ago; client-cap or total-cap: too many requests with bearers Qpien has not yet accepted)",
+            m.bearer_refusals.clone(),
         );
         registry.register(
             "caller_upstream_calls",
@@ -418,6 +427,12 @@ impl Metrics {
     /// A 401 for a missing (`missing`) or unknown (`unknown`) caller key.
     pub fn caller_unauthorized(&self, reason: &'static str) {
         self.caller_unauthorized
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
+    }
+
+    pub fn bearer_refused(&self, reason: &'static str) {
+        self.bearer_refusals
             .get_or_create(&ReasonLabels { reason })
             .inc();
     }

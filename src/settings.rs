@@ -106,6 +106,32 @@ pub struct UpstreamSettings {
     /// `QPIEN_BREAKER_COOLDOWN_MS`: how long the breaker stays open before one probe.
     /// Default 30000.
     pub breaker_cool_down: Duration,
+    /// Pass-through mode's guard against junk bearers (`upstream::proofs`).
+    pub bearers: BearerLimits,
+}
+
+/// Pass-through mode: what the facade spends on bearers Qpien has not yet accepted.
+#[derive(Clone, Copy, Debug)]
+pub struct BearerLimits {
+    /// `REJECTED_CREDENTIALS_TTL_SECS`: how long a bearer Qpien refused is answered 401
+    /// without asking Qpien again. Default 60.
+    pub rejected_ttl: Duration,
+    /// `UNPROVEN_CREDENTIALS_PER_MINUTE_PER_CLIENT`: requests a minute one client address
+    /// may make with bearers Qpien has not yet accepted. Default 60.
+    pub unproven_per_client: u32,
+    /// `UNPROVEN_CREDENTIALS_PER_MINUTE`: the same, for all client addresses together.
+    /// Default 600.
+    pub unproven_total: u32,
+}
+
+impl Default for BearerLimits {
+    fn default() -> Self {
+        Self {
+            rejected_ttl: Duration::from_secs(60),
+            unproven_per_client: 60,
+            unproven_total: 600,
+        }
+    }
 }
 
 impl UpstreamSettings {
@@ -332,6 +358,7 @@ impl Default for UpstreamSettings {
             write_reserve: None,
             breaker_failures: 5,
             breaker_cool_down: Duration::from_millis(30_000),
+            bearers: BearerLimits::default(),
         }
     }
 }
@@ -467,6 +494,16 @@ impl Settings {
         }
         if let Some(ms) = number("QPIEN_BREAKER_COOLDOWN_MS", 1..=3_600_000) {
             upstream.breaker_cool_down = Duration::from_millis(ms);
+        }
+        let bearers = &mut upstream.bearers;
+        if let Some(secs) = number("REJECTED_CREDENTIALS_TTL_SECS", 1..=3_600) {
+            bearers.rejected_ttl = Duration::from_secs(secs);
+        }
+        if let Some(n) = number("UNPROVEN_CREDENTIALS_PER_MINUTE_PER_CLIENT", 1..=1_000_000) {
+            bearers.unproven_per_client = n as u32;
+        }
+        if let Some(n) = number("UNPROVEN_CREDENTIALS_PER_MINUTE", 1..=1_000_000) {
+            bearers.unproven_total = n as u32;
         }
         let cache = &mut settings.read_cache;
         if let Some(ms) = number("READ_CACHE_TTL_MS", 0..=3_600_000) {
@@ -896,6 +933,35 @@ mod tests {
         ];
         let err = settings(&pass_through).unwrap_err().to_string();
         assert!(err.contains("REDIS_HASH_SECRET"), "{err}");
+    }
+
+    #[test]
+    fn the_caps_on_unproven_bearers_are_read_and_checked() {
+        let bearers = settings(&[
+            ("REJECTED_CREDENTIALS_TTL_SECS", "30"),
+            ("UNPROVEN_CREDENTIALS_PER_MINUTE_PER_CLIENT", "10"),
+            ("UNPROVEN_CREDENTIALS_PER_MINUTE", "100"),
+        ])
+        .unwrap()
+        .upstream
+        .bearers;
+        assert_eq!(bearers.rejected_ttl, Duration::from_secs(30));
+        assert_eq!(
+            (bearers.unproven_per_client, bearers.unproven_total),
+            (10, 100)
+        );
+
+        let err = settings(&[
+            ("REJECTED_CREDENTIALS_TTL_SECS", "0"),
+            ("UNPROVEN_CREDENTIALS_PER_MINUTE", "many"),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("REJECTED_CREDENTIALS_TTL_SECS")
+                && err.contains("UNPROVEN_CREDENTIALS_PER_MINUTE"),
+            "{err}"
+        );
     }
 
     #[test]

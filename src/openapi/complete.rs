@@ -117,6 +117,7 @@ fn applies(slug: &str, operation: &Operation) -> bool {
         "upstream-unauthorized"
         | "insufficient-scope"
         | "rate-limited"
+        | "unproven-tokens-limited"
         | "upstream-error"
         | "upstream-timeout"
         | "unavailable"

@@ -11,7 +11,7 @@ use crate::domain::{ConversationId, ConversationPatch, ListQuery, PatchError};
 use crate::error::{ApiError, PROBLEM_KINDS, REQUEST, RequestContext};
 use crate::routes::registry::Operation;
 use crate::routes::{FeedQuery, MAX_BODY_BYTES};
-use crate::upstream::UpstreamError;
+use crate::upstream::{Cap, UpstreamError};
 
 pub(super) const EXAMPLE_ID: &str = "6650a1000000000000000001";
 const EXAMPLE_REQUEST_ID: &str = "3f1c2a8e-8a52-4a57-9d54-5b1a0f6f3a11";
@@ -94,6 +94,10 @@ pub(super) fn example_error(operation: &Operation, slug: &str) -> Option<ApiErro
         }),
         "rate-limited" => ApiError::Upstream(UpstreamError::BudgetExhausted {
             retry_after: Duration::from_secs(12),
+        }),
+        "unproven-tokens-limited" => ApiError::Upstream(UpstreamError::UnprovenLimited {
+            cap: Cap::Client,
+            retry_after: Duration::from_secs(7),
         }),
         "upstream-error" => ApiError::Upstream(UpstreamError::BadStatus { status: 503 }),
         "unavailable" => ApiError::Upstream(UpstreamError::CircuitOpen {

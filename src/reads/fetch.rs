@@ -23,6 +23,8 @@ pub(super) struct Fetch {
     pub wait: BudgetWait,
     /// The change sequence's number when the read looked in the cache.
     pub epoch: Epoch,
+    /// By when it is over, waits for another replica's flight included.
+    pub deadline: Instant,
 }
 
 /// How often a replica waiting on another's flight looks for its answer.
@@ -38,7 +40,8 @@ impl Fetch {
         };
         let name = self.key.name();
         let holder = format!("{:016x}", fastrand::u64(..));
-        let hold = self.client.timeout();
+        // Held no longer than this read may take.
+        let hold = self.deadline.saturating_duration_since(Instant::now());
         match redis.take_flight(&name, &holder, hold).await {
             Some(true) => {
                 let cache = Arc::clone(&self.cache);
@@ -48,7 +51,7 @@ impl Fetch {
                 }
                 answer
             }
-            Some(false) => match self.other_flight(&name, had, hold).await {
+            Some(false) => match self.other_flight(&name, had).await {
                 Some(entry) => Ok(entry),
                 None => self.run().await,
             },
@@ -56,15 +59,10 @@ impl Fetch {
         }
     }
 
-    /// The answer another replica's flight stores, or `None` when it ends without one.
-    async fn other_flight(
-        &self,
-        name: &str,
-        had: Option<Instant>,
-        hold: Duration,
-    ) -> Option<Arc<Entry>> {
-        let until = Instant::now() + hold;
-        while Instant::now() < until {
+    /// The answer another replica's flight stores, or `None` when it ends without one
+    /// (or the deadline comes first: the call that follows then ends at once in a 504).
+    async fn other_flight(&self, name: &str, had: Option<Instant>) -> Option<Arc<Entry>> {
+        while Instant::now() < self.deadline {
             tokio::time::sleep(FLIGHT_POLL).await;
             let redis = self.cache.shared()?;
             if let Some(entry) = self.cache.get(&self.key).await.entry
@@ -89,18 +87,19 @@ impl Fetch {
             request_id,
             wait,
             epoch,
+            deadline,
         } = self;
         let asked_at = Instant::now();
         let entry = match &key.read {
             Read::Conversation(id) => {
                 let conversation = client
-                    .get_conversation(&credential, &request_id, id, wait)
+                    .get_conversation(&credential, &request_id, id, wait, deadline)
                     .await?;
                 Entry::new(to_json(&conversation), 0, asked_at, epoch)
             }
             Read::List { query, .. } => {
                 let page = client
-                    .list_conversations(&credential, &request_id, query, wait)
+                    .list_conversations(&credential, &request_id, query, wait, deadline)
                     .await?;
                 Entry::new(to_json(&page.items), page.total_items, asked_at, epoch)
             }

@@ -11,6 +11,7 @@ mod coalesce;
 pub mod etag;
 mod fetch;
 pub mod invalidate;
+mod locks;
 mod update;
 
 use std::sync::Arc;
@@ -19,10 +20,11 @@ use self::cache::{CacheLimits, Entry, Looked, Read, ReadCache, ReadKey};
 use self::coalesce::{Flights, Role};
 use self::fetch::Fetch;
 use self::invalidate::{Changed, Epoch};
+use self::locks::KeyedLocks;
 use crate::domain::{ConversationId, ListQuery};
 use crate::metrics::Metrics;
 use crate::state::redis::RedisState;
-use crate::upstream::{BudgetWait, Credential, QpienClient, UpstreamError};
+use crate::upstream::{BudgetWait, Credential, CredentialId, QpienClient, UpstreamError};
 
 /// Whether a cached answer may be used as it is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -90,9 +92,6 @@ pub use update::UpdateError;
 
 type Answer = Result<Arc<Entry>, UpstreamError>;
 
-/// Updates of one conversation run one at a time; ids share these locks by hash.
-const UPDATE_LOCKS: usize = 64;
-
 /// A flight answers one key, and only reads that found no change recorded against the
 /// key since it started may join it.
 type FlightKey = (ReadKey, u64);
@@ -104,7 +103,8 @@ pub struct CachedConversations {
     client: Arc<QpienClient>,
     cache: Arc<ReadCache>,
     flights: Flights<FlightKey, Answer>,
-    update_locks: Box<[tokio::sync::Mutex<()>]>,
+    /// Updates of one conversation under one credential run one at a time.
+    update_locks: KeyedLocks<(CredentialId, ConversationId)>,
     metrics: Arc<Metrics>,
 }
 
@@ -120,7 +120,7 @@ impl CachedConversations {
             client,
             cache: Arc::new(ReadCache::new(limits, shared)),
             flights: Flights::new(),
-            update_locks: (0..UPDATE_LOCKS).map(|_| Default::default()).collect(),
+            update_locks: KeyedLocks::new(),
             metrics,
         }
     }
@@ -196,6 +196,7 @@ impl CachedConversations {
             && self.cache.is_fresh(entry)
         {
             self.metrics.read(kind, "hit");
+            self.client.vouch_for(credential);
             return Ok(Served {
                 entry: Arc::clone(entry),
                 source: Source::Hit,
@@ -224,8 +225,16 @@ impl CachedConversations {
         };
         let had = stale.as_ref().map(|entry| entry.fetched_at);
         let (answer, role) = self.flights.join(&flight, || {
-            self.fetch(flight.0.clone(), credential, request_id, wait, now)
-                .shared(had)
+            let deadline = self.client.deadline();
+            self.fetch(
+                flight.0.clone(),
+                credential,
+                request_id,
+                wait,
+                now,
+                deadline,
+            )
+            .shared(had)
         });
         match (answer.await, stale) {
             (Ok(entry), _) => {
@@ -255,6 +264,7 @@ impl CachedConversations {
         request_id: &str,
         wait: BudgetWait,
         epoch: Epoch,
+        deadline: tokio::time::Instant,
     ) -> Fetch {
         Fetch {
             client: Arc::clone(&self.client),
@@ -264,6 +274,7 @@ impl CachedConversations {
             request_id: request_id.to_owned(),
             wait,
             epoch,
+            deadline,
         }
     }
 

@@ -1,16 +1,16 @@
-//! Updates through the read layer: one at a time per conversation (in this process, and
-//! across replicas while Redis answers), `If-Match` checked against Qpien, and the cache
-//! left holding nothing older than the update.
+//! Updates through the read layer: one at a time per credential and conversation (in
+//! this process, and across replicas while Redis answers), all by the request's
+//! deadline, `If-Match` checked against Qpien, and the cache left holding nothing older
+//! than the update.
 
-use std::hash::{BuildHasher, BuildHasherDefault};
 use std::sync::Arc;
 
 use tokio::time::Instant;
 
+use super::CachedConversations;
 use super::cache::{Entry, Read, ReadKey};
 use super::etag::{Condition, ETag};
 use super::fetch::{FLIGHT_POLL, to_json};
-use super::{CachedConversations, UPDATE_LOCKS};
 use crate::domain::{ConversationId, ConversationPatch};
 use crate::upstream::{BudgetWait, Credential, UpstreamError};
 
@@ -29,10 +29,16 @@ impl From<UpstreamError> for UpdateError {
 }
 
 impl CachedConversations {
-    /// Applies `patch` under `condition` (`If-Match`), one update of a conversation at a
-    /// time in this process. A list of tags is checked against the conversation as Qpien
-    /// has it now, read afresh (never from the cache, nor from a read already under way,
-    /// which may have started before an earlier update landed).
+    /// Applies `patch` under `condition` (`If-Match`), one update of a conversation per
+    /// credential at a time (in this process, and across replicas while Redis answers).
+    /// A list of tags is checked against the conversation as Qpien has it now, read
+    /// afresh (never from the cache, nor from a read already under way, which may have
+    /// started before an earlier update landed).
+    ///
+    /// Everything, the waits for the locks included, happens by one deadline,
+    /// `QPIEN_TIMEOUT_MS` from now: past it the update is a timeout, never a longer wait.
+    /// The locks are per credential and conversation, so an update waits only for those
+    /// of its own credential: bearers Qpien has not even seen cannot hold it back.
     pub async fn update(
         &self,
         credential: &Credential,
@@ -41,29 +47,34 @@ impl CachedConversations {
         patch: &ConversationPatch,
         condition: Option<&Condition>,
     ) -> Result<Arc<Entry>, UpdateError> {
-        let lock = &self.update_locks[BuildHasherDefault::<std::hash::DefaultHasher>::default()
-            .hash_one(id) as usize
-            % UPDATE_LOCKS];
-        let _one_at_a_time = lock.lock().await;
+        let deadline = self.client.deadline();
+        let key = (credential.id(), id.clone());
+        let Some(_one_at_a_time) = self.update_locks.lock(&key, deadline).await else {
+            return Err(UpstreamError::Timeout.into());
+        };
         let Some(redis) = self.cache.shared_even_uncached() else {
             return self
-                .update_alone(credential, request_id, id, patch, condition)
+                .update_alone(credential, request_id, id, patch, condition, deadline)
                 .await;
         };
-        // And one at a time across replicas, while Redis answers.
+        // And one at a time across replicas, while Redis answers, held no longer than
+        // this update may take.
+        let name = format!("{}:{id}", credential.id().to_hex());
         let holder = format!("{:016x}", fastrand::u64(..));
-        let hold = self.client.timeout();
-        let until = Instant::now() + hold;
-        while redis.take_update(id.as_str(), &holder, hold).await == Some(false) {
-            if Instant::now() >= until {
+        loop {
+            let hold = deadline.saturating_duration_since(Instant::now());
+            if hold.is_zero() {
                 return Err(UpstreamError::Timeout.into());
             }
-            tokio::time::sleep(FLIGHT_POLL).await;
+            if redis.take_update(&name, &holder, hold).await != Some(false) {
+                break;
+            }
+            tokio::time::sleep(FLIGHT_POLL.min(hold)).await;
         }
         let result = self
-            .update_alone(credential, request_id, id, patch, condition)
+            .update_alone(credential, request_id, id, patch, condition, deadline)
             .await;
-        redis.end_update(id.as_str(), &holder).await;
+        redis.end_update(&name, &holder).await;
         result
     }
 
@@ -75,6 +86,7 @@ impl CachedConversations {
         id: &ConversationId,
         patch: &ConversationPatch,
         condition: Option<&Condition>,
+        deadline: Instant,
     ) -> Result<Arc<Entry>, UpdateError> {
         let key = ReadKey {
             credential: credential.id(),
@@ -90,6 +102,7 @@ impl CachedConversations {
                     request_id,
                     BudgetWait::Allowed,
                     epoch,
+                    deadline,
                 )
                 .run()
                 .await;
@@ -103,7 +116,7 @@ impl CachedConversations {
         }
         let result = self
             .client
-            .update_conversation(credential, request_id, id, patch)
+            .update_conversation(credential, request_id, id, patch, deadline)
             .await;
         match result {
             Ok(conversation) => {

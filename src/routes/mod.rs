@@ -31,7 +31,7 @@ pub use table::unmatched;
 use crate::callers::{CallerKey, KeyStore};
 use crate::error::ApiError;
 use crate::metrics::{KeyId, Metrics};
-use crate::upstream::{Credential, CredentialHasher, QpienClient};
+use crate::upstream::{ClientKey, Credential, CredentialHasher, QpienClient};
 
 pub fn configure(cfg: &mut ServiceConfig) {
     use conversations::*;
@@ -109,10 +109,10 @@ impl FromRequest for Caller {
     type Future = Ready<Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let credentials = req
+        let client = req
             .app_data::<web::Data<QpienClient>>()
-            .expect("the client is registered")
-            .credentials();
+            .expect("the client is registered");
+        let credentials = client.credentials();
         if let Some(service) = credentials.service() {
             return ready(match req.app_data::<web::Data<KeyStore>>() {
                 Some(keys) => with_key(req, keys, credentials),
@@ -122,13 +122,24 @@ impl FromRequest for Caller {
                 }),
             });
         }
-        ready(match bearer(req) {
-            Some(token) => Ok(Caller {
-                credential: credentials.bearer(token),
-                key: None,
-            }),
-            None => Err(ApiError::MissingCredentials),
-        })
+        let Some(token) = bearer(req) else {
+            return ready(Err(ApiError::MissingCredentials));
+        };
+        let credential = credentials.bearer(token);
+        // Before anything else is spent on it: a bearer Qpien just refused, or one of too
+        // many unproven ones from this client, goes no further. The client is the peer
+        // address: a proxy in front makes all its callers one client (no setting says
+        // which proxies' `X-Forwarded-For` to believe).
+        let peer = req.peer_addr().map(|address| address.ip());
+        ready(
+            match client.admit_bearer(&credential, ClientKey::of(peer)) {
+                Ok(()) => Ok(Caller {
+                    credential,
+                    key: None,
+                }),
+                Err(refused) => Err(ApiError::Upstream(refused)),
+            },
+        )
     }
 }
 

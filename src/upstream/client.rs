@@ -18,6 +18,7 @@ use super::breaker::{Breaker, BreakerState};
 use super::budget::{BudgetReport, Class, RateBudget};
 use super::credential::{Credential, CredentialHasher};
 use super::operations::{GET_CONVERSATION, GET_CONVERSATION_LIST, PING, UPDATE_CONVERSATION};
+use super::proofs::{ClientKey, Proofs};
 use super::retry::RetryPolicy;
 use super::token::TokenCache;
 use super::wire::{self, WireConversation, WireConversationList};
@@ -44,6 +45,8 @@ pub struct QpienClient {
     budget: RateBudget,
     breaker: Breaker,
     retry: RetryPolicy,
+    /// Pass-through mode: what Qpien said of each bearer, and the caps on the others.
+    proofs: Option<Proofs>,
     metrics: Arc<Metrics>,
     /// When Qpien last gave an answer that proves it is up (for `/readyz`).
     last_healthy: std::sync::Mutex<Option<Instant>>,
@@ -79,6 +82,7 @@ impl QpienClient {
             None => CredentialHasher::random(client_id),
         };
         let redis = shared.map(|(redis, _)| redis);
+        let proofs = credentials.is_none().then(|| Proofs::new(settings.bearers));
         let tokens = credentials.map(|credentials| {
             let shared = redis.clone().zip(hasher.service()).map(|(redis, service)| {
                 // A renewal runs inside one request's deadline: it never holds the lock
@@ -108,6 +112,7 @@ impl QpienClient {
             .shared(settings.replicas, redis.clone()),
             breaker: Breaker::new(settings.breaker_failures, settings.breaker_cool_down),
             retry: RetryPolicy::new(settings.max_retries),
+            proofs,
             metrics,
             last_healthy: std::sync::Mutex::new(None),
         })
@@ -176,12 +181,42 @@ impl QpienClient {
         &self.url
     }
 
+    /// The deadline of a request that starts now: `QPIEN_TIMEOUT_MS` from now.
+    pub fn deadline(&self) -> Instant {
+        Instant::now() + self.timeout
+    }
+
+    /// Pass-through mode: a read of this bearer was answered from the cache, so Qpien
+    /// accepted it (here, or on another replica through Redis): it is not held back.
+    pub fn vouch_for(&self, credential: &Credential) {
+        if let Some(proofs) = &self.proofs {
+            proofs.vouch(credential.id());
+        }
+    }
+
+    /// Pass-through mode: whether a request with this bearer from `client` may go on
+    /// toward Qpien (`proofs`). Service mode lets every request through.
+    pub fn admit_bearer(
+        &self,
+        credential: &Credential,
+        client: ClientKey,
+    ) -> Result<(), UpstreamError> {
+        let Some(proofs) = &self.proofs else {
+            return Ok(());
+        };
+        proofs.admit(credential.id(), client).map_err(|refusal| {
+            self.metrics.bearer_refused(refusal.label());
+            refusal.into()
+        })
+    }
+
     pub async fn get_conversation(
         &self,
         credential: &Credential,
         request_id: &str,
         id: &ConversationId,
         wait: BudgetWait,
+        deadline: Instant,
     ) -> Result<Conversation, UpstreamError> {
         #[derive(Serialize)]
         #[serde(rename_all = "camelCase")]
@@ -192,7 +227,14 @@ impl QpienClient {
             conversation_id: id.as_str(),
         };
         let wire: WireConversation = self
-            .call(&GET_CONVERSATION, &variables, credential, request_id, wait)
+            .call(
+                &GET_CONVERSATION,
+                &variables,
+                credential,
+                request_id,
+                wait,
+                deadline,
+            )
             .await?;
         wire.try_into()
     }
@@ -203,6 +245,7 @@ impl QpienClient {
         request_id: &str,
         query: &ListQuery,
         wait: BudgetWait,
+        deadline: Instant,
     ) -> Result<ConversationPage, UpstreamError> {
         let variables = json!({
             "filter": wire::filter_variables(&query.filter),
@@ -216,6 +259,7 @@ impl QpienClient {
                 credential,
                 request_id,
                 wait,
+                deadline,
             )
             .await?;
         Ok(ConversationPage {
@@ -235,6 +279,7 @@ impl QpienClient {
         request_id: &str,
         id: &ConversationId,
         patch: &ConversationPatch,
+        deadline: Instant,
     ) -> Result<Conversation, UpstreamError> {
         let variables =
             json!({ "conversationId": id.as_str(), "input": wire::update_input(patch) });
@@ -245,6 +290,7 @@ impl QpienClient {
                 credential,
                 request_id,
                 BudgetWait::Allowed,
+                deadline,
             )
             .await?;
         wire.try_into()
@@ -272,7 +318,14 @@ impl QpienClient {
             .service()
             .unwrap_or_else(|| self.credentials.anonymous());
         match self
-            .call::<Value>(&PING, &json!({}), &credential, request_id, BudgetWait::No)
+            .call::<Value>(
+                &PING,
+                &json!({}),
+                &credential,
+                request_id,
+                BudgetWait::No,
+                self.deadline(),
+            )
             .await
         {
             Ok(_)

@@ -4,12 +4,18 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::proofs::Cap;
+
 /// Clone, so one failed call can be handed to every request that waited on it.
 #[derive(Clone, Debug, thiserror::Error)]
 pub enum UpstreamError {
     /// The facade's own budget of requests toward Qpien for this credential is used up.
     #[error("the upstream request budget is used up; retry in {}s", retry_after.as_secs())]
     BudgetExhausted { retry_after: Duration },
+    /// Pass-through mode: a cap on requests with bearers Qpien has not yet accepted is
+    /// reached (`proofs`); nothing was sent to Qpien.
+    #[error("too many requests with unproven bearers ({}); retry in {}s", cap.label(), retry_after.as_secs())]
+    UnprovenLimited { cap: Cap, retry_after: Duration },
     /// The circuit breaker is open after repeated upstream failures.
     #[error("the circuit breaker toward the upstream is open; retry in {}s", retry_after.as_secs())]
     CircuitOpen { retry_after: Duration },
@@ -65,6 +71,7 @@ impl UpstreamError {
     pub fn kind(&self) -> &'static str {
         match self {
             Self::BudgetExhausted { .. } => "budget_exhausted",
+            Self::UnprovenLimited { .. } => "unproven_limited",
             Self::CircuitOpen { .. } => "circuit_open",
             Self::Unauthorized { .. } => "unauthorized",
             Self::InsufficientScope { .. } => "insufficient_scope",
@@ -92,6 +99,16 @@ impl UpstreamError {
         )
     }
 
+    /// Whether the facade answered this without asking Qpien, for a caller's bearer: one
+    /// Qpien refused a moment ago, or one of too many unproven ones (`proofs`).
+    pub fn is_bearer_refusal(&self) -> bool {
+        match self {
+            Self::Unauthorized { message, .. } => message == REMEMBERED_REFUSAL,
+            Self::UnprovenLimited { .. } => true,
+            _ => false,
+        }
+    }
+
     /// The upstream's own error code, shown to callers in a problem's `code`. An unknown
     /// code is passed on only when it looks like one (`A-Z`, digits, `_`, at most 64):
     /// anything else is Qpien's free text, which stays in the log with the messages.
@@ -106,4 +123,13 @@ impl UpstreamError {
             _ => None,
         }
     }
+}
+
+/// The `message` of a refusal repeated from memory (`proofs`), never Qpien's own.
+pub(super) const REMEMBERED_REFUSAL: &str = "refused by Qpien a moment ago";
+
+/// A wait as `Retry-After` gives it: whole seconds, rounded up, at least one.
+pub(super) fn whole_seconds(wait: Duration) -> Duration {
+    Duration::from_secs(wait.as_secs() + u64::from(wait.subsec_nanos() > 0))
+        .max(Duration::from_secs(1))
 }

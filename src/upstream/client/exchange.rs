@@ -20,6 +20,7 @@ use crate::upstream::UpstreamError;
 use crate::upstream::answer;
 use crate::upstream::budget::{Admission, Class};
 use crate::upstream::credential::{CallerShare, Credential, CredentialId};
+use crate::upstream::error::whole_seconds;
 use crate::upstream::operations::{GENERATE_OAUTH_TOKEN, Operation};
 use crate::upstream::retry::RetryPolicy;
 use crate::upstream::wire::WireToken;
@@ -39,8 +40,9 @@ struct Attempt<'a> {
 }
 
 impl QpienClient {
-    /// One operation under the right authority, over by the whole-call timeout whatever
-    /// happens: token renewal, budget waits and retries all happen inside it.
+    /// One operation under the right authority, over by `deadline` (the request's,
+    /// `QPIEN_TIMEOUT_MS` from its start) whatever happens: token renewal, budget waits
+    /// and retries all happen inside it.
     pub(super) async fn call<T: DeserializeOwned>(
         &self,
         op: &Operation,
@@ -48,9 +50,13 @@ impl QpienClient {
         credential: &Credential,
         request_id: &str,
         wait: BudgetWait,
+        deadline: Instant,
     ) -> Result<T, UpstreamError> {
+        // A request whose deadline has passed (waiting for a lock, say) spends nothing.
+        if Instant::now() >= deadline {
+            return Err(UpstreamError::Timeout);
+        }
         let body = op.request_body(variables);
-        let deadline = Instant::now() + self.timeout;
         let attempt = Attempt {
             bearer: None,
             budget_key: credential.id(),
@@ -78,9 +84,14 @@ impl QpienClient {
     ) -> Result<T, UpstreamError> {
         let Some(tokens) = &self.tokens else {
             let bearer = credential.bearer();
-            return self
+            let result = self
                 .with_retries(op, body, &Attempt { bearer, ..attempt })
                 .await;
+            // What Qpien said of the caller's bearer (not of the probe's missing one).
+            if let (Some(proofs), Some(_)) = (&self.proofs, bearer) {
+                proofs.learn(credential.id(), &result);
+            }
+            return result;
         };
         let generate = async |creds: &ClientCredentials| self.generate_token(creds, &attempt).await;
         let with_token = async |token: &Secret| {
@@ -219,7 +230,7 @@ impl QpienClient {
             .breaker
             .try_acquire()
             .map_err(|wait| UpstreamError::CircuitOpen {
-                retry_after: round_up(wait),
+                retry_after: whole_seconds(wait),
             });
         self.metrics.breaker_state.set(self.breaker.state().gauge());
         let permit = permit?;
@@ -251,7 +262,7 @@ impl QpienClient {
             Admission::Refused(wait) => {
                 self.metrics.rate_limit_rejections.inc();
                 Err(UpstreamError::BudgetExhausted {
-                    retry_after: round_up(wait),
+                    retry_after: whole_seconds(wait),
                 })
             }
         }
@@ -303,9 +314,4 @@ impl QpienClient {
         .instrument(span)
         .await
     }
-}
-
-fn round_up(wait: Duration) -> Duration {
-    Duration::from_secs(wait.as_secs() + u64::from(wait.subsec_nanos() > 0))
-        .max(Duration::from_secs(1))
 }
