@@ -19,5 +19,5 @@ pub use budget::{BudgetReport, Class};
 pub use client::{BudgetWait, QpienClient, ServiceToken};
 pub use credential::{CallerShare, Credential, CredentialHasher, CredentialId};
 pub use error::UpstreamError;
-pub use wire::{conversation_from_payload, message_from_payload};
 pub use proofs::{Cap, ClientKey};
+pub use wire::{conversation_from_payload, message_from_payload};
