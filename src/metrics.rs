@@ -355,6 +355,12 @@ impl Default for Metrics {
             "Event streams refused with 429 because the caller key had EVENT_STREAMS_PER_KEY open already",
             m.event_streams_refused.clone(),
         );
+        // Exported at 0 from the start, so that an alert on failures has a series to watch.
+        for source in ["facade", "qpien"] {
+            for outcome in ["recorded", "same-state", "failed"] {
+                let _ = m.events.get_or_create(&EventLabels { source, outcome });
+            }
+        }
         for (kind, reason) in REDIS_REJECTIONS {
             let _ = m
                 .redis_values_rejected
