@@ -23,6 +23,7 @@ mod read_cache;
 mod redis_server;
 mod resilience;
 mod shared_state;
+mod subscriptions;
 mod update_conversation;
 mod upstream_failures;
 mod webhooks;
