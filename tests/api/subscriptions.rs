@@ -18,6 +18,7 @@ use sha2::Sha256;
 use crate::helpers::{
     PATIENCE, Setup, TestApp, add_key, assert_problem, eventually, spawn_app_with,
 };
+use crate::process::Service;
 
 /// One delivery as the receiver got it.
 #[derive(Clone, Debug)]
@@ -43,6 +44,8 @@ struct Inbox {
     received: Mutex<Vec<Delivery>>,
     /// Answers to give, first first; 200 when none is left.
     script: Mutex<VecDeque<Answer>>,
+    /// How many of the next deliveries get no answer for a minute.
+    stall: Mutex<u32>,
 }
 
 /// A webhook receiver on a port of its own.
@@ -66,6 +69,15 @@ async fn receive(req: HttpRequest, body: web::Bytes, inbox: web::Data<Inbox>) ->
         body: body.to_vec(),
         at: Instant::now(),
     });
+    let stall = {
+        let mut stall = inbox.stall.lock().unwrap();
+        let now = *stall > 0;
+        *stall = stall.saturating_sub(1);
+        now
+    };
+    if stall {
+        tokio::time::sleep(Duration::from_secs(60)).await;
+    }
     let (status, retry_after) = inbox
         .script
         .lock()
@@ -110,6 +122,11 @@ impl Receiver {
             .lock()
             .unwrap()
             .extend(answers.iter().copied());
+    }
+
+    /// Leaves the next `n` deliveries without an answer for a minute.
+    pub fn stall(&self, n: u32) {
+        *self.inbox.stall.lock().unwrap() = n;
     }
 
     pub fn received(&self) -> Vec<Delivery> {
@@ -561,4 +578,76 @@ async fn pass_through_mode_offers_no_subscriptions() {
         .unwrap();
     let problem = assert_problem(response, 403).await;
     assert_eq!(problem["type"], "/problems/feed-not-offered");
+}
+
+#[tokio::test]
+async fn a_delivery_cut_short_by_kill_9_is_made_after_the_restart() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let data = data_dir.path().to_str().unwrap().to_owned();
+    // The embedded sandbox of `cargo run`, quiet, so the only event is the test's.
+    let env = [
+        ("DATA_DIR", data.as_str()),
+        ("SANDBOX_ACTIVITY_PER_MINUTE", "0"),
+        ("SUBSCRIPTION_RETRY_BASE_MS", "50"),
+    ];
+    let receiver = Receiver::start().await;
+    receiver.stall(1);
+    qpien_rest::install_tls_provider();
+    let http = reqwest::Client::new();
+    let first = Service::start(&env);
+    let created: Value = http
+        .post(format!("{}/subscriptions", first.address))
+        .json(&json!({ "url": receiver.url }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let secret = created["secret"].as_str().unwrap().to_owned();
+    let list: Value = http
+        .get(format!("{}/conversations?pageSize=1", first.address))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = list["items"][0]["id"].as_str().unwrap().to_owned();
+    let patched = http
+        .patch(format!("{}/conversations/{id}", first.address))
+        .header("content-type", "application/merge-patch+json")
+        .body(json!({ "priority": "urgent" }).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(patched.status(), 200);
+
+    let during = receiver.wait_for(1).await;
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", &first.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let second = Service::start(&env);
+    let deliveries = receiver.wait_for(2).await;
+    let path = format!(
+        "{}/subscriptions/{}",
+        second.address,
+        created["id"].as_str().unwrap()
+    );
+    let shown: Value = eventually("the backlog delivered", PATIENCE, async || {
+        let shown: Value = http.get(&path).send().await.ok()?.json().await.ok()?;
+        (shown["backlog"] == 0).then_some(shown)
+    })
+    .await;
+
+    assert_eq!(deliveries[1].id, during[0].id, "the same event, again");
+    assert_eq!(deliveries[1].body, during[0].body);
+    assert!(
+        signed_by(&deliveries[1], &secret),
+        "the secret survived the restart"
+    );
+    assert!(shown["deliveredThrough"].as_str().unwrap() >= during[0].id.as_str());
+    drop(first);
 }
