@@ -19,6 +19,8 @@ use crate::helpers::{
     PATIENCE, Setup, TestApp, add_key, assert_problem, eventually, spawn_app_with,
 };
 use crate::process::Service;
+use crate::redis_server::RedisServer;
+use qpien_sandbox::{DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, Sandbox, SandboxConfig};
 
 /// One delivery as the receiver got it.
 #[derive(Clone, Debug)]
@@ -650,4 +652,137 @@ async fn a_delivery_cut_short_by_kill_9_is_made_after_the_restart() {
     );
     assert!(shown["deliveredThrough"].as_str().unwrap() >= during[0].id.as_str());
     drop(first);
+}
+
+/// The ids of `deliveries`, in arrival order.
+fn ids(deliveries: &[Delivery]) -> Vec<String> {
+    deliveries.iter().map(|d| d.id.clone()).collect()
+}
+
+/// With Redis, three replicas (real binaries) share the subscriptions: each event is
+/// delivered once per subscription, not once per replica, and when a replica is killed
+/// (`kill -9`) the others take its subscriptions over once its leases expire.
+/// Each subscription is created through another replica, which takes it at once.
+#[tokio::test]
+#[cfg_attr(
+    not(redis_server),
+    ignore = "no redis-server on PATH: apt-get install redis-server"
+)]
+async fn three_replicas_deliver_each_event_once_per_subscription_and_take_over_a_killed_one() {
+    let redis = RedisServer::start().await;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let sandbox = Sandbox::start(listener, SandboxConfig::default()).unwrap();
+    let (redis_url, upstream) = (redis.url(), sandbox.url());
+    let env = [
+        ("REDIS_URL", redis_url.as_str()),
+        ("QPIEN_API_URL", upstream.as_str()),
+        ("QPIEN_CLIENT_ID", DEMO_CLIENT_ID),
+        ("QPIEN_CLIENT_SECRET", DEMO_CLIENT_SECRET),
+        ("QPIEN_REPLICAS", "3"),
+        ("SUBSCRIPTION_ALLOW_HTTP", "true"),
+        ("SUBSCRIPTION_ALLOW_PRIVATE_NETWORKS", "true"),
+        ("SUBSCRIPTION_LEASE_MS", "1500"),
+    ];
+    let mut replicas: Vec<Option<Service>> = (0..3).map(|_| Some(Service::start(&env))).collect();
+    let address =
+        |replicas: &[Option<Service>], i: usize| replicas[i].as_ref().unwrap().address.clone();
+    let http = reqwest::Client::new();
+    let mut receivers = Vec::new();
+    for i in 0..3 {
+        let receiver = Receiver::start().await;
+        // Each subscription is created on another replica, which likely takes it.
+        let created = http
+            .post(format!("{}/subscriptions", address(&replicas, i)))
+            .json(&json!({ "url": receiver.url }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(created.status(), 201);
+        receivers.push(receiver);
+    }
+    let id = {
+        let list: Value = http
+            .get(format!(
+                "{}/conversations?pageSize=1",
+                address(&replicas, 0)
+            ))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        list["items"][0]["id"].as_str().unwrap().to_owned()
+    };
+    let patch = async |through: &str, n: usize| {
+        let response = http
+            .patch(format!("{through}/conversations/{id}"))
+            .header("content-type", "application/merge-patch+json")
+            .body(json!({ "starred": n % 2 == 0 }).to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+    };
+
+    for n in 0..6 {
+        patch(&address(&replicas, n % 3), n).await;
+    }
+    let mut first_round = Vec::new();
+    for receiver in &receivers {
+        first_round.push(ids(&receiver.wait_for(6).await));
+    }
+    // Settled: nothing more arrives than the six.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let settled: Vec<usize> = receivers.iter().map(|r| r.received().len()).collect();
+    // Two of three killed: whichever held a subscription, most moved to the survivor.
+    for i in 0..2 {
+        let pid = replicas[i].as_ref().unwrap().pid().to_string();
+        let killed = std::process::Command::new("kill")
+            .args(["-KILL", &pid])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+        replicas[i] = None;
+    }
+    for n in 6..10 {
+        patch(&address(&replicas, 2), n).await;
+    }
+    let mut all = Vec::new();
+    for receiver in &receivers {
+        let got = eventually("the events after the kill", PATIENCE, async || {
+            let got = ids(&receiver.received());
+            let mut distinct = got.clone();
+            distinct.dedup();
+            (distinct.len() >= 10).then_some(got)
+        })
+        .await;
+        all.push(got);
+    }
+
+    for got in &first_round {
+        assert_eq!(
+            got, &first_round[0],
+            "every subscription, every event, in order"
+        );
+        let mut sorted = got.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(&sorted, got, "once each, in order: {got:?}");
+    }
+    assert_eq!(
+        settled,
+        [6, 6, 6],
+        "once per subscription, not once per replica"
+    );
+    for got in &all {
+        let mut distinct = got.clone();
+        distinct.dedup();
+        assert_eq!(distinct.len(), 10, "{got:?}");
+        assert!(
+            distinct.windows(2).all(|w| w[0] < w[1]),
+            "in order: {got:?}"
+        );
+    }
+    drop(redis);
 }
