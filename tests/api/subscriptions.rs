@@ -718,7 +718,7 @@ async fn three_replicas_deliver_each_event_once_per_subscription_and_take_over_a
         let response = http
             .patch(format!("{through}/conversations/{id}"))
             .header("content-type", "application/merge-patch+json")
-            .body(json!({ "starred": n % 2 == 0 }).to_string())
+            .body(json!({ "starred": n.is_multiple_of(2) }).to_string())
             .send()
             .await
             .unwrap();
@@ -736,14 +736,14 @@ async fn three_replicas_deliver_each_event_once_per_subscription_and_take_over_a
     tokio::time::sleep(Duration::from_millis(500)).await;
     let settled: Vec<usize> = receivers.iter().map(|r| r.received().len()).collect();
     // Two of three killed: whichever held a subscription, most moved to the survivor.
-    for i in 0..2 {
-        let pid = replicas[i].as_ref().unwrap().pid().to_string();
+    for replica in &mut replicas[..2] {
+        let service = replica.take().unwrap();
         let killed = std::process::Command::new("kill")
-            .args(["-KILL", &pid])
+            .args(["-KILL", &service.pid().to_string()])
             .status()
             .unwrap();
         assert!(killed.success());
-        replicas[i] = None;
+        drop(service);
     }
     for n in 6..10 {
         patch(&address(&replicas, 2), n).await;
