@@ -81,6 +81,17 @@ pub enum Connector {
         important: &'static [&'static str],
         internal: &'static [&'static str],
     },
+    /// A webhook trigger (`x-ms-trigger`): Power Automate calls it when a flow is saved,
+    /// with the flow's callback URL in the body member `url`, and calls `DELETE` on the
+    /// answer's `Location` when the flow is turned off or deleted; each delivery to the
+    /// callback URL runs the flow once. `summary` is its name in the flow designer.
+    WebhookTrigger {
+        summary: &'static str,
+        important: &'static [&'static str],
+    },
+    /// In the connector for Power Automate's own use (the webhook trigger's `DELETE`),
+    /// hidden from makers.
+    Internal,
 }
 
 /// Every problem status an operation that reads through Qpien can answer.
@@ -265,6 +276,10 @@ pub const CREATE_SUBSCRIPTION: Operation = Operation {
     path: "/subscriptions",
     scope: Some(Scope::Write),
     problems: &[400, 401, 403, 409, 413, 422, 503],
+    connector: Connector::WebhookTrigger {
+        summary: "When a conversation changes",
+        important: &["body"],
+    },
     ..UNBUDGETED
 };
 
@@ -292,6 +307,7 @@ pub const DELETE_SUBSCRIPTION: Operation = Operation {
     path: "/subscriptions/{id}",
     scope: Some(Scope::Write),
     problems: SUBSCRIPTION_PROBLEMS,
+    connector: Connector::Internal,
     ..UNBUDGETED
 };
 
