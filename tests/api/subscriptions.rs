@@ -786,3 +786,33 @@ async fn three_replicas_deliver_each_event_once_per_subscription_and_take_over_a
     }
     drop(redis);
 }
+
+#[tokio::test]
+async fn the_delivery_is_documented_as_a_31_webhook_and_a_30_callback() {
+    let app = spawn_app_with(Setup::default()).await;
+    let v31: Value = app.get("/openapi.json").await.json().await.unwrap();
+    let v30: Value = app.get("/openapi-3.0.json").await.json().await.unwrap();
+
+    let webhook = &v31["webhooks"]["conversationChanged"]["post"];
+    let callback = &v30["paths"]["/subscriptions"]["post"]["callbacks"]["conversationChanged"]["{$request.body#/url}"]
+        ["post"];
+    for delivery in [webhook, callback] {
+        assert_eq!(
+            delivery["requestBody"]["content"]["application/json"]["schema"]["$ref"],
+            "#/components/schemas/Event"
+        );
+        let headers: Vec<&str> = delivery["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            headers,
+            ["webhook-id", "webhook-timestamp", "webhook-signature"]
+        );
+        assert!(delivery["responses"]["410"].is_object());
+    }
+    assert!(v30.get("webhooks").is_none(), "3.0 has no webhooks");
+    assert!(v31["components"]["schemas"]["Event"].is_object());
+}
