@@ -70,6 +70,8 @@ impl Deliveries {
         metrics: Arc<Metrics>,
     ) -> Result<Arc<Self>, reqwest::Error> {
         let client = reqwest::Client::builder()
+            // A proxy would resolve the host itself, past the guarded resolver.
+            .no_proxy()
             .redirect(reqwest::redirect::Policy::none())
             .dns_resolver(GuardedResolver(policy))
             .connect_timeout(settings.timeout)
@@ -116,6 +118,19 @@ impl Deliveries {
             Some(redis) => redis.lease(id, &self.holder, self.settings.lease).await,
             None => true,
         }
+    }
+
+    /// Renews the lease of `id` when a third of it has passed since `held_at`; `false`
+    /// when this replica no longer holds it (the task must stop).
+    async fn still_held(&self, id: &str, held_at: &mut Instant) -> bool {
+        if self.subscriptions.redis().is_none() || held_at.elapsed() < self.settings.lease / 3 {
+            return true;
+        }
+        let held = self.hold(id).await;
+        if held {
+            *held_at = Instant::now();
+        }
+        held
     }
 
     async fn let_go(&self, id: &str) {
@@ -193,11 +208,8 @@ async fn deliver_subscription(worker: std::sync::Weak<Deliveries>, id: String) {
         let Some(worker) = worker.upgrade() else {
             return;
         };
-        if held_at.elapsed() >= renew_every {
-            if !worker.hold(&id).await {
-                return;
-            }
-            held_at = Instant::now();
+        if !worker.still_held(&id, &mut held_at).await {
+            return;
         }
         // Seen before reading, so an event appended from now on wakes the wait below.
         appended.borrow_and_update();
@@ -222,7 +234,7 @@ async fn deliver_subscription(worker: std::sync::Weak<Deliveries>, id: String) {
             tokio::time::sleep(wait.min(renew_every)).await;
             continue;
         }
-        match worker.deliver_page(subscription).await {
+        match worker.deliver_page(subscription, &mut held_at).await {
             Ok(true) => continue,
             Ok(false) => {
                 let idle = renew_every.min(Duration::from_secs(30));
@@ -240,7 +252,11 @@ impl Deliveries {
     /// Delivers the next page of `subscription`'s events. `Ok(true)`: look again at
     /// once (it delivered, or waits on a retry); `Ok(false)`: nothing new; `Err`: the
     /// subscription is gone.
-    async fn deliver_page(&self, subscription: Subscription) -> Result<bool, ()> {
+    async fn deliver_page(
+        &self,
+        subscription: Subscription,
+        held_at: &mut Instant,
+    ) -> Result<bool, ()> {
         let Subscription { config, mut state } = subscription;
         let filter = config.filter();
         let page = match self
@@ -283,6 +299,11 @@ impl Deliveries {
         let mut left = backlog;
         let mut all_delivered = true;
         for event in &page.events {
+            // Another replica may deliver it once the lease lapses: never both at once.
+            if !self.still_held(&config.id, held_at).await {
+                self.metrics.subscription_backlog.dec_by(left);
+                return Err(());
+            }
             let keys = secrets.signing(Utc::now());
             if state.failures > 0 {
                 self.metrics.subscription_retries.inc();

@@ -28,8 +28,8 @@ pub struct SubscriptionSettings {
     pub secret_grace: Duration,
     /// `SUBSCRIPTION_LEASE_MS` (with `REDIS_URL`): how long a replica holds the right
     /// to deliver a subscription without renewing it (it renews every third of it). A
-    /// replica that dies leaves its subscriptions to the others this long after.
-    /// Default 15000.
+    /// replica that dies leaves its subscriptions to the others this long after. At
+    /// least three times the timeout keeps a slow delivery within one lease. Default 30000.
     pub lease: Duration,
     /// `SUBSCRIPTION_ALLOW_HTTP`: accept `http://` callback URLs. Default `false`
     /// (`true` with the embedded sandbox of `cargo run`, so the demo works).
@@ -50,7 +50,7 @@ impl Default for SubscriptionSettings {
             retry_max: Duration::from_secs(3_600),
             horizon: Duration::from_secs(86_400),
             secret_grace: Duration::from_secs(86_400),
-            lease: Duration::from_secs(15),
+            lease: Duration::from_secs(30),
             allow_http: None,
             allow_private_networks: None,
         }

@@ -314,6 +314,16 @@ async fn a_failed_delivery_is_retried_with_the_same_id_until_it_succeeds_and_lat
         .collect();
     assert_eq!(statuses, [500, 502, 200, 200]);
     assert_eq!(shown["failingSince"], Value::Null);
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    for series in [
+        "qpien_rest_subscription_deliveries_total{outcome=\"delivered\"} 2",
+        "qpien_rest_subscription_deliveries_total{outcome=\"failed\"} 2",
+        "qpien_rest_subscription_retries_total 2",
+        "qpien_rest_subscription_backlog_events 0",
+        "qpien_rest_subscription_delivery_latency_seconds_count 2",
+    ] {
+        assert!(metrics.contains(series), "{series} not in:\n{metrics}");
+    }
 }
 
 #[tokio::test]
@@ -378,6 +388,7 @@ async fn a_subscription_failing_for_the_whole_horizon_is_disabled_and_can_be_ena
     })
     .await;
     let attempts = receiver.received().len();
+    let ready = app.get("/readyz").await.status();
     receiver.inbox.script.lock().unwrap().clear();
     let enabled = app
         .post_json(&format!("/subscriptions/{sub}/enable"), &json!({}), None)
@@ -393,6 +404,10 @@ async fn a_subscription_failing_for_the_whole_horizon_is_disabled_and_can_be_ena
         "{disabled}"
     );
     assert!(attempts >= 2, "retried before giving up: {attempts}");
+    assert_eq!(
+        ready, 200,
+        "a failing receiver is no reason for unreadiness"
+    );
     assert_eq!(
         deliveries.last().unwrap().id,
         deliveries[0].id,
