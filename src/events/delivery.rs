@@ -371,7 +371,10 @@ impl Deliveries {
             return;
         }
         self.count("failed");
+        // A `Retry-After` of 0 must not turn into a loop that hammers the receiver.
+        let floor = self.settings.retry_base.min(Duration::from_secs(1));
         let wait = retry_after
+            .map(|asked| asked.max(floor))
             .unwrap_or_else(|| backoff(&self.settings, state.failures))
             .min(self.settings.horizon - failing_for);
         state.next_attempt_at = Some(now + chrono::Duration::from_std(wait).unwrap_or_default());
