@@ -226,6 +226,21 @@ impl TestApp {
         assert_eq!(response.status(), 200);
         response.json().await.unwrap()
     }
+
+    /// Subscription `id` once it has recorded `attempts` attempts and has no backlog:
+    /// the receiver sees a delivery just before the service hears its answer.
+    pub async fn settled(&self, id: &str, attempts: usize) -> Value {
+        eventually(
+            &format!("{attempts} attempts recorded"),
+            PATIENCE,
+            async || {
+                let shown = self.subscription(id).await;
+                let recorded = shown["lastAttempts"].as_array().unwrap().len();
+                (recorded == attempts && shown["backlog"] == 0).then_some(shown)
+            },
+        )
+        .await
+    }
 }
 
 #[tokio::test]
@@ -268,7 +283,7 @@ async fn events_are_delivered_in_order_signed_as_standard_webhooks_says() {
         assert_eq!(event["type"], "conversation.updated");
         assert_eq!(event["conversationId"], id.as_str());
     }
-    let shown = app.subscription(created["id"].as_str().unwrap()).await;
+    let shown = app.settled(created["id"].as_str().unwrap(), 3).await;
     assert_eq!(shown["deliveredThrough"], ids[2]);
     assert_eq!(shown["backlog"], 0);
     assert!(shown.get("secret").is_none(), "the secret is shown once");
@@ -292,7 +307,7 @@ async fn a_failed_delivery_is_retried_with_the_same_id_until_it_succeeds_and_lat
     app.flip_star(&id).await;
     app.flip_star(&id).await;
     let deliveries = receiver.wait_for(4).await;
-    let shown = app.subscription(created["id"].as_str().unwrap()).await;
+    let shown = app.settled(created["id"].as_str().unwrap(), 4).await;
 
     let ids: Vec<&str> = deliveries.iter().map(|d| d.id.as_str()).collect();
     assert_eq!(ids[0], ids[1]);
@@ -336,7 +351,12 @@ async fn retry_after_from_the_receiver_is_honoured() {
 
     app.flip_star(&id).await;
     let first = receiver.wait_for(1).await;
-    let failing = app.subscription(created["id"].as_str().unwrap()).await;
+    let sub = created["id"].as_str().unwrap();
+    let failing = eventually("the failure recorded", PATIENCE, async || {
+        let shown = app.subscription(sub).await;
+        shown["failingSince"].is_string().then_some(shown)
+    })
+    .await;
     let deliveries = receiver.wait_for(2).await;
 
     let gap = deliveries[1].at - first[0].at;
