@@ -10,7 +10,9 @@
 #   3. CORS in Chromium: a page of another origin reads a list and an exposed header; a
 #      page of an origin not allowed is refused (.ci/cors-browser.mjs);
 #   4. the Power Platform connector folder of both modes: qpien-rest connector --out,
-#      its apiDefinition.swagger.json valid Swagger 2.0 (openapi-spec-validator).
+#      its apiDefinition.swagger.json valid Swagger 2.0 (openapi-spec-validator);
+#   5. webhook subscriptions: real deliveries verified by the Standard Webhooks reference
+#      library, standardwebhooks from PyPI (.ci/subscriptions-check.sh).
 # Installs its tools first (.ci/install-tools.sh); results go to ci-artifacts/.
 #
 # usage: bash .ci/lowcode-checks.sh
@@ -65,3 +67,6 @@ for mode in pass-through service; do
   env -u CORS_ALLOWED_ORIGINS "${settings[@]}" "$BIN" connector --out "$dir"
   "$VENV/bin/openapi-spec-validator" "$dir/apiDefinition.swagger.json"
 done
+
+echo "== Webhook subscriptions verified by standardwebhooks"
+ARTIFACTS=$ARTIFACTS VENV=$VENV BIN=$BIN bash "$CI_DIR/subscriptions-check.sh"

@@ -75,6 +75,14 @@ pub enum ApiError {
     TooManyStreams(u32),
     #[error("no change feed in pass-through mode")]
     FeedNotOffered,
+    #[error("no such subscription for this caller")]
+    SubscriptionNotFound,
+    #[error("the caller has {0} subscriptions, as many as allowed")]
+    TooManySubscriptions(u32),
+    #[error("the callback URL is refused: it {0}")]
+    CallbackUrlRefused(String),
+    #[error("the subscription store is unavailable: {0}")]
+    SubscriptionsUnavailable(String),
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
 }
@@ -274,7 +282,7 @@ pub const FEED_NOT_OFFERED: ProblemKind = ProblemKind {
     slug: "feed-not-offered",
     status: 403,
     title: "No change feed in pass-through mode",
-    explanation: "This service forwards each caller's own Qpien token (pass-through mode), and a token may belong to any Qpien account: the service cannot tell which without asking Qpien, so it shows the change feed, the event stream and the triggers to no one. They are offered in service mode, where the service holds the account's key and decides itself who may read.",
+    explanation: "This service forwards each caller's own Qpien token (pass-through mode), and a token may belong to any Qpien account: the service cannot tell which without asking Qpien, so it shows the change feed, the event stream, the triggers and the webhook subscriptions to no one. They are offered in service mode, where the service holds the account's key and decides itself who may read.",
 };
 pub const CURSOR_GONE: ProblemKind = ProblemKind {
     slug: "cursor-gone",
@@ -293,6 +301,30 @@ pub const EVENT_LOG_UNAVAILABLE: ProblemKind = ProblemKind {
     status: 503,
     title: "Change feed unavailable",
     explanation: "The store of the change feed (the embedded database, or Redis with `REDIS_URL`) did not answer, so nothing could be read. No event is lost by this: retry after `Retry-After` seconds with the same cursor.",
+};
+pub const SUBSCRIPTION_NOT_FOUND: ProblemKind = ProblemKind {
+    slug: "subscription-not-found",
+    status: 404,
+    title: "No such subscription",
+    explanation: "There is no webhook subscription with this id among those of your caller key: it was never created, it was deleted (by you, or because its receiver answered 410 Gone), or another key created it (a key sees only its own). List yours with `GET /subscriptions`.",
+};
+pub const TOO_MANY_SUBSCRIPTIONS: ProblemKind = ProblemKind {
+    slug: "too-many-subscriptions",
+    status: 409,
+    title: "Too many subscriptions",
+    explanation: "The caller key (or, without keys, the anonymous callers together) already holds as many webhook subscriptions as `SUBSCRIPTIONS_PER_KEY` allows (50 unless the operator says otherwise). Delete one you no longer need (`DELETE /subscriptions/{id}`), or widen an existing one's event types instead of adding another.",
+};
+pub const CALLBACK_URL_REFUSED: ProblemKind = ProblemKind {
+    slug: "callback-url-refused",
+    status: 422,
+    title: "Callback URL refused",
+    explanation: "The service will not call this URL: callbacks must be `https` URLs of hosts on the public internet. Plain `http`, and hosts that are or resolve to loopback, private, link-local, shared (CGNAT) or unique-local addresses, are refused unless the operator allows them (`SUBSCRIPTION_ALLOW_HTTP`, `SUBSCRIPTION_ALLOW_PRIVATE_NETWORKS`); cloud metadata, multicast and unspecified addresses always are. `errors` says which rule the URL broke. Nothing was created.",
+};
+pub const SUBSCRIPTIONS_UNAVAILABLE: ProblemKind = ProblemKind {
+    slug: "subscriptions-unavailable",
+    status: 503,
+    title: "Subscriptions unavailable",
+    explanation: "The store of the webhook subscriptions (the embedded database, or Redis with `REDIS_URL`) did not answer, so nothing was read or changed. Deliveries already under way resume by themselves; retry after `Retry-After` seconds.",
 };
 
 pub const PROBLEM_KINDS: &[ProblemKind] = &[
@@ -323,6 +355,10 @@ pub const PROBLEM_KINDS: &[ProblemKind] = &[
     CURSOR_GONE,
     TOO_MANY_STREAMS,
     EVENT_LOG_UNAVAILABLE,
+    SUBSCRIPTION_NOT_FOUND,
+    TOO_MANY_SUBSCRIPTIONS,
+    CALLBACK_URL_REFUSED,
+    SUBSCRIPTIONS_UNAVAILABLE,
 ];
 
 impl ApiError {
@@ -347,6 +383,10 @@ impl ApiError {
             Self::EventLogUnavailable(_) => EVENT_LOG_UNAVAILABLE,
             Self::TooManyStreams(_) => TOO_MANY_STREAMS,
             Self::FeedNotOffered => FEED_NOT_OFFERED,
+            Self::SubscriptionNotFound => SUBSCRIPTION_NOT_FOUND,
+            Self::TooManySubscriptions(_) => TOO_MANY_SUBSCRIPTIONS,
+            Self::CallbackUrlRefused(_) => CALLBACK_URL_REFUSED,
+            Self::SubscriptionsUnavailable(_) => SUBSCRIPTIONS_UNAVAILABLE,
             Self::Upstream(e) => match e {
                 UpstreamError::Unauthorized { .. } => UPSTREAM_UNAUTHORIZED,
                 UpstreamError::InsufficientScope { .. } => INSUFFICIENT_SCOPE,
@@ -400,6 +440,10 @@ impl ApiError {
             Self::EventLogUnavailable(_) => "The change feed's store did not answer; retry with the same cursor.".to_owned(),
             Self::TooManyStreams(limit) => format!("This caller already has {limit} event streams open on this replica, as many as allowed."),
             Self::FeedNotOffered => "The change feed is offered in service mode only.".to_owned(),
+            Self::SubscriptionNotFound => "Your caller key has no subscription with this id.".to_owned(),
+            Self::TooManySubscriptions(limit) => format!("This caller already has {limit} subscriptions, as many as allowed."),
+            Self::CallbackUrlRefused(why) => format!("The callback URL {why}."),
+            Self::SubscriptionsUnavailable(_) => "The subscriptions' store did not answer; retry.".to_owned(),
             Self::Upstream(e) => match e {
                 UpstreamError::Unauthorized { code: "TOKEN_EXPIRED", .. } => {
                     "Qpien says the access token has expired; generate a new one.".to_owned()
@@ -454,7 +498,9 @@ impl ApiError {
                 | UpstreamError::CircuitOpen { retry_after },
             ) => Some(*retry_after),
             Self::TooManyStreams(_) => Some(Duration::from_secs(30)),
-            Self::EventLogUnavailable(_) | Self::ChangeNotRecorded => Some(Duration::from_secs(5)),
+            Self::EventLogUnavailable(_)
+            | Self::ChangeNotRecorded
+            | Self::SubscriptionsUnavailable(_) => Some(Duration::from_secs(5)),
             _ => None,
         }
     }
@@ -487,6 +533,7 @@ impl ApiError {
             request_id: context.map(|c| c.id).unwrap_or_default(),
             errors: match self {
                 Self::InvalidParameters(errors) | Self::InvalidBody(errors) => errors.clone(),
+                Self::CallbackUrlRefused(why) => vec![InvalidParam::pointer("url", why.clone())],
                 _ => Vec::new(),
             },
         }

@@ -172,6 +172,14 @@ pub struct Metrics {
     pub event_streams: Gauge,
     /// Streams refused because their caller key had as many open as allowed.
     pub event_streams_refused: Counter,
+    /// Webhook subscription delivery attempts, by outcome.
+    pub subscription_deliveries: Family<OutcomeLabels, Counter>,
+    /// Delivery attempts that were retries of a failed one.
+    pub subscription_retries: Counter,
+    /// Events read for subscriptions and not yet delivered (at most a page each).
+    pub subscription_backlog: Gauge,
+    /// From an event's `occurredAt` to its successful delivery.
+    pub subscription_latency: Histogram,
 }
 
 fn latency() -> Histogram {
@@ -212,6 +220,11 @@ impl Default for Metrics {
             events: Family::default(),
             event_streams: Gauge::default(),
             event_streams_refused: Counter::default(),
+            subscription_deliveries: Family::default(),
+            subscription_retries: Counter::default(),
+            subscription_backlog: Gauge::default(),
+            // 1 ms to ~16 s: steady-state deliveries take milliseconds.
+            subscription_latency: Histogram::new(exponential_buckets(0.001, 2.0, 15)),
             registry: Registry::default(),
         };
         registry.register(
@@ -354,6 +367,26 @@ impl Default for Metrics {
             "event_streams_refused",
             "Event streams refused with 429 because the caller key had EVENT_STREAMS_PER_KEY open already",
             m.event_streams_refused.clone(),
+        );
+        registry.register(
+            "subscription_deliveries",
+            "Webhook subscription delivery attempts, by outcome: delivered (2xx), failed (another status, a timeout or no connection: retried with backoff), gone (410: the subscription was removed), disabled (failed for the whole retry horizon)",
+            m.subscription_deliveries.clone(),
+        );
+        registry.register(
+            "subscription_retries",
+            "Webhook subscription delivery attempts that retried a failed one",
+            m.subscription_retries.clone(),
+        );
+        registry.register(
+            "subscription_backlog_events",
+            "Events read for webhook subscriptions on this replica and not yet delivered (at most a page of 100 per subscription is counted)",
+            m.subscription_backlog.clone(),
+        );
+        registry.register(
+            "subscription_delivery_latency_seconds",
+            "Time from an event's occurredAt to its successful delivery to a subscriber",
+            m.subscription_latency.clone(),
         );
         // Exported at 0 from the start, so that an alert on failures has a series to watch.
         for source in ["facade", "qpien"] {

@@ -10,6 +10,9 @@ use url::Url;
 
 use qpien_sandbox::SandboxConfig;
 
+mod subscriptions;
+pub use subscriptions::SubscriptionSettings;
+
 /// Everything the service can be told. Each field says its environment variable and default.
 #[derive(Clone, Debug)]
 pub struct Settings {
@@ -61,6 +64,8 @@ pub struct Settings {
     pub data_dir: PathBuf,
     /// The change feed's event log (`EVENT_LOG_*`).
     pub event_log: EventLogSettings,
+    /// Webhook subscriptions (`SUBSCRIPTION_*`): delivery, retries, callback URLs.
+    pub subscriptions: SubscriptionSettings,
     /// The embedded sandbox, used only when `QPIEN_API_URL` is unset:
     /// `SANDBOX_TOKEN_TTL_SECS` (default 3600), `SANDBOX_RATE_LIMIT_PER_MINUTE` (100),
     /// `SANDBOX_LATENCY_MS` (0), and `SANDBOX_ACTIVITY_PER_MINUTE`: how many changes a
@@ -386,6 +391,7 @@ impl Default for Settings {
             webhooks: WebhookSettings::default(),
             data_dir: PathBuf::from("./data"),
             event_log: EventLogSettings::default(),
+            subscriptions: SubscriptionSettings::default(),
             sandbox: SandboxConfig::default(),
         }
     }
@@ -542,6 +548,7 @@ impl Settings {
         }
         settings.redis = redis_settings(&get, &mut problems);
         settings.webhooks = WebhookSettings::parse(&get, &mut problems);
+        settings.subscriptions = SubscriptionSettings::parse(&get, &mut problems);
         if let Some(redis) = &settings.redis
             && redis.hash_secret.is_none()
             && !settings.is_service_mode()

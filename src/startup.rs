@@ -18,7 +18,10 @@ use utoipa_actix_web::AppExt;
 
 use crate::callers::{KeyFileError, KeyStore, Reload};
 use crate::connector::ConnectionAuth;
+use crate::events::callback_url::Policy;
+use crate::events::delivery::Deliveries;
 use crate::events::log::{EventLog, OpenError};
+use crate::events::subscriptions::Subscriptions;
 use crate::events::{QpienWebhooks, Recorder};
 use crate::metrics::{self, Metrics};
 use crate::public_url::PublicBaseUrl;
@@ -133,6 +136,13 @@ impl Application {
             }
             (None, _) => None,
         };
+        // The key of the subscriptions' sealed signing secrets: REDIS_HASH_SECRET, else
+        // the client secret, the same on every replica.
+        let sealing = settings
+            .redis
+            .as_ref()
+            .and_then(|r| r.hash_secret.clone())
+            .or_else(|| credentials.as_ref().map(|c| c.client_secret.clone()));
         let client = Arc::new(QpienClient::new(
             upstream_url.clone(),
             &settings.upstream,
@@ -161,6 +171,34 @@ impl Application {
                 metrics.clone().into_inner(),
             ))
         });
+        // Webhook subscriptions, delivered from the log (service mode only, like it).
+        let (subscriptions, deliveries) = match (&log, sealing) {
+            (Some(log), Some(sealing)) => {
+                let subscriptions = Arc::new(
+                    Subscriptions::open(&settings.data_dir, redis.clone(), &sealing)
+                        .map_err(|e| OpenError(e.to_string()))?,
+                );
+                let policy = Policy {
+                    allow_http: settings
+                        .subscriptions
+                        .allow_http
+                        .unwrap_or(sandbox.is_some()),
+                    allow_private: settings
+                        .subscriptions
+                        .allow_private_networks
+                        .unwrap_or(sandbox.is_some()),
+                };
+                let deliveries = Deliveries::start(
+                    subscriptions.clone(),
+                    log.clone(),
+                    settings.subscriptions,
+                    policy,
+                    metrics.clone().into_inner(),
+                )?;
+                (Some(subscriptions), Some(deliveries))
+            }
+            _ => (None, None),
+        };
         // The embedded sandbox reports its changes to this facade's own receiver, signed
         // with the configured secret or one made for this run: push works on `cargo run`.
         let mut webhook_settings = settings.webhooks.clone();
@@ -258,6 +296,11 @@ impl Application {
             }
             if admin_apart {
                 app = app.service(admin::withheld());
+            }
+            if let (Some(subscriptions), Some(deliveries)) = (&subscriptions, &deliveries) {
+                app = app
+                    .app_data(web::Data::from(subscriptions.clone()))
+                    .app_data(web::Data::from(deliveries.clone()));
             }
             app.into_utoipa_app()
                 .configure(routes::configure)

@@ -4,8 +4,11 @@
 //! and (in service mode) one event in the durable `log` that the change feed, the live
 //! stream and the triggers read. Nothing here knows HTTP; `routes::webhooks` is the door.
 
+pub mod callback_url;
+pub mod delivery;
 pub mod log;
 pub mod qpien;
+pub mod subscriptions;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

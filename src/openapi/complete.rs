@@ -111,8 +111,8 @@ fn applies(slug: &str, operation: &Operation) -> bool {
         "missing-credentials"
         | "missing-api-key"
         | "invalid-api-key"
-        | "insufficient-key-scope"
-        | "invalid-parameters" => operation.scope.is_some(),
+        | "insufficient-key-scope" => operation.scope.is_some(),
+        "invalid-parameters" => operation.scope.is_some() && !operation.subscriptions(),
         // Qpien's answers, and what stands between a caller and Qpien.
         "upstream-unauthorized"
         | "insufficient-scope"
@@ -124,11 +124,20 @@ fn applies(slug: &str, operation: &Operation) -> bool {
         | "precondition-failed" => calls_qpien,
         "invalid-signature" | "change-not-recorded" => operation.signed,
         // The change feed's own answers (its statuses pick which).
-        "feed-not-offered" | "cursor-gone" | "event-log-unavailable" | "too-many-streams" => {
-            operation.feed
+        "cursor-gone" | "event-log-unavailable" | "too-many-streams" => operation.feed,
+        "feed-not-offered" => operation.feed || operation.subscriptions(),
+        // Webhook subscriptions: the one named in the path, and their creation.
+        "subscription-not-found" => operation.subscriptions() && operation.path.contains('{'),
+        "too-many-subscriptions" | "callback-url-refused" => {
+            operation.subscriptions()
+                && operation.method == actix_web::http::Method::POST
+                && !operation.path.contains('{')
         }
+        "subscriptions-unavailable" => operation.subscriptions(),
         // The readiness probe reports an open breaker as not ready.
-        "not-ready" => !calls_qpien && !operation.signed && !operation.feed,
+        "not-ready" => {
+            !calls_qpien && !operation.signed && !operation.feed && !operation.subscriptions()
+        }
         // Answered by the router for any path, not by an operation.
         "method-not-allowed" => false,
         _ => true,

@@ -46,8 +46,13 @@ pub(super) fn fit_for_connector(document: &mut Value) {
         info.insert("description".into(), json!(CONNECTOR_DESCRIPTION));
     }
     keep_connector_operations(root);
+    let definitions = root
+        .get("definitions")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
     for operation in operations(root) {
-        label_operation(operation);
+        label_operation(operation, &definitions);
     }
     let definitions = root.get_mut("definitions").and_then(Value::as_object_mut);
     for schema in definitions.into_iter().flat_map(|d| d.values_mut()) {
@@ -100,19 +105,31 @@ fn keep_connector_operations(root: &mut Map<String, Value>) {
     }
 }
 
-fn label_operation(operation: &mut Value) {
-    let (important, pages, internal, trigger) = match connector_of(operation) {
+fn label_operation(operation: &mut Value, definitions: &Map<String, Value>) {
+    let connector = connector_of(operation);
+    let (important, pages, internal, trigger) = match connector {
         Connector::Action { important, pages } => (Some(important), pages, &[][..], false),
         Connector::PollingTrigger {
             important,
             internal,
         } => (Some(important), false, internal, true),
-        Connector::Hidden => (None, false, &[][..], false),
+        Connector::WebhookTrigger { important, .. } => (Some(important), false, &[][..], false),
+        Connector::Hidden | Connector::Internal => (None, false, &[][..], false),
     };
     let Some(operation) = operation.as_object_mut() else {
         return;
     };
+    if let Connector::WebhookTrigger { summary, .. } = connector {
+        webhook_trigger(operation, summary, definitions);
+    }
+    if connector == Connector::Internal {
+        operation.insert("x-ms-visibility".into(), json!("internal"));
+    }
     if trigger {
+        // Named apart from the webhook trigger, which makers should prefer.
+        if let Some(Value::String(summary)) = operation.get_mut("summary") {
+            summary.push_str(" (polling)");
+        }
         // Power Automate polls without a cursor first, then each answer's `Location`;
         // one flow run per event of a 200's array.
         operation.insert("x-ms-trigger".into(), json!("batch"));
@@ -138,7 +155,7 @@ fn label_operation(operation: &mut Value) {
         .and_then(Value::as_array_mut);
     for parameter in parameters.into_iter().flatten() {
         let name = parameter["name"].as_str().unwrap_or_default().to_owned();
-        let visibility = if internal.contains(&name.as_str()) {
+        let visibility = if internal.contains(&name.as_str()) || connector == Connector::Internal {
             "internal"
         } else if important.unwrap_or_default().contains(&name.as_str()) {
             "important"
@@ -158,6 +175,55 @@ fn label_operation(operation: &mut Value) {
         if let Some(schema) = response.get_mut("schema") {
             label_properties(schema);
         }
+    }
+}
+
+/// What makes a registration operation Power Automate's webhook trigger: `x-ms-trigger`
+/// (one flow run per delivery), the body's `url` marked as the place for the flow's
+/// callback URL (`x-ms-notification-url`, filled by Power Automate, so `internal`), and
+/// the body of each delivery (`x-ms-notification-content`: an `Event`).
+fn webhook_trigger(
+    operation: &mut Map<String, Value>,
+    summary: &str,
+    definitions: &Map<String, Value>,
+) {
+    operation.insert("summary".into(), json!(summary));
+    operation.insert(
+        "description".into(),
+        json!("Runs the flow once for each change of a conversation the service learns of (an update made through it, a message, a join), within a second. Choose the event types; leave them empty for all."),
+    );
+    operation.insert("x-ms-trigger".into(), json!("single"));
+    operation.insert(
+        "x-ms-notification-content".into(),
+        json!({
+            "description": "The change: an event of the change feed.",
+            "schema": { "$ref": "#/definitions/Event" },
+        }),
+    );
+    let parameters = operation
+        .get_mut("parameters")
+        .and_then(Value::as_array_mut);
+    for parameter in parameters.into_iter().flatten() {
+        if parameter["in"] != "body" {
+            continue;
+        }
+        // Inlined, so the marks on `url` belong to this operation alone.
+        let schema = parameter.get_mut("schema").expect("a body has a schema");
+        if let Some(name) = schema["$ref"]
+            .as_str()
+            .and_then(|r| r.strip_prefix("#/definitions/"))
+            && let Some(definition) = definitions.get(name)
+        {
+            *schema = definition.clone();
+        }
+        schema.as_object_mut().map(|s| s.remove("example"));
+        let properties = &mut schema["properties"];
+        properties["url"]["x-ms-notification-url"] = json!(true);
+        properties["url"]["x-ms-visibility"] = json!("internal");
+        properties["description"]["default"] = json!("Power Automate flow");
+        properties["description"]["x-ms-visibility"] = json!("internal");
+        properties["types"]["x-ms-visibility"] = json!("important");
+        properties["conversationId"]["x-ms-visibility"] = json!("advanced");
     }
 }
 

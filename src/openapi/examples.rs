@@ -112,6 +112,14 @@ pub(super) fn example_error(operation: &Operation, slug: &str) -> Option<ApiErro
         "feed-not-offered" => ApiError::FeedNotOffered,
         "cursor-gone" => ApiError::CursorGone,
         "too-many-streams" => ApiError::TooManyStreams(20),
+        "subscription-not-found" => ApiError::SubscriptionNotFound,
+        "too-many-subscriptions" => ApiError::TooManySubscriptions(50),
+        "callback-url-refused" => ApiError::CallbackUrlRefused(
+            "names the host \"hooks.internal\", which resolves to 10.0.0.7, a private address, which is refused (the operator can allow such addresses with SUBSCRIPTION_ALLOW_PRIVATE_NETWORKS=true)".into(),
+        ),
+        "subscriptions-unavailable" => {
+            ApiError::SubscriptionsUnavailable("the embedded database is locked".into())
+        }
         "event-log-unavailable" => {
             ApiError::EventLogUnavailable("the embedded database is locked".into())
         }

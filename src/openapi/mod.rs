@@ -19,6 +19,7 @@ mod postman;
 mod served;
 mod swagger2;
 mod v30;
+mod webhooks;
 
 use actix_web::http::header;
 use actix_web::middleware::{Compress, from_fn};
@@ -66,6 +67,7 @@ explanation.",
         (name = "Operations", description = "Liveness, readiness and metrics, for orchestrators and monitoring."),
         (name = "Problems", description = "What each problem `type` means."),
         (name = "Webhooks", description = "Deliveries from Qpien: how the service learns of changes made in Qpien."),
+        (name = "Subscriptions", description = "Webhook subscriptions: the service calls your URL with each change, signed as the Standard Webhooks specification says."),
     ),
     components(schemas(crate::error::Problem))
 )]
@@ -123,7 +125,8 @@ pub struct Renderings {
 impl Renderings {
     pub fn build() -> Self {
         let v31 = openapi_31();
-        let v30 = v30::convert(&v31);
+        let mut v30 = v30::convert(&v31);
+        webhooks::add_callbacks(&mut v30);
         let mut swagger2 = swagger2::convert(&v30);
         connector::fit_for_connector(&mut swagger2);
         Self { v31, v30, swagger2 }
@@ -159,6 +162,7 @@ pub fn default_postman_collection(auth: &ConnectionAuth) -> Value {
 fn openapi_31() -> Value {
     let mut document = from_handlers();
     complete::complete(&mut document);
+    webhooks::add_webhooks(&mut document);
     document
 }
 

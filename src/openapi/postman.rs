@@ -30,10 +30,15 @@ const ALSO: [&Operation; 2] = [&registry::CHECK_LIVENESS, &registry::CHECK_READI
 pub fn collection(v30: &Value, auth: &ConnectionAuth) -> Value {
     let base_url = v30["servers"][0]["url"].as_str().unwrap_or_default();
     let mut folders: Vec<(String, Vec<Value>)> = Vec::new();
-    let chosen = registry::OPERATIONS
-        .iter()
-        .copied()
-        .filter(|op| op.connector != Connector::Hidden || ALSO.iter().any(|a| a.id == op.id));
+    // The webhook trigger and its DELETE are left out: registering needs a receiver the
+    // service may call (Power Automate brings its own), which a first Send has not.
+    let chosen = registry::OPERATIONS.iter().copied().filter(|op| {
+        let shown = match op.connector {
+            Connector::Action { .. } | Connector::PollingTrigger { .. } => true,
+            Connector::WebhookTrigger { .. } | Connector::Internal | Connector::Hidden => false,
+        };
+        shown || ALSO.iter().any(|a| a.id == op.id)
+    });
     for operation in chosen {
         let document = &v30["paths"][operation.path][operation.method.as_str().to_lowercase()];
         let folder = document["tags"][0].as_str().unwrap_or("Other").to_owned();
@@ -102,7 +107,8 @@ fn request(operation: &Operation, document: &Value) -> Value {
         Connector::Action { important, .. } | Connector::PollingTrigger { important, .. } => {
             important
         }
-        Connector::Hidden => &[],
+        Connector::WebhookTrigger { important, .. } => important,
+        Connector::Hidden | Connector::Internal => &[],
     };
     let mut path: Vec<String> = Vec::new();
     for segment in operation.path.trim_start_matches('/').split('/') {

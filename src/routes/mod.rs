@@ -11,6 +11,7 @@ pub mod label;
 mod problems;
 pub mod registry;
 mod stream;
+mod subscriptions;
 mod table;
 mod webhooks;
 
@@ -37,8 +38,11 @@ pub fn configure(cfg: &mut ServiceConfig) {
     use conversations::*;
     use problems::*;
     let to = |route: fn() -> Route| route;
+    use subscriptions::*;
     cfg.service(list_conversations)
         .service(changes::list_conversation_changes)
+        .service(create_subscription)
+        .service(list_subscriptions)
         .service(
             table::Parameterised::default()
                 .with(
@@ -50,6 +54,26 @@ pub fn configure(cfg: &mut ServiceConfig) {
                     &registry::UPDATE_CONVERSATION,
                     to(|| web::to(update_conversation)),
                     __path_update_conversation,
+                )
+                .with(
+                    &registry::GET_SUBSCRIPTION,
+                    to(|| web::to(get_subscription)),
+                    __path_get_subscription,
+                )
+                .with(
+                    &registry::DELETE_SUBSCRIPTION,
+                    to(|| web::to(delete_subscription)),
+                    __path_delete_subscription,
+                )
+                .with(
+                    &registry::ROTATE_SUBSCRIPTION_SECRET,
+                    to(|| web::to(rotate_subscription_secret)),
+                    __path_rotate_subscription_secret,
+                )
+                .with(
+                    &registry::ENABLE_SUBSCRIPTION,
+                    to(|| web::to(enable_subscription)),
+                    __path_enable_subscription,
                 )
                 .with(
                     &registry::DESCRIBE_PROBLEM,

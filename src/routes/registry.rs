@@ -81,6 +81,17 @@ pub enum Connector {
         important: &'static [&'static str],
         internal: &'static [&'static str],
     },
+    /// A webhook trigger (`x-ms-trigger`): Power Automate calls it when a flow is saved,
+    /// with the flow's callback URL in the body member `url`, and calls `DELETE` on the
+    /// answer's `Location` when the flow is turned off or deleted; each delivery to the
+    /// callback URL runs the flow once. `summary` is its name in the flow designer.
+    WebhookTrigger {
+        summary: &'static str,
+        important: &'static [&'static str],
+    },
+    /// In the connector for Power Automate's own use (the webhook trigger's `DELETE`),
+    /// hidden from makers.
+    Internal,
 }
 
 /// Every problem status an operation that reads through Qpien can answer.
@@ -256,6 +267,68 @@ pub const RECEIVE_QPIEN_WEBHOOK: Operation = Operation {
     ..UNBUDGETED
 };
 
+/// The problem statuses of the operations on one subscription.
+const SUBSCRIPTION_PROBLEMS: &[u16] = &[401, 403, 404, 503];
+
+pub const CREATE_SUBSCRIPTION: Operation = Operation {
+    id: "createSubscription",
+    method: Method::POST,
+    path: "/subscriptions",
+    scope: Some(Scope::Write),
+    problems: &[400, 401, 403, 409, 413, 422, 503],
+    connector: Connector::WebhookTrigger {
+        summary: "When a conversation changes",
+        important: &["body"],
+    },
+    ..UNBUDGETED
+};
+
+pub const LIST_SUBSCRIPTIONS: Operation = Operation {
+    id: "listSubscriptions",
+    method: Method::GET,
+    path: "/subscriptions",
+    scope: Some(Scope::Write),
+    problems: &[401, 403, 503],
+    ..UNBUDGETED
+};
+
+pub const GET_SUBSCRIPTION: Operation = Operation {
+    id: "getSubscription",
+    method: Method::GET,
+    path: "/subscriptions/{id}",
+    scope: Some(Scope::Write),
+    problems: SUBSCRIPTION_PROBLEMS,
+    ..UNBUDGETED
+};
+
+pub const DELETE_SUBSCRIPTION: Operation = Operation {
+    id: "deleteSubscription",
+    method: Method::DELETE,
+    path: "/subscriptions/{id}",
+    scope: Some(Scope::Write),
+    problems: SUBSCRIPTION_PROBLEMS,
+    connector: Connector::Internal,
+    ..UNBUDGETED
+};
+
+pub const ROTATE_SUBSCRIPTION_SECRET: Operation = Operation {
+    id: "rotateSubscriptionSecret",
+    method: Method::POST,
+    path: "/subscriptions/{id}/rotate-secret",
+    scope: Some(Scope::Write),
+    problems: SUBSCRIPTION_PROBLEMS,
+    ..UNBUDGETED
+};
+
+pub const ENABLE_SUBSCRIPTION: Operation = Operation {
+    id: "enableSubscription",
+    method: Method::POST,
+    path: "/subscriptions/{id}/enable",
+    scope: Some(Scope::Write),
+    problems: SUBSCRIPTION_PROBLEMS,
+    ..UNBUDGETED
+};
+
 /// Every operation, in the order of the OpenAPI document.
 pub const OPERATIONS: &[&Operation] = &[
     &LIST_CONVERSATIONS,
@@ -264,6 +337,12 @@ pub const OPERATIONS: &[&Operation] = &[
     &UPDATE_CONVERSATION,
     &STREAM_EVENTS,
     &ON_CONVERSATION_CHANGED,
+    &CREATE_SUBSCRIPTION,
+    &LIST_SUBSCRIPTIONS,
+    &GET_SUBSCRIPTION,
+    &DELETE_SUBSCRIPTION,
+    &ROTATE_SUBSCRIPTION_SECRET,
+    &ENABLE_SUBSCRIPTION,
     &CHECK_LIVENESS,
     &CHECK_READINESS,
     &GET_METRICS,
@@ -299,6 +378,11 @@ impl Operation {
     pub fn class(&self) -> Class {
         self.budget
             .unwrap_or_else(|| panic!("{} spends no budget", self.id))
+    }
+
+    /// Whether it manages webhook subscriptions (`/subscriptions…`).
+    pub fn subscriptions(&self) -> bool {
+        self.path.starts_with("/subscriptions")
     }
 
     pub fn documents(&self, header: Documented) -> bool {

@@ -11,6 +11,8 @@ pub mod shared_reads;
 mod shared_token;
 pub mod sqlite;
 pub mod streams;
+pub mod subscriptions_redis;
+pub mod subscriptions_sqlite;
 pub mod trust;
 pub mod window;
 

@@ -152,6 +152,11 @@ async fn each_operation_needs_the_scope_the_document_names() {
             let request = match method.as_str() {
                 "get" => app.http.get(url),
                 "patch" => app.http.patch(url).json(&json!({"starred": true})),
+                "post" => app
+                    .http
+                    .post(url)
+                    .json(&json!({"url": "https://hooks.example.com/x"})),
+                "delete" => app.http.delete(url),
                 other => panic!("no request for {other}"),
             };
 
@@ -168,8 +173,8 @@ async fn each_operation_needs_the_scope_the_document_names() {
         }
     }
     assert_eq!(
-        checked, 6,
-        "every operation on conversations and their changes names its scope"
+        checked, 12,
+        "every operation on conversations, their changes and subscriptions names its scope"
     );
 }
 

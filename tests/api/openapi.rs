@@ -258,6 +258,13 @@ async fn every_documented_example_request_succeeds_on_the_demo_data() {
             if operation["security"][0].get("qpienSignature").is_some() {
                 continue;
             }
+            // A subscription needs a receiver the service may call (the documented URL
+            // is a placeholder) and the others act on the id its creation gives:
+            // tests/api/subscriptions.rs and .ci/subscriptions-check.sh try them with a
+            // real receiver.
+            if operation["tags"][0] == "Subscriptions" {
+                continue;
+            }
             let name = format!("{method} {path}");
             let mut url = Url::parse(&app.address).unwrap();
             let mut filled = path.clone();

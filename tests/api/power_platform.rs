@@ -11,6 +11,8 @@
 //! - `x-ms-connector-metadata` is a list of `{propertyName, propertyValue}` strings;
 //! - `x-ms-trigger` is `batch` or `single`, `x-ms-trigger-metadata` `{kind: query, mode:
 //!   polling}`;
+//! - a webhook trigger's `x-ms-notification-content` is `{description, schema}` on the
+//!   operation, and `x-ms-notification-url` a boolean on a schema property;
 //! - `host` is a bare host with an optional port, `basePath` starts with `/`.
 
 use serde_json::{Value, json};
@@ -46,11 +48,17 @@ impl Place {
                 "x-ms-capabilities",
                 "x-ms-api-annotation",
                 "x-ms-no-generic-test",
+                "x-ms-notification-content",
             ],
             Place::Parameter => &["x-ms-summary", "x-ms-visibility", "x-ms-test-value"],
             Place::Response => &["x-ms-summary"],
             Place::Header => &["x-ms-summary", "x-ms-visibility"],
-            Place::Schema => &["x-ms-summary", "x-ms-visibility", "x-ms-test-value"],
+            Place::Schema => &[
+                "x-ms-summary",
+                "x-ms-visibility",
+                "x-ms-test-value",
+                "x-ms-notification-url",
+            ],
         }
     }
 }
@@ -132,6 +140,11 @@ fn visit(object: &Value, place: Place, at: &str, found: &mut Vec<String>) {
             }
             "x-ms-trigger" => ["batch", "single"].contains(&value.as_str().unwrap_or("")),
             "x-ms-trigger-metadata" => value["kind"] == "query" && value["mode"] == "polling",
+            "x-ms-notification-content" => value.as_object().is_some_and(|c| {
+                c.get("schema").is_some_and(Value::is_object)
+                    && c.keys().all(|k| k == "schema" || k == "description")
+            }),
+            "x-ms-notification-url" => value.is_boolean(),
             "x-ms-pageable" => value.as_object().is_some_and(|p| {
                 p.len() == 1 && p.get("nextLinkName").is_some_and(Value::is_string)
             }),
@@ -189,6 +202,50 @@ async fn the_served_connector_rendering_fits_power_platforms_schema() {
     // The list still pages: Power Automate follows the body's top-level `nextLink`.
     let list = &document["paths"]["/conversations"]["get"];
     assert_eq!(list["x-ms-pageable"], json!({ "nextLinkName": "nextLink" }));
+}
+
+/// Power Automate's webhook trigger: registered by a POST whose body carries the flow's
+/// callback URL in the property marked `x-ms-notification-url` (hidden from makers), a
+/// `201` with `Location`, a `DELETE` at that location, and the body each call brings.
+#[tokio::test]
+async fn the_webhook_trigger_is_declared_as_power_automate_expects() {
+    let app = spawn_app().await;
+    let document: Value = app.get("/swagger-2.0.json").await.json().await.unwrap();
+
+    let register = &document["paths"]["/subscriptions"]["post"];
+    let body = register["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["in"] == "body")
+        .unwrap();
+    let marked: Vec<(&String, &Value)> = body["schema"]["properties"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(_, p)| p["x-ms-notification-url"] == true)
+        .collect();
+    let delete = &document["paths"]["/subscriptions/{id}"]["delete"];
+
+    assert_eq!(register["summary"], "When a conversation changes");
+    assert_eq!(register["x-ms-trigger"], "single");
+    assert_eq!(marked.len(), 1);
+    assert_eq!(marked[0].0, "url");
+    assert_eq!(marked[0].1["x-ms-visibility"], "internal");
+    assert!(
+        body["schema"]["required"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("url"))
+    );
+    assert!(register["responses"]["201"]["headers"]["Location"].is_object());
+    assert_eq!(
+        register["x-ms-notification-content"]["schema"]["$ref"],
+        "#/definitions/Event"
+    );
+    assert!(document["definitions"]["Event"]["properties"]["conversationId"].is_object());
+    assert_eq!(delete["x-ms-visibility"], "internal");
+    assert!(delete["responses"]["204"].is_object());
 }
 
 #[test]
