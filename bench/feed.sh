@@ -178,6 +178,8 @@ rows = [
     ("streams whose ids differ from the feed's sequence", f"{f['streamsNotExactlyInOrder']}", "0"),
     (f"PATCH answered → event on a stream, p50 / p99 / max ms ({f['fromPatchMs']['samples']} deliveries)",
      spread(f["fromPatchMs"]), "p99 < 50"),
+    (f"PATCH sent → event on a stream, p50 / p99 / max ms (its whole path)",
+     spread(f["fromPatchSentMs"]), ""),
     (f"PATCH answered → event on the last of the streams, p50 / p99 / max ms ({f['fromPatchLastStreamMs']['samples']} events)",
      spread(f["fromPatchLastStreamMs"]), ""),
     (f"sandbox occurredAt → event on a stream, p50 / p99 / max ms ({f['fromOccurredAtMs']['samples']} deliveries; upper bound)",
@@ -194,6 +196,7 @@ for row in rows:
 with open(chart, "w") as out:
     out.write("latency\tp50\tp99\tmax\n")
     for label, key in (("PATCH answered to a stream", "fromPatchMs"),
+                       ("PATCH sent to a stream", "fromPatchSentMs"),
                        ("PATCH answered to the last stream", "fromPatchLastStreamMs"),
                        ("sandbox occurredAt to a stream", "fromOccurredAtMs")):
         s = f[key]

@@ -8,8 +8,9 @@
 //! `PATCH`'s event (`conversation.updated` without a Qpien type, the only source of
 //! those, taken in the order the `PATCH`es were answered) from the `PATCH`'s answer, on
 //! this process's clock (exact; negative when the event came first: it is appended
-//! before the answer); for the sandbox's from its `occurredAt`, which also holds the
-//! sandbox's delivery to the facade's webhook receiver (an upper bound).
+//! before the answer), and from the `PATCH`'s sending (its whole path: the call to the
+//! sandbox, the append, the fan-out); for the sandbox's from its `occurredAt`, which
+//! also holds the sandbox's delivery to the facade's webhook receiver (an upper bound).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -194,6 +195,7 @@ pub async fn run() -> Value {
         let id = &conversations[k as usize % conversations.len()];
         let flag = starred.entry(id.clone()).or_default();
         *flag = !*flag;
+        let sent_at = Instant::now();
         let sent = http
             .patch(format!("{facade}/conversations/{id}"))
             .header("content-type", "application/merge-patch+json")
@@ -201,7 +203,7 @@ pub async fn run() -> Value {
             .send()
             .await;
         match sent {
-            Ok(r) if r.status() == 200 => answered.push(Instant::now()),
+            Ok(r) if r.status() == 200 => answered.push((sent_at, Instant::now())),
             _ => patch_failures += 1,
         }
     }
@@ -238,7 +240,7 @@ pub async fn run() -> Value {
             sandbox_events.extend(occurred.map(|ms| (id, ms)));
         }
     }
-    let (mut from_patch, mut from_occurred) = (Vec::new(), Vec::new());
+    let (mut from_patch, mut from_sent, mut from_occurred) = (Vec::new(), Vec::new(), Vec::new());
     let mut last_stream_patch: HashMap<&str, f64> = HashMap::new();
     let (mut missed_pairs, mut out_of_order_streams, mut short_streams) = (0usize, 0usize, 0usize);
     let mut missed_events: HashSet<&str> = HashSet::new();
@@ -262,7 +264,8 @@ pub async fn run() -> Value {
         missed_pairs += missing.len();
         missed_events.extend(missing);
         for (id, at, wall) in &stream.events {
-            if let Some(answer) = patch_events.get(id.as_str()) {
+            if let Some((sent, answer)) = patch_events.get(id.as_str()) {
+                from_sent.push(at.duration_since(*sent).as_secs_f64() * 1e3);
                 let ms = if at >= answer {
                     at.duration_since(*answer).as_secs_f64() * 1e3
                 } else {
@@ -296,6 +299,7 @@ pub async fn run() -> Value {
         "streamsMissingEvents": short_streams,
         "streamsNotExactlyInOrder": out_of_order_streams,
         "fromPatchMs": spread(from_patch),
+        "fromPatchSentMs": spread(from_sent),
         "fromPatchLastStreamMs": spread(last_stream_patch.into_values().collect()),
         "fromOccurredAtMs": spread(from_occurred),
         "rssKiB": {"before": rss_before, "idle": rss_idle, "end": rss_end},
