@@ -17,7 +17,7 @@
 #   PATCH's answer to the event on every stream, and from the sandbox's occurredAt (which
 #   includes its delivery to the facade); events any stream missed, against the feed
 #   itself; facade RSS and CPU. PROFILE=1 adds a flat perf profile of the facade over the
-#   fan-out (bench/out/feed-STAMP-profile.txt).
+#   fan-out (bench/out/feed-STAMP-profile.txt). PARTS=fanout (or log) runs one part only.
 set -euo pipefail
 
 SECONDS_PER_LEVEL=${SECONDS_PER_LEVEL:-5}
@@ -27,6 +27,7 @@ FANOUT_SECS=${FANOUT_SECS:-90}
 ACTIVITY=${ACTIVITY:-60}
 FSYNC_ALWAYS=${FSYNC_ALWAYS:-1}
 PROFILE=${PROFILE:-0}
+PARTS=${PARTS:-log,fanout}
 
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO_DIR=$(dirname "$BENCH_DIR")
@@ -89,43 +90,46 @@ log_run() {
         >"$TMP/log-$name.json" 2>>"$TMP/feed-log.log" || die "feed log failed; see $TMP/feed-log.log"
 }
 
-log_run sqlite DATA_DIR="$TMP/sqlite"
-rm -rf "$TMP/sqlite"
-start_redis
-log_run redis-everysec REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0"
-if ((FSYNC_ALWAYS)); then
-    redis-cli -p "$REDIS_PORT" FLUSHALL >/dev/null
-    redis-cli -p "$REDIS_PORT" CONFIG SET appendfsync always >/dev/null
-    log_run redis-always REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0"
+if [[ ,$PARTS, == *,log,* ]]; then
+    log_run sqlite DATA_DIR="$TMP/sqlite"
+    rm -rf "$TMP/sqlite"
+    start_redis
+    log_run redis-everysec REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0"
+    if ((FSYNC_ALWAYS)); then
+        redis-cli -p "$REDIS_PORT" FLUSHALL >/dev/null
+        redis-cli -p "$REDIS_PORT" CONFIG SET appendfsync always >/dev/null
+        log_run redis-always REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0"
+    fi
+    stop "$REDIS_PID"
+    rm -rf "$TMP/redis"
 fi
-stop "$REDIS_PID"
-rm -rf "$TMP/redis"
-
-start_on_free_port facade PORT HOST=127.0.0.1 SHUTDOWN_DRAIN_SECS=0 DATA_DIR="$TMP/facade-data" \
-    SANDBOX_ACTIVITY_PER_MINUTE="$ACTIVITY" SANDBOX_RATE_LIMIT_PER_MINUTE=1000000 \
-    QPIEN_RATE_LIMIT_PER_MINUTE=1000000 EVENT_STREAMS_PER_KEY=100000 "$BIN/qpien-rest"
-facade_pid=$STARTED_PID facade_port=$STARTED_PORT
-curl -sf "http://127.0.0.1:$facade_port/conversations/changes" >/dev/null ||
-    die "the facade offers no change feed; see $TMP/facade.log"
-if ((PROFILE)); then
-    perf record -F 499 -o "$TMP/perf.data" -p "$facade_pid" >"$TMP/perf.log" 2>&1 &
-    perf_pid=$!
-fi
-log "fan-out: $STREAMS streams, a PATCH a second for ${FANOUT_SECS}s, sandbox activity $ACTIVITY a minute"
-env FACADE="http://127.0.0.1:$facade_port" FACADE_PID="$facade_pid" STREAMS="$STREAMS" \
-    SECONDS="$FANOUT_SECS" CLK_TCK="$(getconf CLK_TCK)" "$BIN/examples/feed" fanout \
-    >"$TMP/fanout.json" 2>>"$TMP/feed-fanout.log" || die "feed fanout failed; see $TMP/feed-fanout.log"
 commit=$(cd "$REPO_DIR" && git rev-parse --short HEAD 2>/dev/null || echo unknown)
 mkdir -p "$OUT_DIR"
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
-if ((PROFILE)); then
-    kill -INT "$perf_pid" 2>/dev/null || true
-    wait "$perf_pid" || true
-    perf report -i "$TMP/perf.data" --no-children --sort dso,sym --percent-limit 1 --stdio \
-        >"$OUT_DIR/feed-$stamp-profile.txt" 2>/dev/null
-    rm -f "$TMP/perf.data"
+if [[ ,$PARTS, == *,fanout,* ]]; then
+    start_on_free_port facade PORT HOST=127.0.0.1 SHUTDOWN_DRAIN_SECS=0 DATA_DIR="$TMP/facade-data" \
+        SANDBOX_ACTIVITY_PER_MINUTE="$ACTIVITY" SANDBOX_RATE_LIMIT_PER_MINUTE=1000000 \
+        QPIEN_RATE_LIMIT_PER_MINUTE=1000000 EVENT_STREAMS_PER_KEY=100000 "$BIN/qpien-rest"
+    facade_pid=$STARTED_PID facade_port=$STARTED_PORT
+    curl -sf "http://127.0.0.1:$facade_port/conversations/changes" >/dev/null ||
+        die "the facade offers no change feed; see $TMP/facade.log"
+    if ((PROFILE)); then
+        perf record -F 499 -o "$TMP/perf.data" -p "$facade_pid" >"$TMP/perf.log" 2>&1 &
+        perf_pid=$!
+    fi
+    log "fan-out: $STREAMS streams, a PATCH a second for ${FANOUT_SECS}s, sandbox activity $ACTIVITY a minute"
+    env FACADE="http://127.0.0.1:$facade_port" FACADE_PID="$facade_pid" STREAMS="$STREAMS" \
+        SECONDS="$FANOUT_SECS" CLK_TCK="$(getconf CLK_TCK)" "$BIN/examples/feed" fanout \
+        >"$TMP/fanout.json" 2>>"$TMP/feed-fanout.log" || die "feed fanout failed; see $TMP/feed-fanout.log"
+    if ((PROFILE)); then
+        kill -INT "$perf_pid" 2>/dev/null || true
+        wait "$perf_pid" || true
+        perf report -i "$TMP/perf.data" --no-children --sort dso,sym --percent-limit 1 --stdio \
+            >"$OUT_DIR/feed-$stamp-profile.txt" 2>/dev/null
+        rm -f "$TMP/perf.data"
+    fi
+    stop "$facade_pid"
 fi
-stop "$facade_pid"
 
 python3 - "$TMP" "$commit" "$(nproc)" "$SECONDS_PER_LEVEL" "$FANOUT_SECS" "$ACTIVITY" \
     "$TMP/chart.tsv" <<'PY' | tee "$OUT_DIR/feed-$stamp.md"
@@ -139,26 +143,29 @@ def num(v):
 def ms(us):
     return "-" if us is None else f"{us / 1000:.1f}"
 
-print(f"### Event log appends and catch-up reads, commit {commit}, {cores} cores, {level}s a level")
-print()
-print("| store | appends/s, 1 appender | 8 appenders | 64 appenders | append p50 / p99 ms at 64 | "
-      "catch-up pages/s (100 events), 1 reader | 8 readers | page p99 ms at 8 | failures |")
-print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
 names = {"sqlite": "SQLite file (WAL, synchronous=FULL)",
          "redis-everysec": "Redis stream, AOF everysec",
          "redis-always": "Redis stream, AOF always"}
-for key, label in names.items():
-    run = load(f"log-{key}.json")
-    if run is None:
-        continue
-    a, r = run["appends"], run["reads"]
-    failures = sum(a[k]["failed"] for k in a) + sum(r[k]["failed"] for k in r)
-    print(f"| {label} | {num(a['1']['perSecond'])} | {num(a['8']['perSecond'])} | "
-          f"{num(a['64']['perSecond'])} | {ms(a['64']['p50Micros'])} / {ms(a['64']['p99Micros'])} | "
-          f"{num(r['1']['pagesPerSecond'])} | {num(r['8']['pagesPerSecond'])} | "
-          f"{ms(r['8']['p99Micros'])} | {failures} |")
-print()
+if any(load(f"log-{key}.json") for key in names):
+    print(f"### Event log appends and catch-up reads, commit {commit}, {cores} cores, {level}s a level")
+    print()
+    print("| store | appends/s, 1 appender | 8 appenders | 64 appenders | append p50 / p99 ms at 64 | "
+          "catch-up pages/s (100 events), 1 reader | 8 readers | page p99 ms at 8 | failures |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for key, label in names.items():
+        run = load(f"log-{key}.json")
+        if run is None:
+            continue
+        a, r = run["appends"], run["reads"]
+        failures = sum(a[k]["failed"] for k in a) + sum(r[k]["failed"] for k in r)
+        print(f"| {label} | {num(a['1']['perSecond'])} | {num(a['8']['perSecond'])} | "
+              f"{num(a['64']['perSecond'])} | {ms(a['64']['p50Micros'])} / {ms(a['64']['p99Micros'])} | "
+              f"{num(r['1']['pagesPerSecond'])} | {num(r['8']['pagesPerSecond'])} | "
+              f"{ms(r['8']['p99Micros'])} | {failures} |")
+    print()
 f = load("fanout.json")
+if f is None:
+    sys.exit(0)
 def spread(s):
     return f"{s['p50']} / {s['p99']} / {s['max']}"
 mib = lambda kib: f"{kib / 1024:.1f}"
@@ -202,7 +209,7 @@ with open(chart, "w") as out:
         s = f[key]
         out.write(f"{label}\t{s['p50']}\t{s['p99']}\t{s['max']}\n")
 PY
-if bash "$BENCH_DIR/chart.sh" "$TMP/chart.tsv" "$OUT_DIR/feed-$stamp.svg" \
+if [[ -s $TMP/chart.tsv ]] && bash "$BENCH_DIR/chart.sh" "$TMP/chart.tsv" "$OUT_DIR/feed-$stamp.svg" \
     "Event latency on $STREAMS SSE streams, commit $commit" "milliseconds"; then
     echo
     echo "chart: bench/out/feed-$stamp.svg"
