@@ -26,6 +26,8 @@ use crate::settings::EventLogSettings;
 const CATCH_UP_PAGE: usize = 200;
 /// What a browser's `EventSource` waits before reconnecting, in milliseconds.
 const RECONNECT_MS: u32 = 2_000;
+/// Live events whose SSE message is kept for the streams that have yet to send it.
+const RENDERED: usize = 64;
 
 const LAST_EVENT_ID: HeaderName = HeaderName::from_static("last-event-id");
 
@@ -33,11 +35,17 @@ const LAST_EVENT_ID: HeaderName = HeaderName::from_static("last-event-id");
 /// reconnects (to another replica) rather than hold the shutdown up.
 pub struct StreamsClosing(pub watch::Receiver<bool>);
 
-/// The streams open per caller key on this replica, against the limit.
+/// The streams open per caller key on this replica, against the limit, and the live
+/// events' messages they share.
 pub struct StreamSlots {
     limit: u32,
     open: Mutex<HashMap<String, u32>>,
     metrics: Arc<Metrics>,
+    /// The latest live events' SSE messages, oldest first. Every stream sends the same
+    /// bytes for an event, so one renders them and the others share them (`Bytes` is
+    /// reference-counted): with a thousand streams, serialising each event once per
+    /// stream was a large part of the facade's CPU (bench/feed.sh).
+    rendered: Mutex<VecDeque<(Cursor, Bytes)>>,
 }
 
 impl StreamSlots {
@@ -46,7 +54,22 @@ impl StreamSlots {
             limit,
             open: Mutex::new(HashMap::new()),
             metrics,
+            rendered: Mutex::new(VecDeque::with_capacity(RENDERED)),
         })
+    }
+
+    /// `event`'s SSE message, rendered by the first stream that sends it.
+    fn message(&self, event: &Event) -> Bytes {
+        let mut rendered = self.rendered.lock().expect("never poisoned");
+        if let Some((_, bytes)) = rendered.iter().rev().find(|(id, _)| *id == event.id) {
+            return bytes.clone();
+        }
+        let bytes = message(event);
+        if rendered.len() == RENDERED {
+            rendered.pop_front();
+        }
+        rendered.push_back((event.id.clone(), bytes.clone()));
+        bytes
     }
 
     /// A slot for one more stream of `holder`, or 429 when it has all it may.
@@ -170,7 +193,7 @@ pub async fn stream_events(
         heartbeat,
         greeted: false,
         closing: closing.0.clone(),
-        _slot: slot,
+        slot,
     };
     Ok(HttpResponse::Ok()
         .content_type("text/event-stream")
@@ -194,7 +217,8 @@ struct Stream {
     heartbeat: Interval,
     greeted: bool,
     closing: watch::Receiver<bool>,
-    _slot: Slot,
+    /// Freed when the stream ends; also the way to the shared messages.
+    slot: Slot,
 }
 
 impl Stream {
@@ -228,7 +252,8 @@ impl Stream {
                     Ok(event) if event.id > self.last => {
                         self.last = event.id.clone();
                         if self.filter.matches(&event) {
-                            return Some((Ok(message(&event)), self));
+                            let bytes = self.slot.slots.message(&event);
+                            return Some((Ok(bytes), self));
                         }
                     }
                     Ok(_) => {}
@@ -249,4 +274,43 @@ impl Stream {
 fn message(event: &Event) -> Bytes {
     let json = serde_json::to_string(event).expect("an event serialises");
     Bytes::from(format!("id: {}\ndata: {json}\n\n", event.id))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::log::{EventKind, NewEvent};
+
+    fn event(n: u64) -> Event {
+        NewEvent {
+            kind: EventKind::Updated,
+            qpien_type: None,
+            occurred_at: chrono::Utc::now(),
+            conversation_id: Some(format!("6650a1{n:018}")),
+            data: serde_json::json!({ "n": n }),
+        }
+        .with_id(Cursor::new(format!("{n:020}")))
+    }
+
+    #[test]
+    fn every_stream_sends_each_event_as_its_own_message_when_streams_share_them() {
+        let slots = StreamSlots::new(1, Arc::new(Metrics::default()));
+        let events: Vec<Event> = (1..=RENDERED as u64 + 2).map(event).collect();
+
+        // One stream renders each event; then another sends them, newest first, so
+        // that the oldest have left the shared ones by then.
+        let first: Vec<Bytes> = events.iter().map(|e| slots.message(e)).collect();
+        let second: Vec<Bytes> = events.iter().rev().map(|e| slots.message(e)).collect();
+
+        for (n, event) in events.iter().enumerate() {
+            let json = serde_json::to_string(event).unwrap();
+            let expected = format!("id: {}\ndata: {json}\n\n", event.id);
+            assert_eq!(first[n], expected.as_bytes(), "event {n}, first stream");
+            assert_eq!(
+                second[events.len() - 1 - n],
+                expected.as_bytes(),
+                "event {n}"
+            );
+        }
+    }
 }
