@@ -60,13 +60,14 @@ wait_for() {
 }
 
 for priority in urgent high low; do patch "$priority"; done
-# Each PATCH is one facade event and one (signed) Qpien webhook of the sandbox: 6.
-wait_for 6
+# Each PATCH is one event: the facade's own, or the sandbox's signed webhook of it,
+# whichever is recorded first (the other shows the same state and is not recorded).
+wait_for 3
 
 rotated=$(curl -sf -X POST "$BASE/subscriptions/$subscription/rotate-secret")
 "$VENV/bin/python" -c 'import json,sys; print(json.load(sys.stdin)["secret"])' <<<"$rotated" >"$WORK/secret"
 patch medium
-wait_for 8
+wait_for 4
 
 feed=$(curl -sf "$BASE/conversations/changes?after=0&types=conversation.updated")
 "$VENV/bin/python" - "$received" "$feed" <<'PY'
@@ -79,7 +80,7 @@ if not all(d["verified"] for d in deliveries):
 ids = [d["id"] for d in deliveries]
 if ids != feed:
     problems.append(f"deliveries {ids} are not the feed's events {feed}, once each in order")
-if [d["signatures"] for d in deliveries[-2:]] != [2, 2]:
+if [d["signatures"] for d in deliveries[-1:]] != [2]:
     problems.append("after the rotation the deliveries do not carry both signatures")
 if problems:
     sys.exit("; ".join(problems) + f"\n{deliveries}")
