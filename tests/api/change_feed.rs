@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use qpien_rest::settings::{RedisSettings, Secret, Settings};
+use qpien_rest::settings::{Secret, Settings};
 use qpien_sandbox::{DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, Sandbox, SandboxConfig, WebhookEvent};
 use serde_json::{Value, json};
 use tokio::time::Instant;
@@ -494,18 +494,13 @@ async fn replicas_sharing_redis_share_one_feed() {
     let sandbox = Sandbox::start(listener, SandboxConfig::default()).unwrap();
     let mut apps = Vec::new();
     for _ in 0..2 {
-        let url = redis.url();
+        let shared = redis.settings();
         apps.push(
             spawn_app_with(Setup {
                 upstream_url: Some(sandbox.url()),
                 settings: Box::new(move |s| {
                     s.upstream.replicas = 2;
-                    s.redis = Some(RedisSettings {
-                        url: Secret::new(url),
-                        key_prefix: "qpien-rest-test:".into(),
-                        timeout: Duration::from_secs(2),
-                        hash_secret: None,
-                    });
+                    s.redis = Some(shared);
                 }),
                 ..Setup::default()
             })

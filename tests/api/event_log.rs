@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use qpien_rest::events::log::{Cursor, EARLIEST, EventKind, EventLog, Filter, LogError, NewEvent};
 use qpien_rest::metrics::Metrics;
-use qpien_rest::settings::{EventLogSettings, RedisSettings, Secret, Settings};
+use qpien_rest::settings::{EventLogSettings, Secret, Settings};
 use qpien_rest::state::redis::RedisState;
 use serde_json::json;
 
@@ -19,12 +19,7 @@ const B: &str = "6650a1000000000000000002";
 
 /// One replica's log on `server`.
 async fn replica(server: &RedisServer, retention: Duration) -> Arc<EventLog> {
-    let redis = RedisSettings {
-        url: Secret::new(server.url()),
-        key_prefix: "qpien-rest-test:".into(),
-        timeout: Duration::from_secs(2),
-        hash_secret: None,
-    };
+    let redis = server.settings();
     let secret = Secret::new("a secret the replicas share");
     let state = RedisState::connect(&redis, &secret, Arc::new(Metrics::default()))
         .await

@@ -8,6 +8,8 @@
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 
+use qpien_rest::settings::{RedisSettings, Secret};
+
 use crate::helpers::{PATIENCE, eventually};
 
 pub struct RedisServer {
@@ -48,6 +50,18 @@ impl RedisServer {
 
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// `REDIS_URL` and its companions as the replicas of these tests share it: a key
+    /// prefix of their own, and a generous timeout (on a loaded machine a 250 ms command
+    /// can happen, and a replica that takes Redis for down goes on alone).
+    pub fn settings(&self) -> RedisSettings {
+        RedisSettings {
+            url: Secret::new(self.url()),
+            key_prefix: "qpien-rest-test:".into(),
+            timeout: std::time::Duration::from_secs(2),
+            hash_secret: None,
+        }
     }
 
     /// Starts it (again, after `kill`) on the same port, and waits until it answers.

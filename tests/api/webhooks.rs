@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use futures_util::future::join_all;
 use hmac::{Hmac, Mac};
-use qpien_rest::settings::{RedisSettings, Secret, Settings};
+use qpien_rest::settings::{Secret, Settings};
 use serde_json::{Value, json};
 use sha2::Sha256;
 
@@ -335,18 +335,13 @@ async fn once_one_replica_answered_a_delivery_no_replica_serves_the_old_state() 
     let sandbox = qpien_sandbox::Sandbox::start(sandbox_listener, Default::default()).unwrap();
     let mut replicas = Vec::new();
     for _ in 0..3 {
-        let url = redis.url();
+        let shared = redis.settings();
         replicas.push(
             spawn_app_with(Setup {
                 upstream_url: Some(sandbox.url()),
                 settings: Box::new(move |s| {
                     pushed(s);
-                    s.redis = Some(RedisSettings {
-                        url: Secret::new(url),
-                        key_prefix: "qpien-rest-test:".into(),
-                        timeout: Duration::from_secs(2),
-                        hash_secret: None,
-                    });
+                    s.redis = Some(shared);
                 }),
                 ..Setup::default()
             })
