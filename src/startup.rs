@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use actix_cors::Cors;
 use actix_web::dev::Server;
-use actix_web::http::{Method, header};
+use actix_web::http::header;
 use actix_web::middleware::{Condition, from_fn};
 use actix_web::{App, HttpResponse, HttpServer, web};
 use qpien_sandbox::{DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, Sandbox, WebhookEvent};
@@ -26,6 +26,7 @@ use crate::events::{QpienWebhooks, Recorder};
 use crate::metrics::{self, Metrics};
 use crate::public_url::PublicBaseUrl;
 use crate::reads::CachedConversations;
+use crate::routes::registry;
 use crate::settings::{
     CORS_ANY_IN_SERVICE_MODE, ClientCredentials, CorsOrigins, Secret, Settings, SettingsError,
 };
@@ -438,7 +439,7 @@ const CORS_EXPOSED_HEADERS: [&str; 12] = [
 /// header, never a cookie, so `*` stays a plain wildcard.
 fn cors(origins: &CorsOrigins) -> Cors {
     let cors = Cors::default()
-        .allowed_methods([Method::GET, Method::PATCH])
+        .allowed_methods(registry::methods())
         .allowed_headers(CORS_REQUEST_HEADERS)
         .expose_headers(CORS_EXPOSED_HEADERS)
         .max_age(600);

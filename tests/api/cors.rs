@@ -132,6 +132,33 @@ async fn a_preflight_allows_a_merge_patch_with_the_documented_headers_and_goes_n
 }
 
 #[tokio::test]
+async fn a_preflight_allows_managing_subscriptions_from_a_page() {
+    let app = app_allowing(CorsOrigins::List(vec![TOOL.into()]), Setup::default()).await;
+
+    for (method, path) in [
+        ("POST", "/subscriptions"),
+        ("DELETE", "/subscriptions/sub_x"),
+    ] {
+        let response = app
+            .http
+            .request(reqwest::Method::OPTIONS, format!("{}{path}", app.address))
+            .header("Origin", TOOL)
+            .header("Access-Control-Request-Method", method)
+            .header("Access-Control-Request-Headers", "content-type, x-api-key")
+            .send()
+            .await
+            .unwrap();
+
+        assert_eq!(response.status().as_u16(), 200, "{method} {path}");
+        let methods = names(header(&response, "access-control-allow-methods"));
+        assert!(
+            methods.contains(&method.to_ascii_lowercase()),
+            "{method} not allowed: {methods:?}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn without_the_setting_there_are_no_cors_headers_at_all() {
     let app = spawn_app().await;
 
