@@ -89,8 +89,9 @@ pub enum Connector {
         summary: &'static str,
         important: &'static [&'static str],
     },
-    /// In the connector for Power Automate's own use (the webhook trigger's `DELETE`),
-    /// hidden from makers.
+    /// In the connector but hidden from makers: Power Automate's own use (the webhook
+    /// trigger's `DELETE`), and the other methods of a path the connector has (so the
+    /// document lists every method `Allow` names).
     Internal,
 }
 
@@ -289,6 +290,9 @@ pub const LIST_SUBSCRIPTIONS: Operation = Operation {
     path: "/subscriptions",
     scope: Some(Scope::Write),
     problems: &[401, 403, 503],
+    // In the connector (hidden from makers), so that its paths list every method they
+    // answer, as `Allow` does.
+    connector: Connector::Internal,
     ..UNBUDGETED
 };
 
@@ -298,6 +302,9 @@ pub const GET_SUBSCRIPTION: Operation = Operation {
     path: "/subscriptions/{id}",
     scope: Some(Scope::Write),
     problems: SUBSCRIPTION_PROBLEMS,
+    // In the connector (hidden from makers), so that its paths list every method they
+    // answer, as `Allow` does.
+    connector: Connector::Internal,
     ..UNBUDGETED
 };
 
@@ -441,6 +448,18 @@ pub fn is_literal_route(path: &str) -> bool {
     OPERATIONS.iter().any(|op| op.path == path)
 }
 
+/// Every method some operation answers (in the order of `OPERATIONS`): what a page of
+/// an allowed origin may send (CORS).
+pub fn methods() -> Vec<Method> {
+    let mut methods: Vec<Method> = Vec::new();
+    for op in OPERATIONS {
+        if !methods.contains(&op.method) {
+            methods.push(op.method.clone());
+        }
+    }
+    methods
+}
+
 /// The methods `path` answers, for `Allow`: those of the operations whose pattern it
 /// matches (in the order of `OPERATIONS`; a literal pattern hides those with a
 /// parameter), else those of the page it is.
@@ -515,5 +534,13 @@ mod tests {
         assert_eq!(allowed("/conversations/changes").as_deref(), Some("GET"));
         assert_eq!(allowed("/openapi.json").as_deref(), Some("GET"));
         assert_eq!(allowed("/nothing"), None);
+    }
+
+    #[test]
+    fn the_methods_of_all_operations_are_each_listed_once() {
+        assert_eq!(
+            methods(),
+            [Method::GET, Method::PATCH, Method::POST, Method::DELETE]
+        );
     }
 }

@@ -76,9 +76,16 @@ async fn makers_see_the_conversation_operations_and_their_main_parameters_first(
 
     let mut important = Vec::new();
     for (name, operation) in operations(&document) {
-        // The webhook trigger's DELETE is Power Automate's to call, never a maker's.
-        if name == "delete /subscriptions/{id}" {
-            assert_eq!(operation["x-ms-visibility"], "internal");
+        // The webhook trigger's DELETE is Power Automate's to call, never a maker's; the
+        // other subscription operations are there for their paths' sake only.
+        if [
+            "delete /subscriptions/{id}",
+            "get /subscriptions",
+            "get /subscriptions/{id}",
+        ]
+        .contains(&name.as_str())
+        {
+            assert_eq!(operation["x-ms-visibility"], "internal", "{name}");
             continue;
         }
         assert_eq!(operation["x-ms-visibility"], "important", "{name}");
@@ -130,9 +137,20 @@ async fn operator_endpoints_are_left_out_of_the_connector_only() {
     let operations = operations(&v20);
     assert_eq!(
         operations.len(),
-        7,
-        "the three conversation operations, the change feed, its polling trigger, the webhook trigger and its DELETE"
+        9,
+        "the three conversation operations, the change feed, its polling trigger, the webhook trigger, and the other methods of its paths"
     );
+    // A path the connector has lists every method the service answers there (`Allow`),
+    // as the full document does.
+    for (path, item) in v20["paths"].as_object().unwrap() {
+        let methods = |item: &Value| {
+            let mut methods: Vec<String> = item.as_object().unwrap().keys().cloned().collect();
+            methods.retain(|key| key != "parameters");
+            methods.sort();
+            methods
+        };
+        assert_eq!(methods(item), methods(&v31["paths"][path]), "{path}");
+    }
     assert!(
         v20["definitions"].get("Health").is_none(),
         "the health schema went with its operation"
