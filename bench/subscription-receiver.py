@@ -32,4 +32,7 @@ class Receive(BaseHTTPRequestHandler):
 
 
 ThreadingHTTPServer.daemon_threads = True
+# The facade opens a connection per subscription at once: the default backlog of 5 drops
+# most of their SYNs, and the kernel retries them only after 1, 3, 7... seconds.
+ThreadingHTTPServer.request_queue_size = 1024
 ThreadingHTTPServer(("127.0.0.1", int(os.environ["RECEIVER_PORT"])), Receive).serve_forever()

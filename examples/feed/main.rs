@@ -8,9 +8,12 @@
 //! - `feed fanout`: `STREAMS` SSE clients of a running facade (`FACADE`, process
 //!   `FACADE_PID`), each reading its own `GET /events`, while a `PATCH` goes through the
 //!   facade every second for `SECONDS`: how late each event reaches each stream, whether
-//!   any stream missed one, and the facade's memory and CPU.
+//!   any stream missed one, and the facade's memory and CPU;
+//! - `feed receive`: the webhook receiver of `bench/subscriptions.sh` (it runs until it
+//!   is stopped).
 
 mod fanout;
+mod receive;
 mod store;
 
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -47,8 +50,9 @@ async fn main() {
     let report = match std::env::args().nth(1).as_deref() {
         Some("log") => store::run().await,
         Some("fanout") => fanout::run().await,
+        Some("receive") => return receive::run().await,
         _ => {
-            eprintln!("usage: feed log | feed fanout (settings in the environment)");
+            eprintln!("usage: feed log | feed fanout | feed receive (settings in the environment)");
             std::process::exit(2);
         }
     };

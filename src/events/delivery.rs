@@ -7,7 +7,8 @@
 //! exponential backoff with jitter, or the receiver's `Retry-After`, and retries the
 //! same event; `410 Gone` removes the subscription; failing for the whole horizon
 //! disables it. Tasks wake on every appended event, so steady-state deliveries take
-//! milliseconds. With Redis, a task runs only while its replica holds the
+//! milliseconds; the tasks woken by one event mostly want the same page of the log
+//! (the same cursor and filter), and read it once between them. With Redis, a task runs only while its replica holds the
 //! subscription's lease, so each subscription is delivered by one replica at a time.
 
 use std::collections::HashMap;
@@ -22,7 +23,7 @@ use sha2::Sha256;
 use tokio::sync::{Notify, watch};
 
 use super::callback_url::{GuardedResolver, Policy};
-use super::log::{Event, EventLog, LogError};
+use super::log::{Cursor, Event, EventLog, Filter, LogError, Page};
 use super::subscriptions::{
     Attempt, DeliveryState, SECRET_PREFIX, Status, Subscription, Subscriptions,
 };
@@ -36,6 +37,15 @@ const PAGE: usize = 100;
 const SCAN_EVERY: Duration = Duration::from_secs(1);
 /// The most of a receiver's answer read; the rest is dropped unread.
 const MAX_ANSWER_BYTES: usize = 4 * 1024;
+/// How long a page read for delivery is shared: the tasks one event wakes ask for it
+/// within milliseconds of each other.
+const PAGE_SHARED_FOR: Duration = Duration::from_secs(5);
+
+/// A page of the log as of one wake-up (`appended`'s count): read after that count was
+/// seen, so it holds every event whose wake-up came before. A task that sees a later
+/// count asks for a later page, never this one.
+type PageKey = (Cursor, Filter, u64);
+type SharedPage = Arc<tokio::sync::OnceCell<Arc<Page>>>;
 
 /// The delivery worker of one replica.
 pub struct Deliveries {
@@ -48,6 +58,8 @@ pub struct Deliveries {
     appended: watch::Sender<u64>,
     /// Rung by the routes when a subscription is created or re-enabled.
     poke: Notify,
+    /// Pages being read or just read for delivery, shared by the tasks that want them.
+    pages: moka::sync::Cache<PageKey, SharedPage>,
     /// This replica's name in the leases.
     holder: String,
     metrics: Arc<Metrics>,
@@ -91,6 +103,10 @@ impl Deliveries {
             policy,
             appended,
             poke: Notify::new(),
+            pages: moka::sync::Cache::builder()
+                .max_capacity(4096)
+                .time_to_live(PAGE_SHARED_FOR)
+                .build(),
             holder: uuid::Uuid::new_v4().to_string(),
             metrics,
         });
@@ -212,7 +228,7 @@ async fn deliver_subscription(worker: std::sync::Weak<Deliveries>, id: String) {
             return;
         }
         // Seen before reading, so an event appended from now on wakes the wait below.
-        appended.borrow_and_update();
+        let wake = *appended.borrow_and_update();
         let subscription = match worker.subscriptions.get(&id).await {
             Ok(Some(subscription)) => subscription,
             Ok(None) => return worker.let_go(&id).await,
@@ -234,9 +250,9 @@ async fn deliver_subscription(worker: std::sync::Weak<Deliveries>, id: String) {
             tokio::time::sleep(wait.min(renew_every)).await;
             continue;
         }
-        match worker.deliver_page(subscription, &mut held_at).await {
-            Ok(true) => continue,
-            Ok(false) => {
+        match worker.deliver_page(subscription, wake, &mut held_at).await {
+            Ok(Next::Now) => continue,
+            Ok(Next::Wait) => {
                 let idle = renew_every.min(Duration::from_secs(30));
                 tokio::select! {
                     _ = appended.changed() => {}
@@ -248,42 +264,71 @@ async fn deliver_subscription(worker: std::sync::Weak<Deliveries>, id: String) {
     }
 }
 
+/// What a delivery task does after a page.
+enum Next {
+    /// Look again at once: it delivered, a retry is scheduled, or the cursor moved.
+    Now,
+    /// Wait for the next appended event: nothing was new as of the last wake-up.
+    Wait,
+}
+
 impl Deliveries {
-    /// Delivers the next page of `subscription`'s events. `Ok(true)`: look again at
-    /// once (it delivered, or waits on a retry); `Ok(false)`: nothing new; `Err`: the
-    /// subscription is gone.
+    /// The events after `after` that `filter` lets through, as of wake-up `wake`; the
+    /// tasks that want the same page at the same wake-up share one read of the log.
+    async fn page(
+        &self,
+        after: &Cursor,
+        filter: &Filter,
+        wake: u64,
+    ) -> Result<Arc<Page>, LogError> {
+        let shared = self
+            .pages
+            .get_with((after.clone(), filter.clone(), wake), SharedPage::default);
+        shared
+            .get_or_try_init(|| async {
+                self.log
+                    .after(Some(after), filter, PAGE)
+                    .await
+                    .map(Arc::new)
+            })
+            .await
+            .cloned()
+    }
+
+    /// Delivers the next page of `subscription`'s events, read as of wake-up `wake`.
+    /// `Err`: the subscription is gone.
     async fn deliver_page(
         &self,
         subscription: Subscription,
+        wake: u64,
         held_at: &mut Instant,
-    ) -> Result<bool, ()> {
+    ) -> Result<Next, ()> {
         let Subscription { config, mut state } = subscription;
         let filter = config.filter();
-        let page = match self
-            .log
-            .after(Some(&state.delivered_through), &filter, PAGE)
-            .await
-        {
+        let page = match self.page(&state.delivered_through, &filter, wake).await {
             Ok(page) => page,
             Err(LogError::Gone) => {
                 // Its events were pruned before it could take them: deliver from now.
                 tracing::warn!(subscription.id = %config.id, "a subscription's cursor is older than the event log keeps; it goes on from the latest event");
                 let latest = self.log.latest().await.map_err(|_| ())?;
                 state.delivered_through = latest;
-                return self.save(&config.id, &state).await.map(|()| true);
+                return self.save(&config.id, &state).await.map(|()| Next::Now);
             }
             Err(error) => {
                 tracing::warn!(%error, "the event log could not be read for a subscription; trying again");
                 tokio::time::sleep(Duration::from_secs(1)).await;
-                return Ok(true);
+                return Ok(Next::Now);
             }
         };
         if page.events.is_empty() {
-            if page.next != state.delivered_through {
-                state.delivered_through = page.next;
-                self.save(&config.id, &state).await?;
+            if page.next == state.delivered_through {
+                return Ok(Next::Wait);
             }
-            return Ok(false);
+            // Past events the filter leaves out; a scan that stopped short of the end
+            // goes on from there.
+            state.delivered_through = page.next.clone();
+            self.save(&config.id, &state).await?;
+            return Ok(Next::Now);
         }
         let Some(secrets) = self.subscriptions.open_secrets(&config) else {
             tracing::error!(subscription.id = %config.id, "a subscription's signing secret cannot be opened with this service's secret (it changed?): the subscription is disabled; rotate its secret and enable it");
@@ -292,7 +337,7 @@ impl Deliveries {
                 reason: "its signing secret cannot be read: rotate the secret, then enable it"
                     .into(),
             };
-            return self.save(&config.id, &state).await.map(|()| false);
+            return self.save(&config.id, &state).await.map(|()| Next::Wait);
         };
         let backlog = page.events.len() as i64;
         self.metrics.subscription_backlog.inc_by(backlog);
@@ -345,10 +390,11 @@ impl Deliveries {
         }
         if all_delivered && page.next != state.delivered_through {
             // Past the events the filter left out after the last one delivered.
-            state.delivered_through = page.next;
+            state.delivered_through = page.next.clone();
             self.save(&config.id, &state).await?;
         }
-        Ok(true)
+        // More may follow (the tasks at the same cursor share that read too).
+        Ok(Next::Now)
     }
 
     /// Schedules the next attempt after a failure, or disables the subscription when it

@@ -174,7 +174,7 @@ impl NewEvent {
 
 /// Which events a reader wants: any of `types` (all when empty), of one conversation
 /// or of all.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Filter {
     pub types: Vec<EventKind>,
     pub conversation_id: Option<String>,

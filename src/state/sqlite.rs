@@ -20,8 +20,8 @@ use crate::events::log::{Cursor, EARLIEST, Event, Filter, LogError, NewEvent, Op
 const MAX_GROUP: usize = 256;
 /// The most events one pruning transaction deletes, so appends never wait long on it.
 const PRUNE_CHUNK: u64 = 10_000;
-/// Readers kept open between reads.
-const IDLE_READERS: usize = 4;
+/// Reads at once, each on a connection of its own, kept open between reads.
+const READERS: usize = 4;
 
 const SCHEMA: &str = "
     CREATE TABLE IF NOT EXISTS events (
@@ -51,6 +51,8 @@ pub struct SqliteLog {
 struct ReaderPool {
     path: std::path::PathBuf,
     idle: Mutex<Vec<Connection>>,
+    /// One permit per read under way.
+    busy: Arc<tokio::sync::Semaphore>,
 }
 
 impl SqliteLog {
@@ -90,6 +92,7 @@ impl SqliteLog {
             readers: Arc::new(ReaderPool {
                 path: path.to_owned(),
                 idle: Mutex::new(Vec::new()),
+                busy: Arc::new(tokio::sync::Semaphore::new(READERS)),
             }),
             latest,
             retention,
@@ -120,9 +123,21 @@ impl SqliteLog {
         };
         let filter = filter.clone();
         let readers = self.readers.clone();
-        tokio::task::spawn_blocking(move || readers.read(after, &filter, limit))
+        // At most `READERS` reads at once (and as many connections): more would only
+        // queue inside SQLite, each on a blocking thread of its own.
+        let permit = self
+            .readers
+            .busy
+            .clone()
+            .acquire_owned()
             .await
-            .map_err(|e| LogError::Unavailable(e.to_string()))?
+            .map_err(|e| LogError::Unavailable(e.to_string()))?;
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            readers.read(after, &filter, limit)
+        })
+        .await
+        .map_err(|e| LogError::Unavailable(e.to_string()))?
     }
 
     pub async fn prune(&self) -> Result<u64, LogError> {
@@ -331,7 +346,7 @@ impl ReaderPool {
         };
         let page = page(&mut connection, after, filter, limit);
         let mut idle = self.idle.lock().expect("not poisoned");
-        if idle.len() < IDLE_READERS {
+        if idle.len() < READERS {
             idle.push(connection);
         }
         page
