@@ -157,7 +157,13 @@ wait_all_delivered 1800
 DRAINED=$(date +%s.%N)
 rss_kib "$FACADE_PID" >>"$TMP/rss"
 
-python3 - "$OUT" "$TMP/feed" "$SUBS" "$START" "$STEADY_END" "$BURST_START" "$BURST_END" "$BACK" "$DRAINED" "$TMP/rss" <<'PY'
+commit=$(cd "$REPO_DIR" && git rev-parse --short HEAD 2>/dev/null || echo unknown)
+OUT_DIR=$BENCH_DIR/out
+mkdir -p "$OUT_DIR"
+stamp=$(date -u +%Y%m%dT%H%M%SZ)
+{
+    printf '### Webhook subscriptions, commit %s, %s cores, %s receiver\n\n' "$commit" "$(nproc)" "$RECEIVER"
+    python3 - "$OUT" "$TMP/feed" "$SUBS" "$START" "$STEADY_END" "$BURST_START" "$BURST_END" "$BACK" "$DRAINED" "$TMP/rss" "$TMP/chart.tsv" <<'PY'
 import sys
 from datetime import datetime
 out, feed, subs = sys.argv[1], sys.argv[2], int(sys.argv[3])
@@ -178,7 +184,8 @@ pairs = {}
 for sub, id, _, _ in rows:
     if id in want:
         pairs[(sub, id)] = pairs.get((sub, id), 0) + 1
-missing = sum(1 for sub in {r[0] for r in rows} for id in want if (sub, id) not in pairs)
+# Subscription n's URL ends in /s/n: one that got nothing counts too.
+missing = sum(1 for n in range(1, subs + 1) for id in want if (str(n), id) not in pairs)
 dupes = sum(n - 1 for n in pairs.values())
 print("| measure | value |")
 print("|---|---|")
@@ -191,4 +198,13 @@ print(f"| outage: facade RSS first / max / last | {rss[0] // 1024} / {max(rss) /
 print(f"| events in the feed, x subscriptions | {len(want)} x {subs} = {len(want) * subs} |")
 print(f"| (subscription, event) pairs delivered, missing | {len(pairs)}, {missing} |")
 print(f"| duplicates without de-duplication | {dupes} |")
+with open(sys.argv[11], "w") as chart:
+    chart.write("steady state\tp50\tp99\tmax\n")
+    chart.write(f"latency, ms\t{pct(steady, 50):.1f}\t{pct(steady, 99):.1f}\t{max(steady, default=0):.1f}\n")
 PY
+} | tee "$OUT_DIR/subscriptions-$stamp.md"
+if bash "$BENCH_DIR/chart.sh" "$TMP/chart.tsv" "$OUT_DIR/subscriptions-$stamp.svg" \
+    "$SUBS webhook subscriptions, steady state, commit $commit" "ms"; then
+    echo
+    echo "table: bench/out/subscriptions-$stamp.md, chart: bench/out/subscriptions-$stamp.svg"
+fi

@@ -53,6 +53,11 @@ pub struct StatusLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SubscriptionLabels {
+    pub subscription: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
     pub outcome: &'static str,
 }
@@ -180,6 +185,10 @@ pub struct Metrics {
     pub subscription_backlog: Gauge,
     /// From an event's `occurredAt` to its successful delivery.
     pub subscription_latency: Histogram,
+    /// Per subscription this replica delivers: the `occurredAt` (seconds since 1970) of
+    /// the oldest event it has not delivered yet, 0 when it has delivered everything.
+    /// One series per subscription held here, removed when it stops here.
+    pub subscription_oldest_pending: Family<SubscriptionLabels, Gauge>,
 }
 
 fn latency() -> Histogram {
@@ -225,6 +234,7 @@ impl Default for Metrics {
             subscription_backlog: Gauge::default(),
             // 1 ms to ~16 s: steady-state deliveries take milliseconds.
             subscription_latency: Histogram::new(exponential_buckets(0.001, 2.0, 15)),
+            subscription_oldest_pending: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -387,6 +397,11 @@ impl Default for Metrics {
             "subscription_delivery_latency_seconds",
             "Time from an event's occurredAt to its successful delivery to a subscriber",
             m.subscription_latency.clone(),
+        );
+        registry.register(
+            "subscription_oldest_pending_timestamp_seconds",
+            "Per webhook subscription delivered by this replica: when the oldest event it has not delivered yet happened (occurredAt, seconds since 1970), 0 when it has delivered everything; time() minus it is how far behind the subscription is",
+            m.subscription_oldest_pending.clone(),
         );
         // Exported at 0 from the start, so that an alert on failures has a series to watch.
         for source in ["facade", "qpien"] {

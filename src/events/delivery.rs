@@ -27,7 +27,7 @@ use super::log::{Cursor, Event, EventLog, Filter, LogError, Page};
 use super::subscriptions::{
     Attempt, DeliveryState, SECRET_PREFIX, Status, Subscription, Subscriptions,
 };
-use crate::metrics::{Metrics, OutcomeLabels};
+use crate::metrics::{Metrics, OutcomeLabels, SubscriptionLabels};
 use crate::settings::SubscriptionSettings;
 
 /// Events read from the log at a time for one subscription.
@@ -219,6 +219,8 @@ async fn deliver_subscription(worker: std::sync::Weak<Deliveries>, id: String) {
     let mut appended = strong.appended.subscribe();
     let mut held_at = Instant::now();
     let renew_every = strong.settings.lease / 3;
+    // Its series lives while this task does (this replica delivers it).
+    let _series = PendingSeries::new(&strong.metrics, &id);
     drop(strong);
     loop {
         let Some(worker) = worker.upgrade() else {
@@ -261,6 +263,37 @@ async fn deliver_subscription(worker: std::sync::Weak<Deliveries>, id: String) {
             }
             Err(()) => return,
         }
+    }
+}
+
+/// A subscription's `subscription_oldest_pending_timestamp_seconds` series, removed when
+/// its delivery task ends here (deleted, disabled, or held by another replica now).
+struct PendingSeries {
+    metrics: Arc<Metrics>,
+    labels: SubscriptionLabels,
+}
+
+impl PendingSeries {
+    fn new(metrics: &Arc<Metrics>, id: &str) -> Self {
+        let labels = SubscriptionLabels {
+            subscription: id.to_owned(),
+        };
+        metrics
+            .subscription_oldest_pending
+            .get_or_create(&labels)
+            .set(0);
+        Self {
+            metrics: metrics.clone(),
+            labels,
+        }
+    }
+}
+
+impl Drop for PendingSeries {
+    fn drop(&mut self) {
+        self.metrics
+            .subscription_oldest_pending
+            .remove(&self.labels);
     }
 }
 
@@ -322,6 +355,7 @@ impl Deliveries {
         };
         if page.events.is_empty() {
             if page.next == state.delivered_through {
+                self.oldest_pending(&config.id, None);
                 return Ok(Next::Wait);
             }
             // Past events the filter leaves out; a scan that stopped short of the end
@@ -349,6 +383,8 @@ impl Deliveries {
                 self.metrics.subscription_backlog.dec_by(left);
                 return Err(());
             }
+            // Events go in order: the one attempted is the oldest not delivered.
+            self.oldest_pending(&config.id, Some(event));
             let keys = secrets.signing(Utc::now());
             if state.failures > 0 {
                 self.metrics.subscription_retries.inc();
@@ -424,6 +460,19 @@ impl Deliveries {
             .unwrap_or_else(|| backoff(&self.settings, state.failures))
             .min(self.settings.horizon - failing_for);
         state.next_attempt_at = Some(now + chrono::Duration::from_std(wait).unwrap_or_default());
+    }
+
+    /// Records when the oldest event `id` has not delivered happened (`None`: it has
+    /// delivered everything).
+    fn oldest_pending(&self, id: &str, event: Option<&Event>) {
+        let labels = SubscriptionLabels {
+            subscription: id.to_owned(),
+        };
+        let at = event.map_or(0, |event| event.occurred_at.timestamp());
+        self.metrics
+            .subscription_oldest_pending
+            .get_or_create(&labels)
+            .set(at);
     }
 
     fn count(&self, outcome: &'static str) {

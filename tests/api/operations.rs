@@ -6,7 +6,9 @@ use qpien_rest::settings::{Secret, Settings};
 use qpien_rest::startup::Application;
 use serde_json::Value;
 
-use crate::helpers::{Setup, add_key, assert_problem, spawn_app, spawn_app_with};
+use crate::helpers::{
+    PATIENCE, Setup, add_key, assert_problem, eventually, spawn_app, spawn_app_with,
+};
 
 #[tokio::test]
 async fn healthz_answers_200() {
@@ -220,14 +222,27 @@ async fn every_metric_the_alerting_rules_name_is_exported() {
     let dir = tempfile::tempdir().unwrap();
     let keys = dir.path().join("keys");
     let key = add_key(&keys, "crm", "read", None);
+    let flows = add_key(&keys, "flows", "read,write", None);
     let app = spawn_app_with(Setup {
         settings: Box::new(move |s| {
             s.api_keys_file = Some(keys);
             s.webhooks.secrets = vec![Secret::new("0123456789abcdef0123456789abcdef")];
+            s.subscriptions.allow_http = Some(true);
+            s.subscriptions.allow_private_networks = Some(true);
         }),
         ..Setup::default()
     })
     .await;
+    // A subscription's series exist while it is delivered here.
+    let subscribed = app
+        .http
+        .post(format!("{}/subscriptions", app.address))
+        .header("x-api-key", &flows)
+        .json(&serde_json::json!({ "url": "http://127.0.0.1:9/hook" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(subscribed.status(), 201);
     let read = app.get_as("/conversations?pageSize=1", &key).await;
     let forged = app
         .http
@@ -238,7 +253,13 @@ async fn every_metric_the_alerting_rules_name_is_exported() {
         .await
         .unwrap();
 
-    let metrics = app.get("/metrics").await.text().await.unwrap();
+    let metrics = eventually("the subscription's series", PATIENCE, async || {
+        let metrics = app.get("/metrics").await.text().await.unwrap();
+        metrics
+            .contains("qpien_rest_subscription_oldest_pending_timestamp_seconds{")
+            .then_some(metrics)
+    })
+    .await;
 
     assert_eq!(
         (read.status().as_u16(), forged.status().as_u16()),

@@ -152,6 +152,68 @@ async fn events_are_delivered_in_order_signed_as_standard_webhooks_says() {
     assert_eq!(statuses, [&json!(200); 3]);
 }
 
+/// `qpien_rest_subscription_oldest_pending_timestamp_seconds` of `subscription`, if the
+/// service exports it.
+async fn oldest_pending(app: &TestApp, subscription: &str) -> Option<i64> {
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    let series = format!(
+        "qpien_rest_subscription_oldest_pending_timestamp_seconds{{subscription=\"{subscription}\"}} "
+    );
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(series.as_str()))
+        .map(|value| value.parse().unwrap())
+}
+
+#[tokio::test]
+async fn metrics_tell_how_far_behind_each_subscription_is_while_its_receiver_fails() {
+    let app = subscriptions_app(|_| {}).await;
+    let receiver = Receiver::start().await;
+    receiver.answer(&[(503, None); 1000]);
+    let id = app.some_conversation_id().await;
+    let created = app.subscribe(&receiver.url, json!({})).await;
+    let subscription = created["id"].as_str().unwrap();
+    assert_eq!(
+        eventually("the series", PATIENCE, async || oldest_pending(
+            &app,
+            subscription
+        )
+        .await)
+        .await,
+        0,
+        "nothing to deliver yet"
+    );
+
+    app.flip_star(&id).await;
+    let failing = receiver.wait_for(2).await;
+    let event = failing[0].json();
+    let occurred = chrono::DateTime::parse_from_rfc3339(event["occurredAt"].as_str().unwrap())
+        .unwrap()
+        .timestamp();
+    assert_eq!(oldest_pending(&app, subscription).await, Some(occurred));
+
+    receiver.answer_ok();
+    eventually("caught up", PATIENCE, async || {
+        (oldest_pending(&app, subscription).await == Some(0)).then_some(())
+    })
+    .await;
+    let path = format!("/subscriptions/{subscription}");
+    let removed = app
+        .http
+        .delete(format!("{}{path}", app.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(removed.status(), 204);
+    eventually("the series gone", PATIENCE, async || {
+        oldest_pending(&app, subscription)
+            .await
+            .is_none()
+            .then_some(())
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn a_failed_delivery_is_retried_with_the_same_id_until_it_succeeds_and_later_events_wait() {
     let app = subscriptions_app(|_| {}).await;
