@@ -39,7 +39,10 @@ const SCAN_EVERY: Duration = Duration::from_secs(1);
 const MAX_ANSWER_BYTES: usize = 4 * 1024;
 /// How long a page read for delivery is shared: the tasks one event wakes ask for it
 /// within milliseconds of each other.
-const PAGE_SHARED_FOR: Duration = Duration::from_secs(5);
+const PAGE_SHARED_FOR: Duration = Duration::from_secs(1);
+/// The most pages kept for sharing (each at most `PAGE` events): more than the tasks
+/// that read at once in any but the largest deployments, and a bound on the memory.
+const PAGES_SHARED: u64 = 256;
 
 /// A page of the log as of one wake-up (`appended`'s count): read after that count was
 /// seen, so it holds every event whose wake-up came before. A task that sees a later
@@ -104,7 +107,7 @@ impl Deliveries {
             appended,
             poke: Notify::new(),
             pages: moka::sync::Cache::builder()
-                .max_capacity(4096)
+                .max_capacity(PAGES_SHARED)
                 .time_to_live(PAGE_SHARED_FOR)
                 .build(),
             holder: uuid::Uuid::new_v4().to_string(),
