@@ -51,35 +51,6 @@ log "building the release binaries (cargo build --release --locked --bin qpien-r
 FACADE_BIN=$REPO_DIR/target/release/qpien-rest
 SANDBOX_BIN=$REPO_DIR/target/release/qpien-sandbox
 
-# nginx from one of hotpath.sh's templates, on a free port; $1 names it, $2 is the
-# template, the rest "@KEY@=value" fills it. Sets STARTED_PID and STARTED_PORT.
-start_nginx() {
-    local name=$1 template=$2 dir=$TMP/$1 conf port pid pair attempt
-    shift 2
-    mkdir -p "$dir"
-    for attempt in 1 2 3 4 5; do
-        port=$(free_port)
-        conf=$(<"$template")
-        conf=${conf//@DIR@/"$dir"}
-        conf=${conf//@PORT@/"$port"}
-        for pair in "$@"; do conf=${conf//"${pair%%=*}"/"${pair#*=}"}; done
-        printf '%s\n' "$conf" >"$dir/nginx.conf"
-        nginx -p "$dir" -c "$dir/nginx.conf" -e "$dir/error.log" 2>>"$dir/stderr.log" &
-        pid=$!
-        STARTED+=("$pid")
-        if wait_listening "$pid" "$port"; then
-            STARTED_PID=$pid STARTED_PORT=$port
-            return
-        fi
-        stop "$pid"
-        log "$name did not start on port $port (attempt $attempt)"
-    done
-    die "$name did not start; see $dir/error.log"
-}
-
-# "field=value" from wrk's BENCH line in file $1.
-bench_field() { grep '^BENCH ' "$1" | tr ' ' '\n' | awk -F= -v k="$2" '$1 == k { print $2 }'; }
-
 # ---------------------------------------------------------------- the hop's CPU per request
 
 body=$(<"$BENCH_DIR/canned-conversation.json")

@@ -137,6 +137,40 @@ start_on_free_port() {
     die "$name did not start; see $TMP/$name.log"
 }
 
+# Renders an nginx template into $TMP/$1/nginx.conf and starts nginx on a free port,
+# retrying on another when it cannot listen: $1 names it, $2 is the template (@DIR@ and
+# @PORT@ are filled in), the rest are "@KEY@=value" pairs that fill the template too.
+# Sets STARTED_PID and STARTED_PORT.
+start_nginx() {
+    local name=$1 template=$2
+    shift 2
+    local dir=$TMP/$name conf port pid pair attempt
+    mkdir -p "$dir"
+    for attempt in 1 2 3 4 5; do
+        port=$(free_port)
+        conf=$(<"$template")
+        conf=${conf//@DIR@/"$dir"}
+        conf=${conf//@PORT@/"$port"}
+        for pair in "$@"; do conf=${conf//"${pair%%=*}"/"${pair#*=}"}; done
+        printf '%s\n' "$conf" >"$dir/nginx.conf"
+        nginx -p "$dir" -c "$dir/nginx.conf" -e "$dir/error.log" 2>>"$dir/stderr.log" &
+        pid=$!
+        STARTED+=("$pid")
+        if wait_listening "$pid" "$port"; then
+            # shellcheck disable=SC2034 # read by the scripts that source this file
+            STARTED_PID=$pid STARTED_PORT=$port
+            return
+        fi
+        stop "$pid"
+        log "$name did not start on port $port (attempt $attempt): $(cat "$dir/error.log" "$dir/stderr.log" 2>/dev/null | tail -n 1)"
+    done
+    die "$name did not start; see $dir/error.log"
+}
+
+# "field=value" $2 from the BENCH line that hotpath.lua's summary writes into wrk's
+# output, file $1.
+bench_field() { grep '^BENCH ' "$1" | tr ' ' '\n' | awk -F= -v k="$2" '$1 == k { print $2 }'; }
+
 # The EXIT trap of scripts with nothing else to clean up: stops every process started,
 # and removes TMP unless the run failed (its logs are kept then):
 #   trap stop_all_and_clean EXIT; trap 'exit 130' INT TERM
