@@ -12,17 +12,15 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use aes_gcm::aead::{Aead, KeyInit, Payload};
-use aes_gcm::{Aes256Gcm, Nonce};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use sha2::Sha256;
 
 use super::log::{Cursor, EventKind, Filter};
 use crate::settings::Secret;
 use crate::state::redis::RedisState;
+use crate::state::sealing::Sealer;
 use crate::state::subscriptions_redis::RedisSubscriptions;
 use crate::state::subscriptions_sqlite::SqliteSubscriptions;
 
@@ -181,7 +179,7 @@ pub enum StoreError {
 /// secrets.
 pub struct Subscriptions {
     store: Store,
-    cipher: Aes256Gcm,
+    sealer: Sealer,
 }
 
 enum Store {
@@ -212,16 +210,9 @@ impl Subscriptions {
                 &data_dir.join("subscriptions.sqlite3"),
             )?),
         };
-        let hkdf = hkdf::Hkdf::<Sha256>::new(
-            Some(b"qpien-rest subscription secrets v1"),
-            sealing.expose().as_bytes(),
-        );
-        let mut key = [0u8; 32];
-        hkdf.expand(b"aes-256-gcm key", &mut key)
-            .expect("32 bytes is a valid HKDF-SHA-256 length");
         Ok(Self {
             store,
-            cipher: Aes256Gcm::new(&key.into()),
+            sealer: Sealer::derive(sealing, b"qpien-rest subscription secrets v1"),
         })
     }
 
@@ -263,37 +254,15 @@ impl Subscriptions {
 
     /// `secrets` sealed for subscription `id`: nonce ‖ AES-256-GCM(JSON), base64.
     pub fn seal(&self, id: &str, secrets: &Secrets) -> String {
-        let mut nonce = [0u8; 12];
-        getrandom::fill(&mut nonce).expect("the operating system provides randomness");
         let plain = serde_json::to_vec(secrets).expect("secrets serialise");
-        let sealed = self
-            .cipher
-            .encrypt(
-                Nonce::from_slice(&nonce),
-                Payload {
-                    msg: &plain,
-                    aad: id.as_bytes(),
-                },
-            )
-            .expect("AES-GCM encrypts any message of this size");
-        STANDARD.encode([nonce.as_slice(), &sealed].concat())
+        STANDARD.encode(self.sealer.seal(&plain, id.as_bytes()))
     }
 
     /// The secrets of `config`; `None` when they cannot be opened with this service's
     /// secret (it changed since they were sealed) or were tampered with.
     pub fn open_secrets(&self, config: &Config) -> Option<Secrets> {
         let stored = STANDARD.decode(&config.secrets).ok()?;
-        let (nonce, sealed) = stored.split_at_checked(12)?;
-        let plain = self
-            .cipher
-            .decrypt(
-                Nonce::from_slice(nonce),
-                Payload {
-                    msg: sealed,
-                    aad: config.id.as_bytes(),
-                },
-            )
-            .ok()?;
+        let plain = self.sealer.open(&stored, config.id.as_bytes()).ok()?;
         serde_json::from_slice(&plain).ok()
     }
 }

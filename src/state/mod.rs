@@ -5,6 +5,7 @@
 //! replicas), chosen at start-up.
 
 pub mod redis;
+pub mod sealing;
 mod shared_budget;
 mod shared_events;
 pub mod shared_reads;

@@ -9,21 +9,16 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use aes_gcm::aead::{Aead, KeyInit, Payload};
-use aes_gcm::{Aes256Gcm, Nonce};
-use sha2::Sha256;
-
 use super::redis::RedisState;
+use super::sealing::Sealer;
 use super::trust::{CLOCK_SKEW, Rejected};
 use crate::settings::Secret;
-
-const NONCE: usize = 12;
 
 pub struct SharedToken {
     redis: Arc<RedisState>,
     token_key: String,
     lock_key: String,
-    cipher: Aes256Gcm,
+    sealer: Sealer,
     /// How long a renewal may hold the lock before another replica may take over.
     lock_hold: Duration,
 }
@@ -46,17 +41,10 @@ impl SharedToken {
         client_secret: &Secret,
         lock_hold: Duration,
     ) -> Self {
-        let hkdf = hkdf::Hkdf::<Sha256>::new(
-            Some(b"qpien-rest token encryption v1"),
-            client_secret.expose().as_bytes(),
-        );
-        let mut key = [0u8; 32];
-        hkdf.expand(b"aes-256-gcm key", &mut key)
-            .expect("32 bytes is a valid HKDF-SHA-256 length");
         Self {
             token_key: redis.key("token", name),
             lock_key: redis.key("token-lock", name),
-            cipher: Aes256Gcm::new(&key.into()),
+            sealer: Sealer::derive(client_secret, b"qpien-rest token encryption v1"),
             redis,
             lock_hold,
         }
@@ -127,8 +115,6 @@ impl SharedToken {
 
     /// nonce ‖ AES-256-GCM(expiry in ms ‖ lifetime in ms ‖ token), bound to the key's name.
     fn seal(&self, token: &Secret, expires_at: SystemTime, lifetime: Duration) -> Vec<u8> {
-        let mut nonce = [0u8; NONCE];
-        getrandom::fill(&mut nonce).expect("the operating system provides randomness");
         let expiry = expires_at
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
@@ -137,31 +123,11 @@ impl SharedToken {
         plain.extend_from_slice(&expiry.to_be_bytes());
         plain.extend_from_slice(&(lifetime.as_millis() as u64).to_be_bytes());
         plain.extend_from_slice(token.expose().as_bytes());
-        let sealed = self
-            .cipher
-            .encrypt(
-                Nonce::from_slice(&nonce),
-                Payload {
-                    msg: &plain,
-                    aad: self.token_key.as_bytes(),
-                },
-            )
-            .expect("AES-GCM encrypts any message of this size");
-        [nonce.as_slice(), &sealed].concat()
+        self.sealer.seal(&plain, self.token_key.as_bytes())
     }
 
     fn open(&self, stored: Vec<u8>) -> Result<StoredToken, Rejected> {
-        let (nonce, sealed) = stored.split_at_checked(NONCE).ok_or(Rejected::Malformed)?;
-        let plain = self
-            .cipher
-            .decrypt(
-                Nonce::from_slice(nonce),
-                Payload {
-                    msg: sealed,
-                    aad: self.token_key.as_bytes(),
-                },
-            )
-            .map_err(|_| Rejected::Unauthenticated)?;
+        let plain = self.sealer.open(&stored, self.token_key.as_bytes())?;
         let (expiry, rest) = plain.split_at_checked(8).ok_or(Rejected::Malformed)?;
         let (lifetime, token) = rest.split_at_checked(8).ok_or(Rejected::Malformed)?;
         let ms = |bytes: &[u8]| u64::from_be_bytes(bytes.try_into().expect("8 bytes"));
