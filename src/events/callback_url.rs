@@ -26,7 +26,7 @@ pub struct Policy {
 impl Policy {
     /// `url` as a callback: its syntax, scheme and, for an IP literal, its address.
     pub fn check_literal(&self, url: &str) -> Result<Url, String> {
-        if url.len() > MAX_URL_CHARS {
+        if url.chars().count() > MAX_URL_CHARS {
             return Err(format!("is longer than {MAX_URL_CHARS} characters"));
         }
         let parsed = Url::parse(url).map_err(|e| format!("is not an absolute URL ({e})"))?;

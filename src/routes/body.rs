@@ -6,6 +6,12 @@ use futures_util::StreamExt;
 
 use crate::error::ApiError;
 
+/// The largest JSON body a route reads. Every body the schemas allow fits well within it:
+/// a merge patch of a conversation is a few hundred bytes, and a subscription with the
+/// longest URL and description, every character written as a JSON escape of a surrogate
+/// pair (12 bytes), about 31 KiB; past it, 413 before anything is parsed.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
 /// The body, refused with 413 when its declared length or the bytes received pass
 /// `limit`: nothing past the limit is read.
 pub async fn read_body(

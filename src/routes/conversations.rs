@@ -12,7 +12,7 @@ use utoipa::openapi::schema::Object;
 use utoipa::{IntoParams, ToSchema};
 
 use super::Caller;
-use super::body::read_body;
+use super::body::{MAX_BODY_BYTES, read_body};
 use super::caching::{self, Answered, Conditional};
 use super::registry::{GET_CONVERSATION, LIST_CONVERSATIONS, UPDATE_CONVERSATION};
 use crate::domain::{
@@ -27,9 +27,6 @@ use crate::public_url::PublicBaseUrl;
 use crate::reads::etag::ETag;
 use crate::reads::{CachedConversations, Served, UpdateError};
 use crate::telemetry::RequestId;
-
-/// Largest PATCH body accepted; a merge patch of this resource is a few hundred bytes.
-pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// One page of conversations with its paging metadata and links. The body is written by
 /// `page_body` around the cached JSON of the items; a test holds the two to one shape.

@@ -24,8 +24,9 @@ use actix_web::{FromRequest, HttpMessage, HttpRequest, Route, web};
 use tracing_actix_web::RootSpan;
 use utoipa_actix_web::service_config::ServiceConfig;
 
+pub use body::MAX_BODY_BYTES;
 pub use changes::FeedQuery;
-pub use conversations::{ConversationList, MAX_BODY_BYTES, PageLinks};
+pub use conversations::{ConversationList, PageLinks};
 pub use stream::{StreamSlots, StreamsClosing};
 pub use table::unmatched;
 

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::Caller;
-use super::body::read_body;
+use super::body::{MAX_BODY_BYTES, read_body};
 use super::changes::offered;
 use super::registry::{
     CREATE_SUBSCRIPTION, DELETE_SUBSCRIPTION, ENABLE_SUBSCRIPTION, GET_SUBSCRIPTION,
@@ -27,8 +27,6 @@ use crate::events::subscriptions::{
     Subscriptions, new_secret,
 };
 
-/// The largest body `POST /subscriptions` reads.
-const MAX_BODY_BYTES: usize = 16 * 1024;
 /// The longest description.
 const MAX_DESCRIPTION_CHARS: usize = 500;
 /// The most events `backlog` counts.
@@ -58,8 +56,8 @@ pub struct NewSubscription {
     /// The event types to deliver; all when absent or empty.
     #[serde(default)]
     pub types: Vec<EventKind>,
-    /// Only the events of this conversation.
-    #[schema(example = "6650a1000000000000000001")]
+    /// Only the events of this conversation: its id, 24 hexadecimal digits.
+    #[schema(example = "6650a1000000000000000001", pattern = "^[0-9a-fA-F]{24}$")]
     pub conversation_id: Option<String>,
     /// What it is for, for people.
     #[serde(default)]
@@ -503,4 +501,80 @@ pub async fn enable_subscription(
     Ok(HttpResponse::Ok()
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .json(SubscriptionView::of(subscription)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::callback_url::{MAX_URL_CHARS, Policy};
+
+    /// utoipa's derive takes literals only: the documented limits of a new subscription
+    /// are held to the constants its parser checks.
+    #[test]
+    fn the_documented_subscription_limits_are_the_parsers() {
+        use utoipa::PartialSchema;
+        let schema = serde_json::to_value(NewSubscription::schema()).unwrap();
+        let properties = &schema["properties"];
+        assert_eq!(properties["url"]["maxLength"], MAX_URL_CHARS);
+        assert_eq!(
+            properties["description"]["maxLength"],
+            MAX_DESCRIPTION_CHARS
+        );
+        assert_eq!(
+            properties["conversationId"]["pattern"],
+            crate::domain::object_id_pattern()
+        );
+    }
+
+    /// JSON as a client escaping everything past ASCII writes it (Python's `json.dumps`):
+    /// a character outside the Basic Multilingual Plane becomes a surrogate pair, 12 bytes.
+    fn ascii_json(value: &serde_json::Value) -> String {
+        let mut out = String::new();
+        for c in value.to_string().chars() {
+            if c.is_ascii() {
+                out.push(c);
+            } else {
+                let mut units = [0u16; 2];
+                for unit in c.encode_utf16(&mut units) {
+                    out.push_str(&format!("\\u{unit:04x}"));
+                }
+            }
+        }
+        out
+    }
+
+    /// The longest URL and description the schema allows, in the costliest characters,
+    /// are read and taken: a body the schema allows is never refused as too large.
+    #[test]
+    fn the_largest_body_the_schema_allows_is_read_and_taken() {
+        let prefix = "https://hooks.example.com/";
+        let url = format!(
+            "{prefix}{}",
+            "😀".repeat(MAX_URL_CHARS - prefix.chars().count())
+        );
+        let description = "😀".repeat(MAX_DESCRIPTION_CHARS);
+        let body = ascii_json(&serde_json::json!({
+            "url": url,
+            "types": EventKind::ALL,
+            "conversationId": "6650a1000000000000000001",
+            "description": description,
+        }));
+        assert!(
+            body.len() <= MAX_BODY_BYTES,
+            "{} bytes, over the cap of {MAX_BODY_BYTES}",
+            body.len()
+        );
+        let new = parse_new(body.as_bytes()).unwrap();
+        assert_eq!(new.url.chars().count(), MAX_URL_CHARS);
+        assert_eq!(new.description, description);
+        let strict = Policy {
+            allow_http: false,
+            allow_private: false,
+        };
+        assert!(strict.check_literal(&new.url).is_ok());
+        // One character more is refused, and says why.
+        let longer = format!("{url}a");
+        let why = strict.check_literal(&longer).unwrap_err();
+        assert!(why.contains("longer than 2048 characters"), "{why}");
+    }
 }

@@ -520,6 +520,68 @@ async fn a_malformed_subscription_names_what_is_wrong() {
     assert_eq!(problem["errors"][0]["pointer"], "#/conversationId");
 }
 
+/// `value` as a client escaping everything past ASCII writes it (Python's `json.dumps`,
+/// which `requests` uses): a character past the Basic Multilingual Plane is 12 bytes.
+fn ascii_json(value: &Value) -> String {
+    let mut out = String::new();
+    for c in value.to_string().chars() {
+        if c.is_ascii() {
+            out.push(c);
+        } else {
+            let mut units = [0u16; 2];
+            for unit in c.encode_utf16(&mut units) {
+                out.push_str(&format!("\\u{unit:04x}"));
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn the_largest_subscription_the_schema_allows_is_taken_and_a_larger_body_is_refused() {
+    let app = subscriptions_app(|_| {}).await;
+    let documented: Value = app.get("/openapi.json").await.json().await.unwrap();
+    let schema = &documented["components"]["schemas"]["NewSubscription"]["properties"];
+    let url_chars = schema["url"]["maxLength"].as_u64().unwrap() as usize;
+    let description_chars = schema["description"]["maxLength"].as_u64().unwrap() as usize;
+    let prefix = "http://127.0.0.1:9/";
+    let url = format!("{prefix}{}", "😀".repeat(url_chars - prefix.len()));
+    let description = "😀".repeat(description_chars);
+    let post = |body: String| {
+        app.http
+            .post(format!("{}/subscriptions", app.address))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+
+    let largest = ascii_json(&json!({
+        "url": url,
+        "types": ["conversation.updated", "conversation.message_received"],
+        "conversationId": "6650a1000000000000000001",
+        "description": description,
+    }));
+    assert!(largest.len() > 30_000, "{} bytes", largest.len());
+    let created = post(largest).await.unwrap();
+    assert_eq!(created.status(), 201);
+    let created: Value = created.json().await.unwrap();
+    assert_eq!(created["description"], description);
+
+    let too_long = ascii_json(&json!({ "url": format!("{url}a") }));
+    let problem = assert_problem(post(too_long).await.unwrap(), 422).await;
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("2048 characters"),
+        "{problem}"
+    );
+
+    let too_large = ascii_json(&json!({ "url": prefix, "description": "😀".repeat(6_000) }));
+    let problem = assert_problem(post(too_large).await.unwrap(), 413).await;
+    assert_eq!(problem["type"], "/problems/payload-too-large");
+}
+
 #[tokio::test]
 async fn pass_through_mode_offers_no_subscriptions() {
     let app = spawn_app_with(Setup::pass_through()).await;
