@@ -57,7 +57,10 @@ fn complete_operation(path: &str, operation: &mut Value) {
             .or_insert_with(|| json!({}));
         add_headers(headers, status, row);
     }
-    if let Some(ok) = responses.get_mut("200") {
+    let success = ["200", "201"]
+        .into_iter()
+        .find(|s| responses.contains_key(*s));
+    if let Some(ok) = success.and_then(|status| responses.get_mut(status)) {
         add_links(ok, row);
     }
     if path.contains("{slug}") {

@@ -31,7 +31,7 @@ pub struct Operation {
     pub budget: Option<Class>,
     /// The response headers it documents beyond those every answer carries.
     pub headers: &'static [Documented],
-    /// Where a client can go from its `200` answer (OpenAPI links).
+    /// Where a client can go from its success answer, `200` or `201` (OpenAPI links).
     pub links: &'static [Link],
     /// Its place in the Power Automate connector.
     pub connector: Connector,
@@ -53,8 +53,8 @@ pub enum Documented {
     Cached,
 }
 
-/// An OpenAPI link from an operation's `200` answer to another operation, passing the
-/// conversation id found at `id` (a runtime expression).
+/// An OpenAPI link from an operation's success answer to another operation on one
+/// resource, passing as its `id` parameter the id found at `id` (a runtime expression).
 pub struct Link {
     pub name: &'static str,
     pub operation: &'static str,
@@ -277,6 +277,32 @@ pub const CREATE_SUBSCRIPTION: Operation = Operation {
     path: "/subscriptions",
     scope: Some(Scope::Write),
     problems: &[400, 401, 403, 409, 413, 422, 503],
+    links: &[
+        Link {
+            name: "GetSubscription",
+            operation: "getSubscription",
+            id: "$response.body#/id",
+            description: "See how this subscription's deliveries go.",
+        },
+        Link {
+            name: "RotateSubscriptionSecret",
+            operation: "rotateSubscriptionSecret",
+            id: "$response.body#/id",
+            description: "Give this subscription a new signing secret.",
+        },
+        Link {
+            name: "EnableSubscription",
+            operation: "enableSubscription",
+            id: "$response.body#/id",
+            description: "Resume this subscription's deliveries once it is disabled.",
+        },
+        Link {
+            name: "DeleteSubscription",
+            operation: "deleteSubscription",
+            id: "$response.body#/id",
+            description: "Stop this subscription's deliveries and remove it.",
+        },
+    ],
     connector: Connector::WebhookTrigger {
         summary: "When a conversation changes",
         important: &["body"],
@@ -290,6 +316,12 @@ pub const LIST_SUBSCRIPTIONS: Operation = Operation {
     path: "/subscriptions",
     scope: Some(Scope::Write),
     problems: &[401, 403, 503],
+    links: &[Link {
+        name: "GetFirstSubscription",
+        operation: "getSubscription",
+        id: "$response.body#/items/0/id",
+        description: "See how the first subscription's deliveries go.",
+    }],
     // In the connector (hidden from makers), so that its paths list every method they
     // answer, as `Allow` does.
     connector: Connector::Internal,
@@ -510,6 +542,24 @@ mod tests {
         assert_eq!(param("/c/{id}/messages", "/c/x/messages"), Some("x"));
         assert_eq!(param("/c/{id}/messages", "/c/x/y"), None);
         assert_eq!(param("/healthz", "/healthz"), None);
+    }
+
+    #[test]
+    fn every_link_leads_to_an_operation_on_one_resource() {
+        for operation in OPERATIONS {
+            for link in operation.links {
+                let target = by_id(link.operation)
+                    .unwrap_or_else(|| panic!("{}: {} is no operation", operation.id, link.name));
+                assert!(
+                    target.path.contains("{id}"),
+                    "{}: {} leads to {}, which takes no id",
+                    operation.id,
+                    link.name,
+                    target.id
+                );
+                assert!(link.id.starts_with("$response.body#/"), "{}", link.id);
+            }
+        }
     }
 
     #[test]

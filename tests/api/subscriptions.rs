@@ -582,6 +582,93 @@ async fn the_largest_subscription_the_schema_allows_is_taken_and_a_larger_body_i
     assert_eq!(problem["type"], "/problems/payload-too-large");
 }
 
+/// The method and path of the operation `id` of the served document.
+fn operation_in(document: &Value, id: &str) -> (reqwest::Method, String) {
+    for (path, operations) in document["paths"].as_object().unwrap() {
+        for (method, operation) in operations.as_object().unwrap() {
+            if operation["operationId"] == id {
+                return (method.to_uppercase().parse().unwrap(), path.clone());
+            }
+        }
+    }
+    panic!("no operation {id} in the document");
+}
+
+/// Where the documented `link` of an answer `body` leads: its method, path and name.
+fn follow(document: &Value, name: &str, link: &Value, body: &Value) -> (reqwest::Method, String) {
+    let expression = link["parameters"]["id"].as_str().unwrap();
+    let pointer = expression.strip_prefix("$response.body#").unwrap();
+    let id = body
+        .pointer(pointer)
+        .and_then(Value::as_str)
+        .unwrap_or_else(|| panic!("{name}: {expression} finds no id in {body}"));
+    let (method, path) = operation_in(document, link["operationId"].as_str().unwrap());
+    (method, path.replace("{id}", id))
+}
+
+#[tokio::test]
+async fn the_documented_links_lead_from_a_subscription_to_what_can_be_done_with_it() {
+    let app = subscriptions_app(|_| {}).await;
+    let document: Value = app.get("/openapi.json").await.json().await.unwrap();
+    let created = app.subscribe("http://127.0.0.1:9/", json!({})).await;
+    let send = |method: reqwest::Method, path: String| {
+        app.http
+            .request(method, format!("{}{path}", app.address))
+            .send()
+    };
+
+    // From the list to the first subscription.
+    let list_links = &document["paths"]["/subscriptions"]["get"]["responses"]["200"]["links"];
+    let listed: Value = app.get("/subscriptions").await.json().await.unwrap();
+    for (name, link) in list_links.as_object().unwrap() {
+        let (method, path) = follow(&document, name, link, &listed);
+        let answer = send(method, path).await.unwrap();
+        assert_eq!(answer.status(), 200, "{name}");
+        let read: Value = answer.json().await.unwrap();
+        assert_eq!(read["id"], created["id"], "{name}");
+    }
+
+    // From the creation to each thing a subscription can be asked, removing it last.
+    let links = document["paths"]["/subscriptions"]["post"]["responses"]["201"]["links"]
+        .as_object()
+        .unwrap();
+    let mut targets: Vec<&str> = links
+        .values()
+        .map(|link| link["operationId"].as_str().unwrap())
+        .collect();
+    targets.sort_unstable();
+    assert_eq!(
+        targets,
+        [
+            "deleteSubscription",
+            "enableSubscription",
+            "getSubscription",
+            "rotateSubscriptionSecret"
+        ]
+    );
+    let mut calls: Vec<_> = links
+        .iter()
+        .map(|(name, link)| (name, follow(&document, name, link, &created)))
+        .collect();
+    calls.sort_by_key(|(_, (method, _))| *method == reqwest::Method::DELETE);
+    for (name, (method, path)) in calls {
+        let expected = if method == reqwest::Method::DELETE {
+            204
+        } else {
+            200
+        };
+        let answer = send(method, path.clone()).await.unwrap();
+        assert_eq!(answer.status(), expected, "{name}: {path}");
+    }
+    let gone = app
+        .get(&format!(
+            "/subscriptions/{}",
+            created["id"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(gone.status(), 404);
+}
+
 #[tokio::test]
 async fn pass_through_mode_offers_no_subscriptions() {
     let app = spawn_app_with(Setup::pass_through()).await;
