@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use utoipa::openapi::schema::{Object, ObjectBuilder, Type};
+use utoipa::openapi::schema::{Object, ObjectBuilder, SchemaType, Type};
 
 const LEN: usize = 24;
 
@@ -18,6 +18,14 @@ pub fn object_id_schema() -> Object {
         .schema_type(Type::String)
         .pattern(Some(object_id_pattern()))
         .build()
+}
+
+/// The schema of an id a caller sends or sets to `null`, said to be `description`.
+pub fn nullable_object_id_schema(description: &str) -> Object {
+    let mut schema = object_id_schema();
+    schema.schema_type = SchemaType::from_iter([Type::String, Type::Null]);
+    schema.description = Some(description.into());
+    schema
 }
 
 fn parse_object_id(value: &str) -> Result<String, String> {

@@ -11,7 +11,9 @@ pub use conversation::{
     Channel, ChannelType, Conversation, ConversationStatus, ConversationType, LastMessage,
     MessageDirection, Priority, Tag,
 };
-pub use ids::{ConversationId, PersonId, object_id_pattern, object_id_schema};
+pub use ids::{
+    ConversationId, PersonId, nullable_object_id_schema, object_id_pattern, object_id_schema,
+};
 pub use list::{
     ConversationFilter, ConversationPage, DEFAULT_PAGE_SIZE, ListQuery, MAX_PAGE, MAX_PAGE_SIZE,
     MAX_TAG_CHARS, page_schema, page_size_schema, tag_schema,

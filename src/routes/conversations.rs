@@ -17,8 +17,8 @@ use super::caching::{self, Answered, Conditional};
 use super::registry::{GET_CONVERSATION, LIST_CONVERSATIONS, UPDATE_CONVERSATION};
 use crate::domain::{
     Conversation, ConversationId, ConversationPatch, ConversationStatus, ConversationType,
-    DEFAULT_PAGE_SIZE, InvalidParam, ListQuery, PatchError, Priority, object_id_schema,
-    page_schema, page_size_schema, tag_schema,
+    DEFAULT_PAGE_SIZE, InvalidParam, ListQuery, PatchError, Priority, nullable_object_id_schema,
+    object_id_schema, page_schema, page_size_schema, tag_schema,
 };
 use crate::error::ApiError;
 use crate::events::Recorder;
@@ -501,15 +501,9 @@ struct ConversationPatchDoc {
 
 /// An id, or `null`.
 fn nullable_object_id() -> utoipa::openapi::schema::Object {
-    let mut schema = object_id_schema();
-    schema.schema_type = utoipa::openapi::schema::SchemaType::from_iter([
-        utoipa::openapi::schema::Type::String,
-        utoipa::openapi::schema::Type::Null,
-    ]);
-    schema.description = Some(
-        "Id of the agent to join (24 hexadecimal digits), or `null` to remove the agent.".into(),
-    );
-    schema
+    nullable_object_id_schema(
+        "Id of the agent to join (24 hexadecimal digits), or `null` to remove the agent.",
+    )
 }
 
 /// The name of a tag: 1 to 64 characters, not all white space.

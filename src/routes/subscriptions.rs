@@ -18,7 +18,7 @@ use super::registry::{
     CREATE_SUBSCRIPTION, DELETE_SUBSCRIPTION, ENABLE_SUBSCRIPTION, GET_SUBSCRIPTION,
     LIST_SUBSCRIPTIONS, ROTATE_SUBSCRIPTION_SECRET,
 };
-use crate::domain::{ConversationId, InvalidParam};
+use crate::domain::{ConversationId, InvalidParam, nullable_object_id_schema};
 use crate::error::ApiError;
 use crate::events::delivery::Deliveries;
 use crate::events::log::{EventKind, EventLog};
@@ -57,12 +57,21 @@ pub struct NewSubscription {
     #[serde(default)]
     pub types: Vec<EventKind>,
     /// Only the events of this conversation: its id, 24 hexadecimal digits.
-    #[schema(example = "6650a1000000000000000001", pattern = "^[0-9a-fA-F]{24}$")]
+    #[schema(schema_with = conversation_filter)]
     pub conversation_id: Option<String>,
     /// What it is for, for people.
     #[serde(default)]
     #[schema(max_length = 500)]
     pub description: String,
+}
+
+/// The schema of `NewSubscription::conversation_id`: an id as every id a caller sends.
+fn conversation_filter() -> utoipa::openapi::schema::Object {
+    let mut schema = nullable_object_id_schema(
+        "Only the events of this conversation: its id, 24 hexadecimal digits.",
+    );
+    schema.example = Some(serde_json::json!("6650a1000000000000000001"));
+    schema
 }
 
 /// A webhook subscription and how its deliveries go.

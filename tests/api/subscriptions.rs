@@ -594,7 +594,7 @@ fn operation_in(document: &Value, id: &str) -> (reqwest::Method, String) {
     panic!("no operation {id} in the document");
 }
 
-/// Where the documented `link` of an answer `body` leads: its method, path and name.
+/// Where the documented `link` (named `name`) of an answer `body` leads: a method and a path.
 fn follow(document: &Value, name: &str, link: &Value, body: &Value) -> (reqwest::Method, String) {
     let expression = link["parameters"]["id"].as_str().unwrap();
     let pointer = expression.strip_prefix("$response.body#").unwrap();
